@@ -1,0 +1,77 @@
+use std::path::Path;
+
+use crate::{KvStore, Result};
+
+/// How to open a database directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Create the directory and the database when they do not exist (default: true).
+    pub create_if_missing: bool,
+    /// Fail with [`crate::Error::AlreadyExists`] when a database is already there (default: false).
+    pub error_if_exists: bool,
+    /// Make every acknowledged write durable against power loss (fsync), not only against the
+    /// crash of a process (default: false). Engines whose every commit syncs ignore `false`.
+    pub sync: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create_if_missing: true,
+            error_if_exists: false,
+            sync: false,
+        }
+    }
+}
+
+/// What an engine supports, so that the conformance suite runs only the tests that apply (the
+/// way abstract-level's `supports` manifest gates its suite).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Data survives closing and reopening the directory.
+    pub persistent: bool,
+    /// Iterators see a snapshot taken at creation.
+    pub snapshots: bool,
+    /// An acknowledged write survives the crash (SIGKILL) of the writing process.
+    pub crash_durable: bool,
+}
+
+impl Capabilities {
+    /// Everything a real on-disk engine offers.
+    pub const fn full() -> Self {
+        Capabilities {
+            persistent: true,
+            snapshots: true,
+            crash_durable: true,
+        }
+    }
+
+    /// An in-memory engine: snapshots, but nothing survives the process.
+    pub const fn in_memory() -> Self {
+        Capabilities {
+            persistent: false,
+            snapshots: true,
+            crash_durable: false,
+        }
+    }
+}
+
+/// An engine: something that opens a directory as a [`KvStore`].
+///
+/// Implement this to plug your own engine into rave; run `rave-conformance` against it to prove
+/// it honours the contract.
+pub trait Backend: Send + Sync + 'static {
+    /// The store this engine opens.
+    type Store: KvStore;
+
+    /// The engine's name, as recorded in the directory (e.g. `"redb"`).
+    fn name(&self) -> &'static str;
+
+    /// What the engine supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Opens (or creates) the database in directory `path`. This call blocks: run it off the
+    /// async runtime (for instance in `tokio::task::spawn_blocking`).
+    fn open(&self, path: &Path, options: &OpenOptions) -> Result<Self::Store>;
+}

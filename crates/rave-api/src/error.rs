@@ -1,0 +1,250 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The result type of every rave operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A stable, serializable classification of [`Error`]s.
+///
+/// Kinds travel between processes (a follower sees the kind the leader's engine reported), and
+/// their string forms ([`ErrorKind::as_str`]) never change between versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The handle (or iterator) was closed.
+    Closed,
+    /// The connection to the leader was lost while the operation was in flight and `retry` is off.
+    LeaderLost,
+    /// The directory's lock is held but no process serves it.
+    NoLeader,
+    /// The leader did not answer within the operation timeout.
+    Timeout,
+    /// An operating-system I/O error.
+    Io,
+    /// The database files are damaged or not a database at all.
+    Corruption,
+    /// A peer broke the wire protocol.
+    Protocol,
+    /// The caller passed something invalid.
+    InvalidArgument,
+    /// The directory holds another engine's database.
+    WrongEngine,
+    /// The database does not exist and `create_if_missing` is off.
+    DoesNotExist,
+    /// The database exists and `error_if_exists` is on.
+    AlreadyExists,
+    /// The operation is not supported by this engine.
+    Unsupported,
+    /// Anything else an engine reports.
+    Other,
+}
+
+impl ErrorKind {
+    /// The stable name of this kind, e.g. `"LeaderLost"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Closed => "Closed",
+            ErrorKind::LeaderLost => "LeaderLost",
+            ErrorKind::NoLeader => "NoLeader",
+            ErrorKind::Timeout => "Timeout",
+            ErrorKind::Io => "Io",
+            ErrorKind::Corruption => "Corruption",
+            ErrorKind::Protocol => "Protocol",
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::WrongEngine => "WrongEngine",
+            ErrorKind::DoesNotExist => "DoesNotExist",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::Other => "Other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that can go wrong in rave.
+///
+/// The error is `Clone` so that one engine failure can be reported to every caller whose write
+/// shared the failed commit. Match on [`Error::kind`] rather than on variants when the error may
+/// have come from another process: remote errors arrive as [`Error::Remote`] with the original
+/// kind inside.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The handle (or iterator) was closed; the operation did not run.
+    #[error("the database handle is closed")]
+    Closed,
+    /// The connection to the leader was lost with the operation in flight (only with `retry` off);
+    /// the operation may or may not have been applied.
+    #[error("the connection to the leader was lost")]
+    LeaderLost,
+    /// The directory's lock is held but no process serves it (for instance a plain engine user
+    /// holds the directory).
+    #[error("no leader: the directory lock is held but nobody serves it (waited {waited:?})")]
+    NoLeader {
+        /// How long this handle waited for a leader.
+        waited: Duration,
+    },
+    /// The leader did not answer in time (it may be stopped or overloaded).
+    #[error("the leader did not answer within {waited:?}")]
+    Timeout {
+        /// How long the operation waited.
+        waited: Duration,
+    },
+    /// An operating-system I/O error.
+    #[error("I/O error ({kind}): {message}")]
+    Io {
+        /// The OS error's kind.
+        kind: std::io::ErrorKind,
+        /// What failed, with the OS's words.
+        message: String,
+    },
+    /// The database files are damaged or are not a database.
+    #[error("corrupt database: {message}")]
+    Corruption {
+        /// What the engine found.
+        message: String,
+    },
+    /// A peer broke the wire protocol.
+    #[error("protocol error: {message}")]
+    Protocol {
+        /// What was wrong with the peer's bytes.
+        message: String,
+    },
+    /// An error raised by the leader's engine, relayed to this follower.
+    #[error("leader reported {kind}: {message}")]
+    Remote {
+        /// The kind the leader reported.
+        kind: ErrorKind,
+        /// The leader's message.
+        message: String,
+    },
+    /// The caller passed something invalid.
+    #[error("invalid argument: {message}")]
+    InvalidArgument {
+        /// What was invalid.
+        message: String,
+    },
+    /// The directory holds a database of another engine.
+    #[error("{path} holds a {found} database, not {expected}")]
+    WrongEngine {
+        /// The directory.
+        path: PathBuf,
+        /// The engine that was asked to open it.
+        expected: String,
+        /// The engine whose files are there.
+        found: String,
+    },
+    /// The database does not exist and `create_if_missing` is off.
+    #[error("no database at {path} (create_if_missing is off)")]
+    DoesNotExist {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The database exists and `error_if_exists` is on.
+    #[error("a database already exists at {path} (error_if_exists is on)")]
+    AlreadyExists {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The engine does not support this operation.
+    #[error("not supported: {message}")]
+    Unsupported {
+        /// What is not supported.
+        message: String,
+    },
+    /// Anything else an engine reports.
+    #[error("{message}")]
+    Other {
+        /// The engine's words.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The stable kind of this error; for [`Error::Remote`], the kind the leader reported.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Closed => ErrorKind::Closed,
+            Error::LeaderLost => ErrorKind::LeaderLost,
+            Error::NoLeader { .. } => ErrorKind::NoLeader,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Corruption { .. } => ErrorKind::Corruption,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::Remote { kind, .. } => *kind,
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::WrongEngine { .. } => ErrorKind::WrongEngine,
+            Error::DoesNotExist { .. } => ErrorKind::DoesNotExist,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Other { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// An I/O error with context: `what` says what was being done (e.g. `"open /x/data.redb"`).
+    pub fn io(what: impl std::fmt::Display, err: &std::io::Error) -> Self {
+        Error::Io {
+            kind: err.kind(),
+            message: format!("{what}: {err}"),
+        }
+    }
+
+    /// A corruption error.
+    pub fn corruption(message: impl Into<String>) -> Self {
+        Error::Corruption {
+            message: message.into(),
+        }
+    }
+
+    /// An invalid-argument error.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            message: message.into(),
+        }
+    }
+
+    /// A protocol error.
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Error::Protocol {
+            message: message.into(),
+        }
+    }
+
+    /// An uncategorised engine error.
+    pub fn other(message: impl Into<String>) -> Self {
+        Error::Other {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Io {
+            kind: err.kind(),
+            message: err.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_errors_keep_their_kind() {
+        let err = Error::Remote {
+            kind: ErrorKind::Corruption,
+            message: "bad block".into(),
+        };
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+        assert_eq!(err.kind().as_str(), "Corruption");
+    }
+}

@@ -1,0 +1,78 @@
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+
+use crate::engine_thread::{Engine, EngineIter, EngineStore};
+use crate::{Backend, BatchOp, Capabilities, OpenOptions, Range, Result};
+
+/// The reference engine: a `BTreeMap` in memory. Nothing survives the process; the path is
+/// ignored. It is the model the conformance suite compares real engines against, and the
+/// smallest example of a custom [`Backend`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryBackend;
+
+impl Backend for MemoryBackend {
+    type Store = EngineStore;
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::in_memory()
+    }
+
+    fn open(&self, _path: &Path, _options: &OpenOptions) -> Result<EngineStore> {
+        EngineStore::spawn("memory", || Ok(MemoryEngine::default()))
+    }
+}
+
+/// The [`Engine`] behind [`MemoryBackend`].
+#[derive(Debug, Default)]
+pub struct MemoryEngine {
+    map: RefCell<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl Engine for MemoryEngine {
+    type Iter<'a> = std::vec::IntoIter<(Vec<u8>, Vec<u8>)>;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.map.borrow().get(key).cloned())
+    }
+
+    fn write(&self, ops: &[BatchOp]) -> Result<()> {
+        let mut map = self.map.borrow_mut();
+        for op in ops {
+            match op {
+                BatchOp::Put { key, value } => {
+                    map.insert(key.clone(), value.clone());
+                }
+                BatchOp::Del { key } => {
+                    map.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn iter<'a>(&'a self, range: &Range) -> Result<Self::Iter<'a>> {
+        // The snapshot is a copy of the range: simple and obviously isolated.
+        let map = self.map.borrow();
+        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (range.lower(), range.upper());
+        let mut entries: Vec<_> = map
+            .range::<[u8], _>(bounds)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if range.reverse {
+            entries.reverse();
+        }
+        Ok(entries.into_iter())
+    }
+}
+
+impl EngineIter for std::vec::IntoIter<(Vec<u8>, Vec<u8>)> {
+    fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.next())
+    }
+}

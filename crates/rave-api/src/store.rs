@@ -1,0 +1,146 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{BatchOp, Range, Result};
+
+/// How many entries [`KvIterator::collect_all`] asks for at a time.
+pub const DEFAULT_CHUNK: usize = 256;
+
+/// One key-value pair produced by an iterator.
+///
+/// With [`crate::Projection::KeysOnly`] the value is empty; with
+/// [`crate::Projection::ValuesOnly`] the key is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+impl Entry {
+    /// An entry of `key` and `value`.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Entry {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// An ordered key-value store: the one contract every engine and every rave handle honours.
+///
+/// The trait is object safe: `Box<dyn KvStore>` works. All methods take `&self`; a store is
+/// shared between tasks behind an `Arc`.
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// The value of `key`, or `None` when it is absent.
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// The values of `keys`, in the same order, `None` in place of each absent key.
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Sets `key` to `value`. Once this returns `Ok`, the write survives the crash of any process.
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Removes `key`; removing an absent key is not an error.
+    async fn del(&self, key: &[u8]) -> Result<()>;
+
+    /// Applies `ops` atomically: after a crash or an error, either all of them are visible or
+    /// none is, and no reader ever sees a part.
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<()>;
+
+    /// An iterator over `range`, seeing a snapshot taken when it is created.
+    async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>>;
+
+    /// Removes every key in `range` (its direction and limit say which ones when limited).
+    async fn clear(&self, range: Range) -> Result<()>;
+
+    /// Closes the store. Later operations fail with [`crate::Error::Closed`]; closing twice is
+    /// not an error.
+    async fn close(&self) -> Result<()>;
+}
+
+/// A stream of entries in key order (or reverse key order), delivered in chunks.
+///
+/// Dropping an iterator releases its snapshot.
+#[async_trait]
+pub trait KvIterator: Send {
+    /// Up to `max` next entries (`max` is at least 1); an empty chunk means the end.
+    async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>>;
+
+    /// The next entry, or `None` at the end.
+    async fn next(&mut self) -> Result<Option<Entry>> {
+        Ok(self.next_chunk(1).await?.pop())
+    }
+
+    /// Every remaining entry.
+    async fn collect_all(&mut self) -> Result<Vec<Entry>> {
+        let mut all = Vec::new();
+        loop {
+            let chunk = self.next_chunk(DEFAULT_CHUNK).await?;
+            if chunk.is_empty() {
+                return Ok(all);
+            }
+            all.extend(chunk);
+        }
+    }
+}
+
+#[async_trait]
+impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(key).await
+    }
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get_many(keys).await
+    }
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        (**self).put(key, value).await
+    }
+    async fn del(&self, key: &[u8]) -> Result<()> {
+        (**self).del(key).await
+    }
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        (**self).batch(ops).await
+    }
+    async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
+        (**self).iterator(range).await
+    }
+    async fn clear(&self, range: Range) -> Result<()> {
+        (**self).clear(range).await
+    }
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
+    }
+}
+
+#[async_trait]
+impl<S: KvStore + ?Sized> KvStore for Box<S> {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(key).await
+    }
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get_many(keys).await
+    }
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        (**self).put(key, value).await
+    }
+    async fn del(&self, key: &[u8]) -> Result<()> {
+        (**self).del(key).await
+    }
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        (**self).batch(ops).await
+    }
+    async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
+        (**self).iterator(range).await
+    }
+    async fn clear(&self, range: Range) -> Result<()> {
+        (**self).clear(range).await
+    }
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
+    }
+}
