@@ -1,1 +1,236 @@
-//! placeholder
+//! The LevelDB engine for rave, on rusty-leveldb (pure Rust, file-compatible with LevelDB).
+//!
+//! [`LevelDbBackend`] opens a directory as a LevelDB database (its files live directly in the
+//! directory, next to rave's own `rave-engine` record and `rave.lock`) and runs it on a dedicated
+//! thread through [`rave_api::engine_thread::EngineStore`], which adds group commit and chunked
+//! iterators. rusty-leveldb's `DB` takes `&mut self` and is not meant to be shared, so it lives in
+//! a `RefCell` on that thread.
+//!
+//! - Writes are one atomic `WriteBatch` each (one log record, checksummed: after a crash it is
+//!   replayed whole or not at all). Every write is handed to the OS before it is acknowledged, so
+//!   it survives the crash of the process; with the `sync` open option it is fsynced too, so it
+//!   survives power loss (rusty-leveldb itself never fsyncs: rave's file environment does).
+//! - Table files an open iterator still reads are kept until it is dropped, even when a
+//!   compaction replaces them.
+//! - Iterators read a snapshot taken when they are created; reverse iteration is rave's own,
+//!   because rusty-leveldb's is broken (see the `iter` module).
+//! - Errors are typed [`rave_api::Error`]s; rusty-leveldb panics on some damaged files, and those
+//!   panics are caught and reported as [`rave_api::ErrorKind::Corruption`].
+
+#![warn(missing_docs)]
+
+mod env;
+mod error;
+mod iter;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rave_api::engine_thread::{Engine, EngineStore};
+use rave_api::{Backend, BatchOp, Capabilities, Error, OpenOptions, Range, Result};
+use rusty_leveldb::{DB, WriteBatch};
+
+use crate::env::{Files, RaveEnv};
+use crate::error::Op;
+pub use crate::iter::LevelDbIter;
+
+/// The engine's name, as recorded in the directory.
+const NAME: &str = "leveldb";
+
+/// The LevelDB engine: opens a directory as a [`KvStore`](rave_api::KvStore).
+///
+/// ```no_run
+/// use rave_api::{Backend, OpenOptions};
+/// use rave_backend_leveldb::LevelDbBackend;
+///
+/// let store = LevelDbBackend.open("/tmp/db".as_ref(), &OpenOptions::default())?;
+/// # Ok::<(), rave_api::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LevelDbBackend;
+
+impl LevelDbBackend {
+    /// The LevelDB backend.
+    pub const fn new() -> Self {
+        LevelDbBackend
+    }
+}
+
+impl Backend for LevelDbBackend {
+    type Store = EngineStore;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full()
+    }
+
+    fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {
+        rave_api::dir::prepare(path, options, NAME)?;
+        let dir = path.to_path_buf();
+        let options = options.clone();
+        EngineStore::spawn(NAME, move || LevelDbEngine::open(&dir, &options))
+    }
+}
+
+/// An open LevelDB database, driven from the engine thread.
+pub struct LevelDbEngine {
+    db: RefCell<DB>,
+    dir: PathBuf,
+    files: Rc<Files>,
+    /// Set when a write failed: rusty-leveldb may then hold it in its memtable without having
+    /// logged it (db_impl.rs `write` inserts before it appends to the log) and would reuse its
+    /// sequence numbers, so no further write is accepted on this handle.
+    failed: RefCell<Option<String>>,
+}
+
+impl LevelDbEngine {
+    /// Opens (or, with `create_if_missing`, creates) the database in directory `dir`, which
+    /// [`rave_api::dir::prepare`] has already checked. Blocking; the engine is not `Send`, so
+    /// call this on the thread that will use it.
+    pub fn open(dir: &Path, options: &OpenOptions) -> Result<Self> {
+        Self::open_tuned(dir, options, |_| {})
+    }
+
+    /// [`LevelDbEngine::open`], with `tune` adjusting rusty-leveldb's options last (tests use
+    /// tiny buffers to force table files and compactions).
+    fn open_tuned(
+        dir: &Path,
+        options: &OpenOptions,
+        tune: impl FnOnce(&mut rusty_leveldb::Options),
+    ) -> Result<Self> {
+        // rusty-leveldb unwraps `Path::to_str` (disk_env.rs `lock`): refuse what it would panic on.
+        if dir.to_str().is_none() {
+            return Err(Error::invalid(format!(
+                "{}: the LevelDB engine needs a UTF-8 path",
+                dir.display()
+            )));
+        }
+        let files = Rc::new(Files::default());
+        let mut opt = rusty_leveldb::Options {
+            create_if_missing: options.create_if_missing,
+            // `dir::prepare` has applied error_if_exists already; rusty-leveldb's own check only
+            // asks whether the directory exists (db_impl.rs `recover`), which it now always does.
+            error_if_exists: false,
+            ..rusty_leveldb::Options::default()
+        };
+        opt.env = Rc::new(Box::new(RaveEnv::new(Rc::clone(&files), options.sync)));
+        tune(&mut opt);
+        let db = error::guard(Op::Open, dir, || {
+            DB::open(dir, opt).map_err(|status| {
+                if status.code == rusty_leveldb::StatusCode::InvalidArgument {
+                    // `recover` reports any failure to read CURRENT this way.
+                    return if dir.join("CURRENT").exists() {
+                        Error::corruption(format!(
+                            "leveldb open {}: the CURRENT file is unreadable ({})",
+                            dir.display(),
+                            status.err
+                        ))
+                    } else {
+                        Error::DoesNotExist {
+                            path: dir.to_path_buf(),
+                        }
+                    };
+                }
+                error::map(&status, Op::Open, dir)
+            })
+        })?;
+        tracing::debug!(dir = %dir.display(), sync = options.sync, "leveldb opened");
+        Ok(LevelDbEngine {
+            db: RefCell::new(db),
+            dir: dir.to_path_buf(),
+            files,
+            failed: RefCell::new(None),
+        })
+    }
+}
+
+impl Engine for LevelDbEngine {
+    type Iter<'a> = LevelDbIter<'a>;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        error::guard(Op::Read, &self.dir, || {
+            Ok(self.db.borrow_mut().get(key).map(Vec::from))
+        })
+    }
+
+    fn write(&self, ops: &[BatchOp]) -> Result<()> {
+        if let Some(cause) = self.failed.borrow().as_ref() {
+            return Err(Error::other(format!(
+                "leveldb {}: writes are disabled after an earlier write failed ({cause}); \
+                 reopen the database",
+                self.dir.display()
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match op {
+                BatchOp::Put { key, value } => batch.put(key, value),
+                BatchOp::Del { key } => batch.delete(key),
+            }
+        }
+        let dir = &self.dir;
+        let result = error::guard(Op::Write, dir, || {
+            let mut db = self.db.borrow_mut();
+            // Durability against a process crash. `DB::write(batch, false)` appends the batch's
+            // log record to a `BufWriter` only (db_impl.rs `write`: `log.add_record(..)`, and
+            // `log.flush()` only `if sync`): it may sit in this process's memory. `DB::flush`
+            // (db_impl.rs `flush` → log.rs `LogWriter::flush` → `BufWriter::flush`) writes it
+            // to the file, i.e. hands it to the OS, which keeps it whatever happens to this
+            // process. Passing `sync = true` to `write` would do no more than that flush:
+            // rusty-leveldb never calls fsync. With the `sync` open option the log file is a
+            // `SyncedFile` (env.rs), whose flush also fsyncs, so the same call makes the write
+            // durable against power loss.
+            db.write(batch, false)
+                .map_err(|s| error::map(&s, Op::Write, dir))?;
+            db.flush().map_err(|s| error::map(&s, Op::Write, dir))
+        });
+        if let Err(e) = &result {
+            tracing::error!(dir = %dir.display(), error = %e, "leveldb write failed; further writes refused");
+            *self.failed.borrow_mut() = Some(e.to_string());
+        }
+        result
+    }
+
+    fn iter<'a>(&'a self, range: &Range) -> Result<LevelDbIter<'a>> {
+        let dir = &self.dir;
+        error::guard(Op::Iterate, dir, || {
+            // Pinned first: table files of this snapshot stay until the iterator is dropped.
+            let pin = self.files.pin();
+            // `new_iter` takes a snapshot at the current sequence number; the iterator skips
+            // every entry written after it (db_iter.rs `find_next_user_entry`).
+            let it = self
+                .db
+                .borrow_mut()
+                .new_iter()
+                .map_err(|s| error::map(&s, Op::Iterate, dir))?;
+            Ok(LevelDbIter::new(
+                it,
+                range.lower(),
+                range.upper(),
+                range.reverse,
+                dir,
+                pin,
+            ))
+        })
+    }
+
+    fn close(self) -> Result<()> {
+        let LevelDbEngine { db, dir, .. } = self;
+        let mut db = db.into_inner();
+        // Flushes the log and releases the LOCK file; dropping the DB afterwards does nothing
+        // more (db_impl.rs `close`, `Drop for DB`).
+        let result = error::guard(Op::Close, &dir, || {
+            db.close().map_err(|s| error::map(&s, Op::Close, &dir))
+        });
+        drop(db);
+        tracing::debug!(dir = %dir.display(), ok = result.is_ok(), "leveldb closed");
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,12 @@ pub fn detect(path: &Path) -> Result<Option<String>> {
     match fs::read_to_string(path.join(ENGINE_FILE)) {
         Ok(name) => return Ok(Some(name.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("read {}", path.join(ENGINE_FILE).display()), &e)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("read {}", path.join(ENGINE_FILE).display()),
+                &e,
+            ));
+        }
     }
     let entries = match fs::read_dir(path) {
         Ok(entries) => entries,

@@ -214,13 +214,19 @@ impl<I: EngineIter> Cursor<I> {
         }
         let mut chunk = Vec::with_capacity(want.min(1024));
         while chunk.len() < want {
-            let Some(iter) = self.iter.as_mut() else { break };
+            let Some(iter) = self.iter.as_mut() else {
+                break;
+            };
             match iter.next_entry()? {
                 Some((key, value)) => {
                     let projection = self.range.projection;
                     chunk.push(Entry {
                         key: if projection.keys() { key } else { Vec::new() },
-                        value: if projection.values() { value } else { Vec::new() },
+                        value: if projection.values() {
+                            value
+                        } else {
+                            Vec::new()
+                        },
                     });
                 }
                 None => self.iter = None,

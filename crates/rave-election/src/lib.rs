@@ -1,1 +1,45 @@
-//! placeholder
+//! Leader election for rave, independent of any engine.
+//!
+//! Every handle runs the same algorithm (connect first, then lock):
+//! 1. connect to the directory's socket ([`socket_path`]); success makes it a follower;
+//! 2. otherwise try the exclusive, non-blocking [`DirLock`] on `<dir>/rave.lock`; the winner is the
+//!    leader: it opens the engine, removes any stale socket and listens ([`bind`]);
+//! 3. otherwise someone else is becoming leader: wait a little ([`Backoff`]) and start again.
+//!
+//! Only the lock holder ever unlinks or binds the socket, so a live leader's socket is never
+//! removed. The lock is our own file, never the engine's, so engines without locking are safe
+//! too, and it is taken per handle: two handles in one process behave like two processes.
+
+#![warn(missing_docs)]
+
+mod backoff;
+mod lock;
+mod socket;
+
+pub use backoff::Backoff;
+pub use lock::{DirLock, LEADER_FILE, LOCK_FILE, LeaderRecord, read_leader_record};
+pub use socket::{SOCKET_FILE, bind, connect, socket_path};
+
+/// What a handle currently is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Looking for a leader (at start, and after the leader went away).
+    Electing,
+    /// This handle holds the lock, runs the engine and serves the others.
+    Leader,
+    /// This handle talks to another handle's engine over the socket.
+    Follower,
+    /// The handle is closed.
+    Closed,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Electing => "electing",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Closed => "closed",
+        })
+    }
+}

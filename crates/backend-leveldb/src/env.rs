@@ -1,0 +1,303 @@
+//! The file-system environment rusty-leveldb runs on: its own `PosixDiskEnv`, with two fixes.
+//!
+//! 1. **Snapshot files stay while iterators read them.** An iterator reads the table files of the
+//!    version that was current when it was created, opening them lazily (version.rs
+//!    `VersionIter::advance`/`seek` go through the table cache). A compaction that runs meanwhile
+//!    deletes the files it replaced (db_impl.rs `delete_obsolete_files` keeps only the *current*
+//!    version's files), and the iterator then silently stops early: a failed table open just
+//!    ends `VersionIter::advance`. So while any iterator is open, deleting a table file is
+//!    deferred until the last one is dropped. (If the process dies first, the next open deletes
+//!    the leftovers as obsolete.)
+//! 2. **`sync` really syncs.** rusty-leveldb's "sync" write only flushes its `BufWriter` into the
+//!    `File` (log.rs `LogWriter::flush` → `BufWriter::flush`; `File::flush` is a no-op): the data
+//!    reaches the OS but is never fsynced. With the `sync` open option, files written through
+//!    this environment fsync on every flush (the log after each write, a table when it is
+//!    finished, the MANIFEST after each edit) and when dropped (the temporary `CURRENT` file,
+//!    which is written and closed without a flush), and the directory is fsynced after a file is
+//!    created or renamed, so that the new names survive power loss too.
+
+use std::cell::{Cell, RefCell};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rusty_leveldb::env::{Env, FileLock, Logger, RandomAccess};
+use rusty_leveldb::{PosixDiskEnv, Result, Status};
+
+/// The state the engine shares with its environment (all on the engine thread).
+#[derive(Debug, Default)]
+pub(crate) struct Files {
+    open_iterators: Cell<usize>,
+    deferred: RefCell<Vec<PathBuf>>,
+}
+
+impl Files {
+    /// Registers an open iterator; table files are not deleted until the pin is dropped.
+    pub(crate) fn pin(self: &Rc<Self>) -> Pin {
+        self.open_iterators.set(self.open_iterators.get() + 1);
+        Pin {
+            files: Rc::clone(self),
+        }
+    }
+
+    /// Unregisters an iterator; the last one out deletes the table files whose deletion waited.
+    fn unpin(&self) {
+        let left = self.open_iterators.get().saturating_sub(1);
+        self.open_iterators.set(left);
+        if left > 0 {
+            return;
+        }
+        for path in self.deferred.take() {
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::trace!(file = %path.display(), "deferred delete"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Harmless: the next open deletes obsolete files again.
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "deferred delete failed")
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the table files of open snapshots on disk while it lives.
+#[derive(Debug)]
+pub(crate) struct Pin {
+    files: Rc<Files>,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.files.unpin();
+    }
+}
+
+/// rusty-leveldb's disk environment with deferred table deletion and real syncs.
+pub(crate) struct RaveEnv {
+    inner: PosixDiskEnv,
+    files: Rc<Files>,
+    sync: bool,
+}
+
+impl RaveEnv {
+    pub(crate) fn new(files: Rc<Files>, sync: bool) -> Self {
+        RaveEnv {
+            inner: PosixDiskEnv::new(),
+            files,
+            sync,
+        }
+    }
+
+    fn open_synced(
+        &self,
+        p: &Path,
+        options: &fs::OpenOptions,
+        what: &str,
+    ) -> Result<Box<dyn Write>> {
+        let existed = p.exists();
+        let file = options.open(p).map_err(|e| annotate(e, what, p))?;
+        if !existed {
+            sync_parent(p)?;
+        }
+        Ok(Box::new(SyncedFile { file, dirty: false }))
+    }
+}
+
+fn annotate(e: io::Error, what: &str, p: &Path) -> Status {
+    Status::from(e).annotate(format!("{what} {}", p.display()))
+}
+
+/// Fsyncs the directory holding `p`, so that a file created or renamed there keeps its name
+/// after a power loss.
+fn sync_parent(p: &Path) -> Result<()> {
+    let Some(dir) = p.parent() else { return Ok(()) };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| annotate(e, "sync directory", dir))
+}
+
+/// A table file: the kind of file an open iterator may still need.
+fn is_table(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("ldb") | Some("sst")
+    )
+}
+
+impl Env for RaveEnv {
+    fn open_sequential_file(&self, p: &Path) -> Result<Box<dyn Read>> {
+        self.inner.open_sequential_file(p)
+    }
+
+    fn open_random_access_file(&self, p: &Path) -> Result<Box<dyn RandomAccess>> {
+        self.inner.open_random_access_file(p)
+    }
+
+    fn open_writable_file(&self, p: &Path) -> Result<Box<dyn Write>> {
+        if !self.sync {
+            return self.inner.open_writable_file(p);
+        }
+        // The same flags as PosixDiskEnv (disk_env.rs `open_writable_file`).
+        let mut options = fs::OpenOptions::new();
+        options.create(true).truncate(true).write(true);
+        self.open_synced(p, &options, "open (write)")
+    }
+
+    fn open_appendable_file(&self, p: &Path) -> Result<Box<dyn Write>> {
+        if !self.sync {
+            return self.inner.open_appendable_file(p);
+        }
+        let mut options = fs::OpenOptions::new();
+        options.create(true).append(true);
+        self.open_synced(p, &options, "open (append)")
+    }
+
+    fn exists(&self, p: &Path) -> Result<bool> {
+        self.inner.exists(p)
+    }
+
+    fn children(&self, p: &Path) -> Result<Vec<PathBuf>> {
+        self.inner.children(p)
+    }
+
+    fn size_of(&self, p: &Path) -> Result<usize> {
+        self.inner.size_of(p)
+    }
+
+    fn delete(&self, p: &Path) -> Result<()> {
+        if is_table(p) && self.files.open_iterators.get() > 0 {
+            self.files.deferred.borrow_mut().push(p.to_path_buf());
+            return Ok(());
+        }
+        self.inner.delete(p)
+    }
+
+    fn mkdir(&self, p: &Path) -> Result<()> {
+        self.inner.mkdir(p)
+    }
+
+    fn rmdir(&self, p: &Path) -> Result<()> {
+        self.inner.rmdir(p)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.inner.rename(from, to)?;
+        if self.sync {
+            sync_parent(to)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self, p: &Path) -> Result<FileLock> {
+        self.inner.lock(p)
+    }
+
+    fn unlock(&self, l: FileLock) -> Result<()> {
+        self.inner.unlock(l)
+    }
+
+    fn new_logger(&self, p: &Path) -> Result<Logger> {
+        self.inner.new_logger(p)
+    }
+
+    fn micros(&self) -> u64 {
+        self.inner.micros()
+    }
+
+    fn sleep_for(&self, micros: u32) {
+        self.inner.sleep_for(micros)
+    }
+}
+
+/// A file that fsyncs what was written to it on `flush` and on drop.
+struct SyncedFile {
+    file: File,
+    dirty: bool,
+}
+
+impl Write for SyncedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.dirty |= n > 0;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SyncedFile {
+    fn drop(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.file.sync_data() {
+                tracing::warn!(error = %e, "leveldb: fsync on close failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_deletes_wait_for_the_last_iterator() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Rc::new(Files::default());
+        let env = RaveEnv::new(Rc::clone(&files), false);
+        let table = dir.path().join("000005.ldb");
+        let log = dir.path().join("000006.log");
+        fs::write(&table, b"t").unwrap();
+        fs::write(&log, b"l").unwrap();
+        let first = files.pin();
+        let second = files.pin();
+        env.delete(&table).unwrap();
+        env.delete(&log).unwrap();
+        assert!(
+            table.exists(),
+            "a table file stays while iterators are open"
+        );
+        assert!(!log.exists(), "other files go at once");
+        drop(first);
+        assert!(table.exists());
+        drop(second);
+        assert!(
+            !table.exists(),
+            "the last iterator releases the deferred deletes"
+        );
+        // With no iterator open, deletes are immediate.
+        fs::write(&table, b"t").unwrap();
+        env.delete(&table).unwrap();
+        assert!(!table.exists());
+    }
+
+    #[test]
+    fn synced_files_write_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = RaveEnv::new(Rc::new(Files::default()), true);
+        let path = dir.path().join("000001.log");
+        let mut f = env.open_writable_file(&path).unwrap();
+        f.write_all(b"abc").unwrap();
+        f.flush().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"abc");
+        drop(f);
+        let mut f = env.open_appendable_file(&path).unwrap();
+        f.write_all(b"def").unwrap();
+        drop(f);
+        assert_eq!(fs::read(&path).unwrap(), b"abcdef");
+        let renamed = dir.path().join("CURRENT");
+        env.rename(&path, &renamed).unwrap();
+        assert!(renamed.exists());
+    }
+}

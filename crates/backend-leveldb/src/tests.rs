@@ -1,0 +1,301 @@
+//! Engine-level tests with rusty-leveldb tuned to tiny buffers, so that a few thousand writes go
+//! through memtable switches, table files and compactions while iterators are open.
+
+use std::collections::BTreeMap;
+
+use rave_api::engine_thread::{Engine, EngineIter};
+
+use super::*;
+
+type Kv = (Vec<u8>, Vec<u8>);
+
+/// A small deterministic generator, so the tests need no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Keys from a small alphabet with the extreme bytes, so that prefixes, empty keys and
+    /// trailing zeros are common.
+    fn key(&mut self) -> Vec<u8> {
+        let len = self.below(5) as usize;
+        (0..len)
+            .map(|_| [0u8, 1, b'a', b'b', 0x80, 0xff][self.below(6) as usize])
+            .collect()
+    }
+
+    fn value(&mut self) -> Vec<u8> {
+        let len = self.below(120) as usize;
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    fn range(&mut self) -> Range {
+        let mut range = Range::all();
+        if self.below(3) == 0 {
+            range = range.gt(self.key());
+        }
+        if self.below(3) == 0 {
+            range = range.gte(self.key());
+        }
+        if self.below(3) == 0 {
+            range = range.lt(self.key());
+        }
+        if self.below(3) == 0 {
+            range = range.lte(self.key());
+        }
+        if self.below(2) == 0 {
+            range = range.reverse();
+        }
+        range
+    }
+}
+
+fn tiny(opt: &mut rusty_leveldb::Options) {
+    opt.write_buffer_size = 2 << 10;
+    opt.max_file_size = 4 << 10;
+    opt.block_size = 256;
+}
+
+fn expected(model: &BTreeMap<Vec<u8>, Vec<u8>>, range: &Range) -> Vec<Kv> {
+    let mut entries: Vec<Kv> = model
+        .iter()
+        .filter(|(k, _)| range.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if range.reverse {
+        entries.reverse();
+    }
+    entries
+}
+
+fn drain(it: &mut impl EngineIter) -> Vec<Kv> {
+    let mut out = Vec::new();
+    while let Some(entry) = it.next_entry().unwrap() {
+        out.push(entry);
+    }
+    // Exhausted stays exhausted.
+    assert_eq!(it.next_entry().unwrap(), None);
+    out
+}
+
+fn read_all(engine: &LevelDbEngine, range: &Range) -> Vec<Kv> {
+    if range.is_empty() {
+        return Vec::new();
+    }
+    drain(&mut engine.iter(range).unwrap())
+}
+
+#[test]
+fn iterators_match_a_model_through_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LevelDbEngine::open_tuned(dir.path(), &OpenOptions::default(), tiny).unwrap();
+    let mut model = BTreeMap::new();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut max_tables = 0;
+    for round in 0..12 {
+        // Iterators opened now must see the model as it is now, whatever happens next.
+        let mut open = Vec::new();
+        for _ in 0..6 {
+            let range = rng.range();
+            if range.is_empty() {
+                continue;
+            }
+            let want = expected(&model, &range);
+            let mut it = engine.iter(&range).unwrap();
+            // Read a little before the writes, the rest after.
+            let mut got = Vec::new();
+            for _ in 0..rng.below(3) {
+                if let Some(entry) = it.next_entry().unwrap() {
+                    got.push(entry);
+                }
+            }
+            open.push((range, want, got, it));
+        }
+        for _ in 0..400 {
+            let mut ops = Vec::new();
+            for _ in 0..1 + rng.below(4) {
+                let key = rng.key();
+                if rng.below(4) == 0 {
+                    ops.push(BatchOp::del(key));
+                } else {
+                    ops.push(BatchOp::put(key, rng.value()));
+                }
+            }
+            engine.write(&ops).unwrap();
+            for op in ops {
+                match op {
+                    BatchOp::Put { key, value } => {
+                        model.insert(key, value);
+                    }
+                    BatchOp::Del { key } => {
+                        model.remove(&key);
+                    }
+                }
+            }
+            let probe = rng.key();
+            assert_eq!(engine.get(&probe).unwrap(), model.get(&probe).cloned());
+        }
+        let tables = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".ldb")
+            })
+            .count();
+        max_tables = max_tables.max(tables);
+        for (range, want, mut got, mut it) in open {
+            got.extend(drain(&mut it));
+            assert_eq!(got, want, "round {round}, snapshot of {range:?}");
+        }
+        for _ in 0..20 {
+            let range = rng.range();
+            assert_eq!(
+                read_all(&engine, &range),
+                expected(&model, &range),
+                "round {round}, {range:?}"
+            );
+        }
+    }
+    assert!(max_tables > 0, "the test must exercise table files");
+    engine.close().unwrap();
+    let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
+    assert_eq!(
+        read_all(&engine, &Range::all()),
+        expected(&model, &Range::all())
+    );
+    assert_eq!(
+        read_all(&engine, &Range::all().reverse()),
+        expected(&model, &Range::all().reverse())
+    );
+}
+
+#[test]
+fn reverse_walks_large_ranges_in_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LevelDbEngine::open_tuned(dir.path(), &OpenOptions::default(), tiny).unwrap();
+    let mut model = BTreeMap::new();
+    let mut ops = Vec::new();
+    for i in 0..5000u32 {
+        let key = format!("user:{:08}", i * 7).into_bytes();
+        ops.push(BatchOp::put(key.clone(), i.to_be_bytes().to_vec()));
+        model.insert(key, i.to_be_bytes().to_vec());
+        if ops.len() == 200 {
+            engine.write(&ops).unwrap();
+            ops.clear();
+        }
+    }
+    // Keys equal as fractions (trailing zeros) and 0xff runs: bisection's corner cases.
+    for zeros in 0..300 {
+        let mut key = b"x".to_vec();
+        key.resize(1 + zeros, 0);
+        ops.push(BatchOp::put(key.clone(), b"z".to_vec()));
+        model.insert(key, b"z".to_vec());
+        let ff = vec![0xff; zeros + 1];
+        ops.push(BatchOp::put(ff.clone(), b"f".to_vec()));
+        model.insert(ff, b"f".to_vec());
+    }
+    engine.write(&ops).unwrap();
+    for range in [
+        Range::all().reverse(),
+        Range::all().lt("x").reverse(),
+        Range::all()
+            .gte("user:00010000")
+            .lte("user:00020001")
+            .reverse(),
+        Range::all().gt("x").lt(vec![0xffu8; 50]).reverse(),
+        Range::all().gt(b"x\0\0\0".to_vec()).reverse(),
+        Range::all(),
+    ] {
+        assert_eq!(
+            read_all(&engine, &range),
+            expected(&model, &range),
+            "{range:?}"
+        );
+    }
+    // The last key of the whole database, as a reverse iterator with a limit would ask.
+    let mut it = engine.iter(&Range::all().reverse()).unwrap();
+    assert_eq!(
+        it.next_entry().unwrap().map(|(k, _)| k),
+        Some(vec![0xff; 300])
+    );
+}
+
+#[test]
+fn find_last_on_tricky_key_sets() {
+    for keys in [
+        vec![b"".to_vec()],
+        vec![b"".to_vec(), b"\0".to_vec()],
+        vec![b"a".to_vec(), b"a\0".to_vec(), b"a\0\0".to_vec()],
+        (0..200u32).map(|i| i.to_be_bytes().to_vec()).collect(),
+        (0..200u32)
+            .map(|i| [b"p".as_slice(), &i.to_be_bytes(), &[0xff; 3]].concat())
+            .collect(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
+        let ops: Vec<_> = keys.iter().map(|k| BatchOp::put(k.clone(), b"v")).collect();
+        engine.write(&ops).unwrap();
+        let mut it = engine.db.borrow_mut().new_iter().unwrap();
+        let last = keys.iter().max().cloned();
+        assert_eq!(iter::find_last(&mut it), last, "{keys:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
+    let mut it = engine.db.borrow_mut().new_iter().unwrap();
+    assert_eq!(iter::find_last(&mut it), None);
+}
+
+#[test]
+fn a_snapshot_survives_compactions_that_replace_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LevelDbEngine::open_tuned(dir.path(), &OpenOptions::default(), tiny).unwrap();
+    let value = vec![7u8; 100];
+    let batch = |round: u8| -> Vec<BatchOp> {
+        (0..100u8)
+            .map(|i| BatchOp::put(vec![i], [&[round][..], &value].concat()))
+            .collect()
+    };
+    for round in 0..5 {
+        engine.write(&batch(round)).unwrap();
+    }
+    let want: Vec<Kv> = (0..100u8)
+        .map(|i| (vec![i], [&[4u8][..], &value].concat()))
+        .collect();
+    let mut forward = engine.iter(&Range::all()).unwrap();
+    let mut backward = engine.iter(&Range::all().reverse()).unwrap();
+    let first = forward.next_entry().unwrap();
+    // Rewrite everything many times over: memtable switches and compactions replace (and, but
+    // for the pin, would delete) the table files the iterators read.
+    for round in 5..60 {
+        engine.write(&batch(round)).unwrap();
+    }
+    let mut got: Vec<Kv> = first.into_iter().collect();
+    got.extend(drain(&mut forward));
+    assert_eq!(got, want);
+    let mut reversed = want.clone();
+    reversed.reverse();
+    assert_eq!(drain(&mut backward), reversed);
+}
+
+#[test]
+fn a_failed_write_disables_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
+    engine.write(&[BatchOp::put("a", "1")]).unwrap();
+    *engine.failed.borrow_mut() = Some("disk full".into());
+    let err = engine.write(&[BatchOp::put("b", "2")]).unwrap_err();
+    assert!(err.to_string().contains("reopen"), "{err}");
+    assert_eq!(engine.get(b"a").unwrap(), Some(b"1".to_vec()));
+}

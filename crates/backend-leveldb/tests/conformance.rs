@@ -1,0 +1,6 @@
+//! The shared behaviour suite (rave-conformance) on the LevelDB engine, opened directly.
+
+use rave_backend_leveldb::LevelDbBackend;
+use rave_conformance::BackendHarness;
+
+rave_conformance::suite!(leveldb, BackendHarness::new(LevelDbBackend));

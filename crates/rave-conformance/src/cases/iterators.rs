@@ -1,0 +1,348 @@
+//! Iterators: snapshot isolation, many at once, chunking, abandonment.
+
+use std::sync::Arc;
+
+use rave_api::{BatchOp, Entry, KvIterator, Range};
+
+use crate::support::{
+    Ctx, Db, Failure, Scratch, collect, drain, ensure, expect_entries, show_range, skip,
+};
+use crate::{Harness, Model, Outcome, TestResult};
+
+fn numbered(n: usize) -> Model {
+    let mut model = Model::new();
+    for i in 0..n {
+        model.put(
+            format!("k{i:03}").as_bytes(),
+            format!("value {i}").as_bytes(),
+        );
+    }
+    model
+}
+
+/// An iterator sees the store as it was when the iterator was created, whatever is written
+/// after, whether or not it has been read from yet.
+pub(crate) async fn snapshot_isolation(h: &dyn Harness) -> TestResult {
+    if !h.capabilities().snapshots {
+        return skip(h, "snapshot_isolation", "the store has no snapshots");
+    }
+    let scratch = Scratch::new()?;
+    let db = Db::open(h, &scratch.db()).await?;
+    let mut model = Model::new();
+    for k in ["a", "ab", "abc", "b", "ba", "c", "d"] {
+        model.put(k.as_bytes(), format!("v-{k}").as_bytes());
+    }
+    db.load(&model).await?;
+    let before = model.clone();
+
+    // Created, not yet read.
+    let mut fresh = db.iterator(Range::all()).await.ctx("open an iterator")?;
+    // Partly read, forward and reverse.
+    let mut forward = db.iterator(Range::all()).await.ctx("open an iterator")?;
+    let head = forward.next_chunk(2).await.ctx("read 2 entries")?;
+    let mut backward = db
+        .iterator(Range::all().reverse())
+        .await
+        .ctx("open a reverse iterator")?;
+    let tail = backward.next_chunk(1).await.ctx("read 1 entry")?;
+    let mut limited = db
+        .iterator(Range::all().gt("a").limit(4))
+        .await
+        .ctx("open a limited iterator")?;
+    let limited_head = limited.next_chunk(1).await.ctx("read 1 entry")?;
+
+    // Every kind of write, before and after each iterator's position.
+    let ops = vec![
+        BatchOp::put("aa", "new"),
+        BatchOp::put("bb", "new"),
+        BatchOp::del("ba"),
+        BatchOp::put("b", "changed"),
+        BatchOp::put("0", "new first"),
+        BatchOp::put("z", "new last"),
+    ];
+    db.batch(ops.clone())
+        .await
+        .ctx("batch after the iterators opened")?;
+    model.apply(&ops);
+    db.put(b"abd", b"put").await.ctx("put abd")?;
+    model.put(b"abd", b"put");
+    db.del(b"c").await.ctx("del c")?;
+    model.del(b"c");
+    db.clear(Range::prefix("ab")).await.ctx("clear prefix ab")?;
+    model.clear(&Range::prefix("ab"));
+    db.put(b"a", b"changed").await.ctx("put a")?;
+    model.put(b"a", b"changed");
+
+    let expected = before.entries();
+    let rest = drain(&mut *fresh, 3, "an iterator created before the writes").await?;
+    expect_entries(
+        "an iterator created (not read) before later writes",
+        &rest,
+        &expected,
+    )?;
+    let mut got = head;
+    got.extend(drain(&mut *forward, 2, "a partly read iterator").await?);
+    expect_entries(
+        "an iterator read in part before later writes",
+        &got,
+        &expected,
+    )?;
+    let mut got = tail;
+    got.extend(drain(&mut *backward, 1, "a partly read reverse iterator").await?);
+    expect_entries(
+        "a reverse iterator read in part before later writes",
+        &got,
+        &before.query(&Range::all().reverse()),
+    )?;
+    let mut got = limited_head;
+    got.extend(drain(&mut *limited, 5, "a partly read limited iterator").await?);
+    expect_entries(
+        "a limited iterator read in part before later writes",
+        &got,
+        &before.query(&Range::all().gt("a").limit(4)),
+    )?;
+    drop((fresh, forward, backward, limited));
+    // New iterators see the new state.
+    db.check_state(&model).await?;
+    db.check_range(&model, &Range::all().reverse(), 4).await?;
+    db.close().await?;
+    Ok(Outcome::Passed)
+}
+
+/// Many iterators open at once, read in interleaved order from many tasks, each giving its
+/// own full sequence.
+pub(crate) async fn concurrent_iterators(h: &dyn Harness) -> TestResult {
+    const N: usize = 32;
+    let scratch = Scratch::new()?;
+    let db = Db::open(h, &scratch.db()).await?;
+    let model = Arc::new(numbered(200));
+    db.load(&model).await?;
+    let range_for = |i: usize| {
+        let mut range = match i % 4 {
+            0 => Range::all(),
+            1 => Range::all().gte(format!("k{:03}", i * 3)),
+            2 => Range::all().lt(format!("k{:03}", 199 - i)),
+            _ => Range::all()
+                .gt(format!("k{:03}", i))
+                .lte(format!("k{:03}", 150 + i)),
+        };
+        if i % 3 == 1 {
+            range = range.reverse();
+        }
+        if i % 5 == 2 {
+            range = range.limit(i as u64 * 2);
+        }
+        range
+    };
+
+    // Tasks, each with its own iterator and chunk size.
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let store = db.shared();
+        let model = Arc::clone(&model);
+        let range = range_for(i);
+        tasks.push(tokio::spawn(async move {
+            let what = format!("iterator {i} of {N} over {}", show_range(&range));
+            let mut iter = store
+                .iterator(range.clone())
+                .await
+                .ctx(format!("open {what}"))?;
+            let mut got = Vec::new();
+            loop {
+                let chunk = iter
+                    .next_chunk(1 + i % 7)
+                    .await
+                    .ctx(format!("next_chunk of {what}"))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                got.extend(chunk);
+                tokio::task::yield_now().await;
+            }
+            expect_entries(&what, &got, &model.query(&range))
+        }));
+    }
+    for task in tasks {
+        task.await
+            .map_err(|e| Failure::new(format!("an iterator task failed: {e}")))??;
+    }
+
+    // One task holding N iterators at once, advancing them round-robin.
+    struct Open {
+        range: Range,
+        iter: Box<dyn KvIterator>,
+        got: Vec<Entry>,
+        done: bool,
+    }
+    let mut open = Vec::new();
+    for i in 0..N {
+        let range = range_for(i);
+        let iter = db
+            .iterator(range.clone())
+            .await
+            .ctx(format!("open iterator {i} of {N}"))?;
+        open.push(Open {
+            range,
+            iter,
+            got: Vec::new(),
+            done: false,
+        });
+    }
+    while open.iter().any(|o| !o.done) {
+        for (i, o) in open.iter_mut().enumerate() {
+            if o.done {
+                continue;
+            }
+            let chunk = o
+                .iter
+                .next_chunk(1 + i % 4)
+                .await
+                .ctx(format!("next_chunk of round-robin iterator {i}"))?;
+            o.done = chunk.is_empty();
+            o.got.extend(chunk);
+        }
+    }
+    for (i, Open { range, got, .. }) in open.iter().enumerate() {
+        expect_entries(
+            format!("round-robin iterator {i} of {N} over {}", show_range(range)),
+            got,
+            &model.query(range),
+        )?;
+    }
+    drop(open);
+    db.close().await?;
+    Ok(Outcome::Passed)
+}
+
+/// `next()` one by one and `next_chunk` of any size give the same sequence; the end is
+/// sticky.
+pub(crate) async fn next_vs_next_chunk(h: &dyn Harness) -> TestResult {
+    let scratch = Scratch::new()?;
+    let db = Db::open(h, &scratch.db()).await?;
+    let model = numbered(100);
+    db.load(&model).await?;
+    for range in [
+        Range::all(),
+        Range::all().reverse(),
+        Range::all().gte("k030").lt("k070").reverse(),
+        Range::all().limit(17),
+        Range::all().limit(17).reverse(),
+        Range::all().gt("k090").keys_only(),
+        Range::all().values_only().limit(100),
+    ] {
+        let what = format!("iterator over {}", show_range(&range));
+        let mut iter = db
+            .iterator(range.clone())
+            .await
+            .ctx(format!("open {what}"))?;
+        let mut one_by_one = Vec::new();
+        while let Some(e) = iter.next().await.ctx(format!("next() of {what}"))? {
+            one_by_one.push(e);
+            ensure!(
+                one_by_one.len() <= 100,
+                "{what}: next() went past the 100 entries the store holds"
+            );
+        }
+        for attempt in 0..2 {
+            let after = iter
+                .next()
+                .await
+                .ctx(format!("next() after the end of {what}"))?;
+            ensure!(
+                after.is_none(),
+                "{what}: next() after the end (attempt {attempt}) expected None, got {after:?}"
+            );
+            let after = iter
+                .next_chunk(5)
+                .await
+                .ctx(format!("next_chunk after the end of {what}"))?;
+            expect_entries(
+                format!("next_chunk(5) after the end of {what}"),
+                &after,
+                &[],
+            )?;
+        }
+        drop(iter);
+        expect_entries(
+            format!("{what}, read with next()"),
+            &one_by_one,
+            &model.query(&range),
+        )?;
+        for chunk in [1, 2, 3, 5, 16, 17, 64, 100, 101, 1000] {
+            let got = collect(&*db, range.clone(), chunk).await?;
+            expect_entries(
+                format!("{what}, read with next_chunk({chunk})"),
+                &got,
+                &one_by_one,
+            )?;
+        }
+        // Mixed: next, then chunks of growing size.
+        let mut iter = db
+            .iterator(range.clone())
+            .await
+            .ctx(format!("open {what}"))?;
+        let mut mixed = Vec::new();
+        let mut size = 1;
+        loop {
+            if size % 2 == 1 {
+                match iter.next().await.ctx(format!("next() of {what}"))? {
+                    Some(e) => mixed.push(e),
+                    None => break,
+                }
+            } else {
+                let chunk = iter
+                    .next_chunk(size)
+                    .await
+                    .ctx(format!("next_chunk({size}) of {what}"))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                mixed.extend(chunk);
+            }
+            size += 1;
+        }
+        expect_entries(
+            format!("{what}, read with next() and next_chunk mixed"),
+            &mixed,
+            &one_by_one,
+        )?;
+    }
+    db.close().await?;
+    Ok(Outcome::Passed)
+}
+
+/// Iterators dropped before their end release what they hold: the store keeps working.
+pub(crate) async fn abandoned_iterators(h: &dyn Harness) -> TestResult {
+    let scratch = Scratch::new()?;
+    let db = Db::open(h, &scratch.db()).await?;
+    let mut model = numbered(50);
+    db.load(&model).await?;
+    for i in 0..300usize {
+        let range = if i % 2 == 0 {
+            Range::all()
+        } else {
+            Range::all().reverse()
+        };
+        let mut iter = db.iterator(range).await.ctx(format!("open iterator {i}"))?;
+        if i % 3 != 0 {
+            iter.next_chunk(1 + i % 5)
+                .await
+                .ctx(format!("read iterator {i}"))?;
+        }
+        drop(iter);
+        if i % 50 == 0 {
+            let key = format!("written-{i}");
+            db.put(key.as_bytes(), b"x")
+                .await
+                .ctx(format!("put {key}"))?;
+            model.put(key.as_bytes(), b"x");
+        }
+    }
+    db.put(b"last", b"x")
+        .await
+        .ctx("put after 300 abandoned iterators")?;
+    model.put(b"last", b"x");
+    db.check_state(&model).await?;
+    db.close().await?;
+    Ok(Outcome::Passed)
+}

@@ -1,0 +1,126 @@
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file inside the database directory.
+pub const LOCK_FILE: &str = "rave.lock";
+/// The file, written only by the lock holder, that names the current leader and its epoch.
+pub const LEADER_FILE: &str = "rave.leader";
+
+/// Who leads a directory: written by each new leader under the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderRecord {
+    /// The leader's term; every new leader of a directory takes the next number.
+    pub epoch: u64,
+    /// The leader's process id.
+    pub pid: u32,
+}
+
+/// The exclusive election lock on `<dir>/rave.lock`, held by the leader for as long as it leads.
+///
+/// It is an OS lock on an open file (`flock` on Unix): the OS drops it when the process dies,
+/// however it dies, so a crashed leader never blocks the next election. Dropping the value
+/// releases it.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    dir: PathBuf,
+    record: LeaderRecord,
+}
+
+impl DirLock {
+    /// Tries to take the lock without waiting. `Ok(None)` means another handle holds it.
+    ///
+    /// On success the epoch is advanced and recorded in [`LEADER_FILE`] before this returns, so
+    /// epochs only grow and two leaders never share one.
+    pub fn try_acquire(dir: &Path) -> io::Result<Option<DirLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+        let previous = read_leader_record(dir)?.map_or(0, |r| r.epoch);
+        let record = LeaderRecord {
+            epoch: previous + 1,
+            pid: std::process::id(),
+        };
+        write_leader_record(dir, record)?;
+        Ok(Some(DirLock {
+            _file: file,
+            dir: dir.to_path_buf(),
+            record,
+        }))
+    }
+
+    /// This leader's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.record.epoch
+    }
+
+    /// The directory this lock guards.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The last leader recorded in `dir` (it may be dead: a record outlives its writer).
+pub fn read_leader_record(dir: &Path) -> io::Result<Option<LeaderRecord>> {
+    let text = match fs::read_to_string(dir.join(LEADER_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(epoch)), Some(Ok(pid))) => Ok(Some(LeaderRecord {
+            epoch,
+            pid: u32::try_from(pid).unwrap_or(0),
+        })),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a leader record", dir.join(LEADER_FILE).display()),
+        )),
+    }
+}
+
+fn write_leader_record(dir: &Path, record: LeaderRecord) -> io::Result<()> {
+    // Write-then-rename, so a crash mid-write never leaves a torn record (epochs must not reset).
+    let tmp = dir.join(format!("{LEADER_FILE}.tmp"));
+    let mut file = File::create(&tmp)?;
+    writeln!(file, "{} {}", record.epoch, record.pid)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(LEADER_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_and_epochs_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::try_acquire(dir.path()).unwrap().unwrap();
+        assert_eq!(first.epoch(), 1);
+        // A second handle in the same process is refused, like another process would be.
+        assert!(DirLock::try_acquire(dir.path()).unwrap().is_none());
+        drop(first);
+        let second = DirLock::try_acquire(dir.path()).unwrap().unwrap();
+        assert_eq!(second.epoch(), 2);
+        let record = read_leader_record(dir.path()).unwrap().unwrap();
+        assert_eq!(record.epoch, 2);
+        assert_eq!(record.pid, std::process::id());
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = DirLock::try_acquire(&dir.path().join("nope")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

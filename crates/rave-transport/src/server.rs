@@ -1,0 +1,728 @@
+//! The leader's side: serves any [`KvStore`] to followers.
+//!
+//! [`serve`] runs the accept loop of a unix socket; [`serve_connection`] runs one connection
+//! (any byte stream, so tests can use a socket pair). Each connection:
+//! - must complete the handshake within [`Limits::handshake_timeout`];
+//! - runs one task per request (pipelining: replies go out as they finish, in any order) and
+//!   stops reading its socket while [`Limits::max_in_flight`] requests are running;
+//! - runs one task per open iterator, which never sends more entries than the follower granted;
+//! - writes every frame through one writer task, over a bounded channel, so a follower that
+//!   stops reading stalls only its own connection, in bounded memory;
+//! - ends every task it started when it ends, whether the follower left, broke the protocol, or
+//!   the connection future was dropped (the tasks live in a [`JoinSet`], which aborts them on
+//!   drop).
+//!
+//! When the store answers [`ErrorKind::Closed`] (the leader is closing), the connection closes
+//! without replying, so the follower re-elects and retries instead of seeing an error.
+//!
+//! Shutdown of [`serve`] is signalled with a `tokio_util::sync::CancellationToken` (available
+//! without any extra tokio-util feature).
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use rave_api::{Entry, Error, ErrorKind, KvIterator, KvStore, Result};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::UnixListener;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::wire::{
+    self, CHUNK_OVERHEAD, ClientMessage, Limits, MAGIC, Op, PROTOCOL_VERSION, Reply, ServerMessage,
+    WireError,
+};
+
+/// What the leader tells each follower in [`ServerMessage::Welcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The leader's epoch.
+    pub epoch: u64,
+    /// The leader's process id.
+    pub pid: u32,
+}
+
+/// How long a closing connection may spend flushing frames already queued (a final `Refused`,
+/// replies that were ready) before the socket is dropped anyway.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the accept loop waits after a failed `accept` (EMFILE and the like) before retrying.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Frames queued towards one connection's writer. Producers hold an in-flight permit or
+/// iterator credit while they wait here, so memory stays bounded.
+const OUT_QUEUE: usize = 64;
+
+type Reader<S> = FramedRead<ReadHalf<S>, LengthDelimitedCodec>;
+type Writer<S> = FramedWrite<WriteHalf<S>, LengthDelimitedCodec>;
+
+/// Accepts followers on `listener` and serves `store` to each, until `shutdown` is cancelled.
+///
+/// Only peers running as this process's effective user are served; others are dropped at once
+/// (and logged). A failed `accept` (for instance out of file descriptors) is logged and retried
+/// after a short pause, never fatal. When `shutdown` fires, the loop stops accepting and aborts
+/// every connection, so every follower sees its socket close immediately; then it returns.
+pub async fn serve(
+    listener: UnixListener,
+    store: Arc<dyn KvStore>,
+    info: ServerInfo,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = joined
+                    && e.is_panic()
+                {
+                    tracing::error!(error = %e, "a connection task panicked");
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    match stream.peer_cred() {
+                        Ok(cred) if cred.uid() == euid => {}
+                        Ok(cred) => {
+                            tracing::warn!(uid = cred.uid(), "refused a connection from another user");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "refused a connection: cannot read the peer's credentials");
+                            continue;
+                        }
+                    }
+                    let store = store.clone();
+                    connections.spawn(async move {
+                        match serve_connection(stream, store, info, limits).await {
+                            Ok(()) => tracing::debug!("follower disconnected"),
+                            Err(e) if e.kind() == ErrorKind::Protocol => {
+                                tracing::warn!(error = %e, "dropped a follower that broke the protocol");
+                            }
+                            Err(e) => tracing::debug!(error = %e, "follower connection ended"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            },
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Serves `store` on one connection until the follower leaves, breaks the protocol or the store
+/// closes.
+///
+/// Returns `Ok(())` when the follower closed (or reset) the connection, `Err` of kind
+/// [`ErrorKind::Protocol`] when it broke the protocol (after a best-effort
+/// [`ServerMessage::Refused`]), [`ErrorKind::Closed`] when the store closed, and an I/O error
+/// when the socket failed. Dropping the returned future ends every task it started.
+pub async fn serve_connection<S>(
+    stream: S,
+    store: Arc<dyn KvStore>,
+    info: ServerInfo,
+    limits: Limits,
+) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read_half, limits.codec());
+    let mut writer = FramedWrite::new(write_half, limits.codec());
+    match tokio::time::timeout(
+        limits.handshake_timeout,
+        handshake(&mut reader, &mut writer, info),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(Error::protocol(format!(
+                "no handshake within {:?}",
+                limits.handshake_timeout
+            )));
+        }
+    }
+
+    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+    let fatal = Arc::new(Fatal::default());
+    let writer_task = AbortOnDrop(tokio::spawn(write_frames(out_rx, writer, fatal.clone())));
+    let ctx = Arc::new(Ctx {
+        store,
+        limits,
+        out,
+        fatal,
+    });
+    let mut conn = Connection {
+        ctx,
+        tasks: JoinSet::new(),
+        iters: HashMap::new(),
+        iter_tasks: HashMap::new(),
+        permits: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+    };
+    let outcome = conn.run(&mut reader).await;
+    conn.finish(&outcome, writer_task).await;
+    outcome
+}
+
+/// Reads the Hello, answers Welcome or Refused.
+async fn handshake<S>(
+    reader: &mut Reader<S>,
+    writer: &mut Writer<S>,
+    info: ServerInfo,
+) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let frame = match reader.next().await {
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) => {
+            let err = read_error(&e);
+            if err.kind() == ErrorKind::Protocol {
+                refuse(writer, &err.to_string()).await;
+            }
+            return Err(err);
+        }
+        None => return Err(Error::protocol("the peer closed before the handshake")),
+    };
+    let problem = match wire::decode::<ClientMessage>(&frame) {
+        Ok(ClientMessage::Hello { magic, version }) => {
+            if magic != MAGIC {
+                format!("bad magic {magic:#010x}: not a rave client")
+            } else if version != PROTOCOL_VERSION {
+                format!(
+                    "protocol version {version} is not supported (this leader speaks {PROTOCOL_VERSION})"
+                )
+            } else {
+                let welcome = wire::encode(&ServerMessage::Welcome {
+                    version: PROTOCOL_VERSION,
+                    epoch: info.epoch,
+                    pid: info.pid,
+                })?;
+                writer
+                    .send(welcome)
+                    .await
+                    .map_err(|e| Error::io("send Welcome", &e))?;
+                return Ok(());
+            }
+        }
+        Ok(_) => "the first message must be Hello".to_string(),
+        Err(e) => e.to_string(),
+    };
+    refuse(writer, &problem).await;
+    Err(Error::protocol(problem))
+}
+
+/// Best effort: tells the peer why it is being dropped and closes our side.
+async fn refuse<S: AsyncRead + AsyncWrite>(writer: &mut Writer<S>, message: &str) {
+    if let Ok(frame) = wire::encode(&ServerMessage::Refused {
+        message: message.to_string(),
+    }) {
+        let _ = writer.send(frame).await;
+    }
+    let _ = SinkExt::<Bytes>::close(writer).await;
+}
+
+/// The classification of a failed frame read: bad framing is the peer's fault (protocol),
+/// anything else is the socket's.
+fn read_error(e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        Error::protocol(format!("bad frame: {e}"))
+    } else {
+        Error::io("read from a follower", e)
+    }
+}
+
+/// Writes queued frames, batching what is already queued into one flush. Ends when every
+/// sender is gone (after closing the write side, so the peer sees EOF) or the socket fails.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::Receiver<Bytes>,
+    mut writer: FramedWrite<W, LengthDelimitedCodec>,
+    fatal: Arc<Fatal>,
+) {
+    let result: std::io::Result<()> = async {
+        while let Some(frame) = rx.recv().await {
+            writer.feed(frame).await?;
+            while let Ok(frame) = rx.try_recv() {
+                writer.feed(frame).await?;
+            }
+            SinkExt::<Bytes>::flush(&mut writer).await?;
+        }
+        SinkExt::<Bytes>::close(&mut writer).await
+    }
+    .await;
+    if let Err(e) = result {
+        // The connection is unusable: make the reader side stop too.
+        fatal.raise(Error::io("write to a follower", &e));
+    }
+}
+
+/// Aborts a task when dropped, so that no task outlives the connection that started it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The reason a connection must end now (the store is closing, the socket failed), raised by
+/// any of its tasks and seen by its read loop.
+#[derive(Default)]
+struct Fatal {
+    token: CancellationToken,
+    reason: OnceLock<Error>,
+}
+
+impl Fatal {
+    fn raise(&self, reason: Error) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> Error {
+        self.reason.get().cloned().unwrap_or(Error::Closed)
+    }
+}
+
+/// What every task of one connection shares.
+struct Ctx {
+    store: Arc<dyn KvStore>,
+    limits: Limits,
+    out: mpsc::Sender<Bytes>,
+    fatal: Arc<Fatal>,
+}
+
+impl Ctx {
+    /// Queues a frame; false when the connection is ending.
+    async fn send(&self, frame: Bytes) -> bool {
+        self.out.send(frame).await.is_ok()
+    }
+}
+
+/// Credit of one iterator, in entries: granted by the follower, spent by the iterator task.
+#[derive(Default)]
+struct Credit {
+    available: AtomicU64,
+    granted: Notify,
+}
+
+impl Credit {
+    fn grant(&self, n: u32) {
+        let _ = self
+            .available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                Some(a.saturating_add(u64::from(n)))
+            });
+        // Stores a wakeup when the task is not waiting yet, so no grant is missed.
+        self.granted.notify_one();
+    }
+
+    /// Waits until some credit is available; returns it, capped at `max`.
+    async fn wait(&self, max: usize) -> usize {
+        loop {
+            let available = self.available.load(Ordering::Acquire);
+            if available > 0 {
+                return usize::try_from(available).unwrap_or(usize::MAX).min(max);
+            }
+            self.granted.notified().await;
+        }
+    }
+
+    /// Only the iterator task spends, and never more than it saw available.
+    fn spend(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let _ = self
+            .available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                Some(a.saturating_sub(n))
+            });
+    }
+}
+
+struct IterHandle {
+    credit: Arc<Credit>,
+    abort: AbortHandle,
+}
+
+struct Connection {
+    ctx: Arc<Ctx>,
+    /// Every request and iterator task of this connection; dropping it aborts them all.
+    tasks: JoinSet<()>,
+    iters: HashMap<u64, IterHandle>,
+    /// Which iterator each iterator task serves, to forget it when the task ends.
+    iter_tasks: HashMap<tokio::task::Id, u64>,
+    permits: Arc<Semaphore>,
+}
+
+impl Connection {
+    /// The read loop. Returns how the connection ended.
+    async fn run<S>(&mut self, reader: &mut Reader<S>) -> Result<()>
+    where
+        S: AsyncRead,
+    {
+        let fatal = self.ctx.fatal.clone();
+        let mut permit: Option<OwnedSemaphorePermit> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = fatal.token.cancelled() => {
+                    return Err(fatal.reason());
+                }
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    let id = match joined {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            if e.is_panic() {
+                                tracing::error!(error = %e, "a connection task panicked");
+                            }
+                            e.id()
+                        }
+                    };
+                    if let Some(iter) = self.iter_tasks.remove(&id) {
+                        self.iters.remove(&iter);
+                    }
+                }
+                // Backpressure: no permit, no reading.
+                acquired = self.permits.clone().acquire_owned(), if permit.is_none() => {
+                    match acquired {
+                        Ok(p) => permit = Some(p),
+                        Err(_) => return Err(Error::Closed),
+                    }
+                }
+                frame = reader.next(), if permit.is_some() => {
+                    let frame = match frame {
+                        None => return Ok(()),
+                        Some(Ok(frame)) => frame,
+                        // A follower that exits with replies unread resets the socket: it left.
+                        Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return Ok(());
+                        }
+                        Some(Err(e)) => return Err(read_error(&e)),
+                    };
+                    let message = wire::decode::<ClientMessage>(&frame)?;
+                    self.handle(message, &mut permit)?;
+                }
+            }
+        }
+    }
+
+    fn handle(
+        &mut self,
+        message: ClientMessage,
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<()> {
+        match message {
+            ClientMessage::Request { id, op } => {
+                let ctx = self.ctx.clone();
+                let permit = permit.take();
+                self.tasks.spawn(async move {
+                    run_request(&ctx, id, op).await;
+                    drop(permit);
+                });
+            }
+            ClientMessage::IterOpen {
+                iter,
+                range,
+                credit,
+            } => {
+                if self.iters.contains_key(&iter) {
+                    return Err(Error::protocol(format!("iterator {iter} is already open")));
+                }
+                let ctx = self.ctx.clone();
+                if self.iters.len() >= self.ctx.limits.max_in_flight.max(1) {
+                    let limit = self.ctx.limits.max_in_flight;
+                    let permit = permit.take();
+                    self.tasks.spawn(async move {
+                        let error = WireError {
+                            kind: ErrorKind::InvalidArgument,
+                            message: format!(
+                                "too many open iterators on one connection (limit {limit})"
+                            ),
+                        };
+                        if let Ok(frame) = wire::encode(&ServerMessage::IterError { iter, error }) {
+                            ctx.send(frame).await;
+                        }
+                        drop(permit);
+                    });
+                    return Ok(());
+                }
+                let state = Arc::new(Credit::default());
+                state.grant(credit);
+                let task_credit = state.clone();
+                let abort = self.tasks.spawn(async move {
+                    run_iterator(&ctx, iter, range, &task_credit).await;
+                });
+                self.iter_tasks.insert(abort.id(), iter);
+                self.iters.insert(
+                    iter,
+                    IterHandle {
+                        credit: state,
+                        abort,
+                    },
+                );
+            }
+            ClientMessage::IterCredit { iter, credit } => {
+                // Credit for an iterator that already ended is not an error: the messages
+                // crossed.
+                if let Some(handle) = self.iters.get(&iter) {
+                    handle.credit.grant(credit);
+                }
+            }
+            ClientMessage::IterClose { iter } => {
+                if let Some(handle) = self.iters.remove(&iter) {
+                    handle.abort.abort();
+                    self.iter_tasks.remove(&handle.abort.id());
+                }
+            }
+            ClientMessage::Hello { .. } => {
+                return Err(Error::protocol("Hello after the handshake"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every task, then lets the writer flush what is queued (a final `Refused` on a
+    /// protocol error) for a bounded time before the socket is dropped.
+    async fn finish(mut self, outcome: &Result<()>, mut writer: AbortOnDrop) {
+        self.tasks.shutdown().await;
+        if let Err(e) = outcome
+            && e.kind() == ErrorKind::Protocol
+            && let Ok(frame) = wire::encode(&ServerMessage::Refused {
+                message: e.to_string(),
+            })
+        {
+            let _ = self.ctx.out.try_send(frame);
+        }
+        // The writer ends once the last sender (ours) is gone.
+        drop(self);
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut writer.0).await;
+    }
+}
+
+/// Runs one request and queues its reply.
+async fn run_request(ctx: &Ctx, id: u64, op: Op) {
+    let result = AssertUnwindSafe(execute(&*ctx.store, op))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Error::other("the store panicked")));
+    if let Err(e) = &result
+        && e.kind() == ErrorKind::Closed
+    {
+        // The leader is closing: no reply, close the connection, the follower re-elects.
+        ctx.fatal.raise(Error::Closed);
+        return;
+    }
+    let message = ServerMessage::Response {
+        id,
+        result: result.map_err(|e| WireError::from(&e)),
+    };
+    let frame = match wire::encode(&message) {
+        Ok(frame) if frame.len() <= ctx.limits.max_frame => Ok(frame),
+        Ok(frame) => Err(WireError {
+            kind: ErrorKind::InvalidArgument,
+            message: format!(
+                "the reply is {} bytes, more than the {} a frame may carry",
+                frame.len(),
+                ctx.limits.max_frame
+            ),
+        }),
+        Err(e) => Err(WireError::from(&e)),
+    };
+    let frame = match frame {
+        Ok(frame) => frame,
+        Err(error) => match wire::encode(&ServerMessage::Response {
+            id,
+            result: Err(error),
+        }) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an error reply");
+                return;
+            }
+        },
+    };
+    ctx.send(frame).await;
+}
+
+async fn execute(store: &dyn KvStore, op: Op) -> Result<Reply> {
+    match op {
+        Op::Get { key } => store.get(&key).await.map(Reply::Value),
+        Op::GetMany { keys } => store.get_many(&keys).await.map(Reply::Values),
+        Op::Put { key, value } => store.put(&key, &value).await.map(|()| Reply::Done),
+        Op::Del { key } => store.del(&key).await.map(|()| Reply::Done),
+        Op::Batch { ops } => store.batch(ops).await.map(|()| Reply::Done),
+        Op::Clear { range } => store.clear(range).await.map(|()| Reply::Done),
+        Op::Ping => Ok(Reply::Done),
+    }
+}
+
+/// Streams one iterator to the follower, never beyond its credit.
+async fn run_iterator(ctx: &Ctx, iter: u64, range: rave_api::Range, credit: &Credit) {
+    let iter_error = |e: &Error| ServerMessage::IterError {
+        iter,
+        error: WireError::from(e),
+    };
+    let mut remaining = range.limit;
+    let opened = AssertUnwindSafe(ctx.store.iterator(range))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Error::other("the store panicked")));
+    let mut cursor: Box<dyn KvIterator> = match opened {
+        Ok(cursor) => cursor,
+        Err(e) => {
+            finish_iterator(ctx, &e, iter_error(&e)).await;
+            return;
+        }
+    };
+    let budget = ctx
+        .limits
+        .chunk_bytes
+        .min(ctx.limits.max_frame.saturating_sub(CHUNK_OVERHEAD))
+        .max(1);
+    loop {
+        let want = credit.wait(ctx.limits.chunk_entries.max(1)).await;
+        let read = AssertUnwindSafe(cursor.next_chunk(want))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(Error::other("the store panicked")));
+        let mut entries = match read {
+            Ok(entries) => entries,
+            Err(e) => {
+                finish_iterator(ctx, &e, iter_error(&e)).await;
+                return;
+            }
+        };
+        // A store that returns more than asked must not make us exceed the credit.
+        entries.truncate(want);
+        let mut end = entries.is_empty();
+        if let Some(left) = remaining.as_mut() {
+            *left = left.saturating_sub(entries.len() as u64);
+            end |= *left == 0;
+        }
+        credit.spend(entries.len());
+        let frames = split_entries(entries, budget);
+        let last = frames.len().saturating_sub(1);
+        for (i, entries) in frames.into_iter().enumerate() {
+            let message = ServerMessage::IterChunk {
+                iter,
+                entries,
+                end: end && i == last,
+            };
+            let frame = match wire::encode(&message) {
+                Ok(frame) if frame.len() <= ctx.limits.max_frame => frame,
+                Ok(frame) => {
+                    let e = Error::invalid(format!(
+                        "an entry of {} bytes does not fit in a frame (limit {})",
+                        frame.len(),
+                        ctx.limits.max_frame
+                    ));
+                    finish_iterator(ctx, &e, iter_error(&e)).await;
+                    return;
+                }
+                Err(e) => {
+                    finish_iterator(ctx, &e, iter_error(&e)).await;
+                    return;
+                }
+            };
+            if !ctx.send(frame).await {
+                return;
+            }
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// Reports an iterator failure, or closes the connection when the store is closing.
+async fn finish_iterator(ctx: &Ctx, error: &Error, message: ServerMessage) {
+    if error.kind() == ErrorKind::Closed {
+        ctx.fatal.raise(Error::Closed);
+        return;
+    }
+    match wire::encode(&message) {
+        Ok(frame) => {
+            ctx.send(frame).await;
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode an iterator error"),
+    }
+}
+
+/// Splits `entries` into frames of at most `budget` estimated bytes, at least one entry each
+/// (an empty input gives one empty frame, which carries the end marker).
+fn split_entries(entries: Vec<Entry>, budget: usize) -> Vec<Vec<Entry>> {
+    let mut frames = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for entry in entries {
+        let entry_size = wire::entry_wire_size(&entry);
+        if !current.is_empty() && size + entry_size > budget {
+            frames.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += entry_size;
+        current.push(entry);
+    }
+    if !current.is_empty() || frames.is_empty() {
+        frames.push(current);
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_respects_the_budget_and_keeps_order() {
+        let entries: Vec<Entry> = (0..10u8)
+            .map(|i| Entry::new(vec![i], vec![0; 79]))
+            .collect();
+        // 1 + 79 + 21 = 101 bytes each.
+        let frames = split_entries(entries.clone(), 250);
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 2, 2, 2]
+        );
+        assert_eq!(frames.concat(), entries);
+        let frames = split_entries(entries.clone(), 10);
+        assert_eq!(frames.len(), 10, "one entry per frame even over budget");
+        assert_eq!(split_entries(Vec::new(), 10), vec![Vec::<Entry>::new()]);
+    }
+
+    #[test]
+    fn entry_size_estimate_is_an_upper_bound() {
+        for (k, v) in [(0, 0), (1, 1), (31, 255), (300, 70_000), (5, 1 << 20)] {
+            let entry = Entry::new(vec![1; k], vec![2; v]);
+            let encoded = rmp_serde::to_vec_named(&entry).unwrap();
+            assert!(encoded.len() <= wire::entry_wire_size(&entry), "{k} {v}");
+        }
+        let empty = wire::encode(&ServerMessage::IterChunk {
+            iter: u64::MAX,
+            entries: Vec::new(),
+            end: true,
+        })
+        .unwrap();
+        // The array header may grow to 5 bytes with many entries.
+        assert!(empty.len() + 4 <= CHUNK_OVERHEAD);
+    }
+}

@@ -1,0 +1,388 @@
+//! Peers that break the protocol, stay silent or lie: each is dropped alone, never a panic,
+//! never a hang, and everyone else keeps working.
+
+use std::time::Instant;
+
+use rave_api::ErrorKind;
+use serde::Serialize;
+
+use super::*;
+use crate::wire::{Op, Reply};
+
+fn short_handshake() -> Limits {
+    Limits {
+        handshake_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure is reproducible.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+fn refused(messages: &[ServerMessage]) -> Option<&str> {
+    messages.iter().find_map(|m| match m {
+        ServerMessage::Refused { message } => Some(message.as_str()),
+        _ => None,
+    })
+}
+
+/// A message of a protocol version this one does not know.
+#[derive(Serialize)]
+enum Newer {
+    Frobnicate { level: u32 },
+}
+
+#[tokio::test]
+async fn garbage_peers_are_dropped_while_a_client_keeps_working() {
+    let store = TestStore::new();
+    let limits = short_handshake();
+    let server = Server::start(store.clone(), limits);
+    let good = server.client(limits).await;
+    good.put(b"k", b"v").await.unwrap();
+    // A request in flight on the good client throughout.
+    let slow_client = good.clone();
+    let slow = tokio::spawn(async move { slow_client.get(b"!slow").await });
+
+    let still_good = async |round: usize| {
+        let k = format!("round{round}");
+        good.put(k.as_bytes(), b"ok").await.unwrap();
+        assert_eq!(good.get(k.as_bytes()).await.unwrap(), Some(b"ok".to_vec()));
+    };
+
+    // Random bytes.
+    for seed in 1..=5u64 {
+        let mut raw = server.raw(limits).await;
+        raw.send_raw(&noise(4096, seed)).await;
+        raw.until_eof().await;
+        still_good(seed as usize).await;
+    }
+
+    // A length prefix far over the limit: refused at once, before any body.
+    let mut raw = server.raw(limits).await;
+    raw.send_raw(&[0x7f, 0xff, 0xff, 0xff]).await;
+    let seen = raw.until_eof().await;
+    assert!(refused(&seen).is_some(), "{seen:?}");
+    still_good(10).await;
+
+    // A well-formed frame whose body is not MessagePack (0xc1 is never used).
+    let mut raw = server.raw(limits).await;
+    raw.send_frame(Bytes::from_static(&[0xc1, 0xc1, 0xc1]))
+        .await;
+    assert!(refused(&raw.until_eof().await).is_some());
+    still_good(11).await;
+
+    // Wrong magic, wrong version, no Hello first.
+    let mut raw = server.raw(limits).await;
+    raw.send(&ClientMessage::Hello {
+        magic: 0xdead_beef,
+        version: PROTOCOL_VERSION,
+    })
+    .await;
+    let seen = raw.until_eof().await;
+    assert!(
+        refused(&seen).is_some_and(|m| m.contains("magic")),
+        "{seen:?}"
+    );
+    let mut raw = server.raw(limits).await;
+    raw.send(&ClientMessage::Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION + 1,
+    })
+    .await;
+    let seen = raw.until_eof().await;
+    assert!(
+        refused(&seen).is_some_and(|m| m.contains("version")),
+        "{seen:?}"
+    );
+    let mut raw = server.raw(limits).await;
+    raw.send(&ClientMessage::Request {
+        id: 1,
+        op: Op::Ping,
+    })
+    .await;
+    assert!(refused(&raw.until_eof().await).is_some());
+    still_good(12).await;
+
+    // After a good handshake: an undecodable body, an unknown variant, an oversized frame, a
+    // second Hello, a duplicate iterator id.
+    let abuses: Vec<Box<dyn Fn() -> Bytes>> = vec![
+        Box::new(|| Bytes::from_static(&[0x92, 0xc1])),
+        Box::new(|| wire::encode(&Newer::Frobnicate { level: 9 }).unwrap()),
+        Box::new(|| {
+            wire::encode(&ClientMessage::Hello {
+                magic: MAGIC,
+                version: PROTOCOL_VERSION,
+            })
+            .unwrap()
+        }),
+    ];
+    for (i, abuse) in abuses.iter().enumerate() {
+        let mut raw = server.raw(limits).await;
+        raw.hello().await;
+        raw.send(&ClientMessage::Request {
+            id: 1,
+            op: Op::Ping,
+        })
+        .await;
+        assert!(matches!(
+            raw.recv().await,
+            Some(ServerMessage::Response {
+                id: 1,
+                result: Ok(Reply::Done)
+            })
+        ));
+        raw.send_frame(abuse()).await;
+        let seen = raw.until_eof().await;
+        assert!(refused(&seen).is_some(), "abuse {i}: {seen:?}");
+        still_good(20 + i).await;
+    }
+    let mut raw = server.raw(limits).await;
+    raw.hello().await;
+    raw.send_raw(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    assert!(refused(&raw.until_eof().await).is_some());
+    let mut raw = server.raw(limits).await;
+    raw.hello().await;
+    fill(&*store, 2000).await;
+    for _ in 0..2 {
+        raw.send(&ClientMessage::IterOpen {
+            iter: 5,
+            range: Range::all(),
+            credit: 1,
+        })
+        .await;
+    }
+    let seen = raw.until_eof().await;
+    assert!(
+        refused(&seen).is_some_and(|m| m.contains("already open")),
+        "{seen:?}"
+    );
+    still_good(30).await;
+
+    assert_eq!(
+        bounded(slow).await.unwrap().unwrap(),
+        Some(b"slow".to_vec())
+    );
+    assert!(good.is_connected());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let limits = short_handshake();
+    let server = Server::start(TestStore::new(), limits);
+    let started = Instant::now();
+    let mut silent = server.raw(limits).await;
+    // A trickler: a valid Hello, one byte every 100 ms, would take seconds.
+    let mut trickler = server.raw(limits).await;
+    let hello = wire::encode(&ClientMessage::Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+    })
+    .unwrap();
+    let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&hello);
+    let trickle = tokio::spawn(async move {
+        for byte in frame {
+            use tokio::io::AsyncWriteExt;
+            if trickler.framed.get_mut().write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        trickler.until_eof().await
+    });
+
+    // Neither blocks another client.
+    let good = server.client(limits).await;
+    good.ping().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(250));
+
+    assert!(silent.until_eof().await.is_empty());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    let seen = bounded(trickle).await.unwrap();
+    assert!(
+        !seen
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Welcome { .. }))
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    good.ping().await.unwrap();
+    server.stop().await;
+}
+
+/// A fake leader on one end of a socket pair, and the client's `connect` on the other.
+async fn connect_to_fake<F, Fut>(
+    limits: Limits,
+    fake: F,
+) -> (Result<(Client, crate::Welcome)>, JoinHandle<()>)
+where
+    F: FnOnce(Raw) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (a, b) = UnixStream::pair().unwrap();
+    let fake = tokio::spawn(async move { fake(Raw::new(b, limits)).await });
+    (bounded(Client::connect(a, limits)).await, fake)
+}
+
+#[tokio::test]
+async fn connecting_to_something_that_is_not_a_leader_fails_fast() {
+    let limits = short_handshake();
+
+    let (result, _) = connect_to_fake(limits, |mut raw: Raw| async move {
+        raw.send_raw(&noise(64, 3)).await;
+        raw.drain().await;
+    })
+    .await;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Protocol);
+
+    let started = Instant::now();
+    let (result, _) = connect_to_fake(limits, |mut raw: Raw| async move {
+        raw.drain().await;
+    })
+    .await;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Protocol);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let (result, _) = connect_to_fake(limits, |mut raw: Raw| async move {
+        raw.send_frame(
+            wire::encode(&ServerMessage::Refused {
+                message: "go away".into(),
+            })
+            .unwrap(),
+        )
+        .await;
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol);
+    assert!(err.to_string().contains("go away"), "{err}");
+
+    let (result, _) = connect_to_fake(limits, |mut raw: Raw| async move {
+        raw.send_frame(
+            wire::encode(&ServerMessage::Welcome {
+                version: PROTOCOL_VERSION + 1,
+                epoch: 1,
+                pid: 1,
+            })
+            .unwrap(),
+        )
+        .await;
+        raw.drain().await;
+    })
+    .await;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::Protocol);
+
+    // A leader that goes away mid-handshake: elect again, not a protocol error.
+    let (result, _) = connect_to_fake(limits, |raw: Raw| async move { drop(raw) }).await;
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::LeaderLost);
+}
+
+type Wire = Framed<UnixStream, LengthDelimitedCodec>;
+
+async fn next_request(framed: &mut Wire) -> Option<ClientMessage> {
+    match framed.next().await {
+        Some(Ok(frame)) => Some(wire::decode(&frame).unwrap()),
+        _ => None,
+    }
+}
+
+async fn reply(framed: &mut Wire, message: ServerMessage) {
+    framed.send(wire::encode(&message).unwrap()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lying_leader_costs_the_connection_not_a_panic() {
+    let limits = Limits {
+        iter_window: 4,
+        ..Limits::default()
+    };
+    let (a, b) = UnixStream::pair().unwrap();
+    let fake = tokio::spawn(async move {
+        let mut framed = Framed::new(b, limits.codec());
+        assert!(matches!(
+            next_request(&mut framed).await,
+            Some(ClientMessage::Hello { .. })
+        ));
+        reply(
+            &mut framed,
+            ServerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                epoch: 3,
+                pid: 9,
+            },
+        )
+        .await;
+        // An unknown event and a reply nobody asked for are ignored.
+        reply(
+            &mut framed,
+            ServerMessage::Event {
+                topic: "changes".into(),
+                payload: vec![1, 2],
+            },
+        )
+        .await;
+        reply(
+            &mut framed,
+            ServerMessage::Response {
+                id: 999,
+                result: Ok(Reply::Done),
+            },
+        )
+        .await;
+        // Answer one ping properly.
+        let Some(ClientMessage::Request { id, op: Op::Ping }) = next_request(&mut framed).await
+        else {
+            panic!("expected a ping")
+        };
+        reply(
+            &mut framed,
+            ServerMessage::Response {
+                id,
+                result: Ok(Reply::Done),
+            },
+        )
+        .await;
+        // Then an iterator: more entries than the window grants.
+        let Some(ClientMessage::IterOpen {
+            iter, credit: 4, ..
+        }) = next_request(&mut framed).await
+        else {
+            panic!("expected IterOpen with the window as credit")
+        };
+        let entries = (0..5).map(|i| Entry::new(key(i), b"v".to_vec())).collect();
+        reply(
+            &mut framed,
+            ServerMessage::IterChunk {
+                iter,
+                entries,
+                end: false,
+            },
+        )
+        .await;
+        // Keep the socket open: the client must drop it on its own.
+        while framed.next().await.is_some() {}
+    });
+    let (client, hello) = bounded(Client::connect(a, limits)).await.unwrap();
+    assert_eq!((hello.epoch, hello.pid), (3, 9));
+    client.ping().await.unwrap();
+    let err = client.open_iterator(Range::all()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaderLost);
+    bounded(client.disconnected()).await;
+    assert!(!client.is_connected());
+    assert_eq!(
+        client.ping().await.unwrap_err().kind(),
+        ErrorKind::LeaderLost
+    );
+    bounded(fake).await.unwrap();
+}

@@ -1,0 +1,275 @@
+//! Tests over real unix sockets: a socket pair or a listener in a temporary directory, with a
+//! [`rave_api::MemoryBackend`] store behind the server.
+
+mod abuse;
+mod lifecycle;
+mod ops;
+mod props;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rave_api::{
+    Backend, BatchOp, Entry, Error, KvIterator, KvStore, MemoryBackend, OpenOptions, Range, Result,
+};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::codec::LengthDelimitedCodec;
+use tokio_util::sync::CancellationToken;
+
+use crate::wire::{self, ClientMessage, Limits, MAGIC, PROTOCOL_VERSION, ServerMessage};
+use crate::{Client, ServerInfo, serve, serve_connection};
+
+/// Every test step is bounded by this, so a bug shows up as a failure, not a hang.
+const STEP: Duration = Duration::from_secs(10);
+
+const INFO: ServerInfo = ServerInfo {
+    epoch: 7,
+    pid: 4242,
+};
+
+/// Awaits `fut` for at most [`STEP`].
+async fn bounded<F: Future>(fut: F) -> F::Output {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .expect("a test step took longer than its bound")
+}
+
+/// A fresh in-memory engine, opened through [`Backend::open`].
+fn memory() -> rave_api::engine_thread::EngineStore {
+    MemoryBackend
+        .open(Path::new("unused"), &OpenOptions::default())
+        .unwrap()
+}
+
+/// The memory engine, with a few keys that misbehave on `get` and a count of live iterators:
+/// - `!slow`: answers after 300 ms;
+/// - `!hang`: never answers;
+/// - `!fail`: a corruption error;
+/// - `!closed`: the `Closed` error of a store that is shutting down;
+/// - `!panic`: panics.
+struct TestStore {
+    inner: rave_api::engine_thread::EngineStore,
+    live_iters: Arc<AtomicUsize>,
+}
+
+impl TestStore {
+    fn new() -> Arc<Self> {
+        Arc::new(TestStore {
+            inner: memory(),
+            live_iters: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn live_iters(&self) -> usize {
+        self.live_iters.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl KvStore for TestStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match key {
+            b"!slow" => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(Some(b"slow".to_vec()))
+            }
+            b"!hang" => std::future::pending().await,
+            b"!fail" => Err(Error::corruption("bad block")),
+            b"!closed" => Err(Error::Closed),
+            b"!panic" => panic!("test store panics on purpose"),
+            _ => self.inner.get(key).await,
+        }
+    }
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_many(keys).await
+    }
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.put(key, value).await
+    }
+    async fn del(&self, key: &[u8]) -> Result<()> {
+        self.inner.del(key).await
+    }
+    async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+        self.inner.batch(ops).await
+    }
+    async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
+        let inner = self.inner.iterator(range).await?;
+        self.live_iters.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(CountedIter {
+            inner,
+            live: self.live_iters.clone(),
+        }))
+    }
+    async fn clear(&self, range: Range) -> Result<()> {
+        self.inner.clear(range).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+struct CountedIter {
+    inner: Box<dyn KvIterator>,
+    live: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl KvIterator for CountedIter {
+    async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
+        self.inner.next_chunk(max).await
+    }
+}
+
+impl Drop for CountedIter {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A client connected over a socket pair to `serve_connection` on `store`.
+async fn pair_with(store: Arc<dyn KvStore>, limits: Limits) -> (Client, JoinHandle<Result<()>>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = tokio::spawn(serve_connection(b, store, INFO, limits));
+    let (client, welcome) = bounded(Client::connect(a, limits)).await.unwrap();
+    assert_eq!(welcome.epoch, INFO.epoch);
+    assert_eq!(welcome.pid, INFO.pid);
+    assert_eq!(welcome.version, PROTOCOL_VERSION);
+    (client, server)
+}
+
+/// A `serve` accept loop on a socket in a temporary directory.
+struct Server {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Server {
+    fn start(store: Arc<dyn KvStore>, limits: Limits) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rave.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, store, INFO, limits, shutdown.clone()));
+        Server {
+            _dir: dir,
+            path,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn client(&self, limits: Limits) -> Client {
+        let stream = UnixStream::connect(&self.path).await.unwrap();
+        bounded(Client::connect(stream, limits)).await.unwrap().0
+    }
+
+    async fn raw(&self, limits: Limits) -> Raw {
+        Raw::new(UnixStream::connect(&self.path).await.unwrap(), limits)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        bounded(self.task).await.unwrap().unwrap();
+    }
+}
+
+/// A hand-driven peer speaking (or abusing) the protocol.
+struct Raw {
+    framed: Framed<UnixStream, LengthDelimitedCodec>,
+}
+
+impl Raw {
+    fn new(stream: UnixStream, limits: Limits) -> Raw {
+        Raw {
+            framed: Framed::new(stream, limits.codec()),
+        }
+    }
+
+    async fn send(&mut self, message: &ClientMessage) {
+        self.send_frame(wire::encode(message).unwrap()).await;
+    }
+
+    async fn send_frame(&mut self, frame: Bytes) {
+        self.framed.send(frame).await.unwrap();
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.framed.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    async fn hello(&mut self) {
+        self.send(&ClientMessage::Hello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+        })
+        .await;
+        match self.recv().await {
+            Some(ServerMessage::Welcome { epoch, .. }) => assert_eq!(epoch, INFO.epoch),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    /// The next message, or `None` at EOF (or a connection reset).
+    async fn recv(&mut self) -> Option<ServerMessage> {
+        match bounded(self.framed.next()).await {
+            Some(Ok(frame)) => Some(wire::decode(&frame).unwrap()),
+            Some(Err(_)) | None => None,
+        }
+    }
+
+    /// The next message if one comes within `wait`.
+    async fn recv_within(&mut self, wait: Duration) -> Option<ServerMessage> {
+        match tokio::time::timeout(wait, self.framed.next()).await {
+            Ok(Some(Ok(frame))) => Some(wire::decode(&frame).unwrap()),
+            _ => None,
+        }
+    }
+
+    /// Reads frames without decoding them until EOF (a fake leader ignoring its client).
+    async fn drain(&mut self) {
+        while let Some(Ok(_)) = bounded(self.framed.next()).await {}
+    }
+
+    /// Reads until EOF, returning every message on the way; fails if EOF does not come.
+    async fn until_eof(&mut self) -> Vec<ServerMessage> {
+        let mut seen = Vec::new();
+        while let Some(message) = self.recv().await {
+            seen.push(message);
+        }
+        seen
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("k{i:06}").into_bytes()
+}
+
+async fn fill(store: &dyn KvStore, n: usize) {
+    let ops = (0..n)
+        .map(|i| BatchOp::put(key(i), format!("v{i}")))
+        .collect();
+    store.batch(ops).await.unwrap();
+}
+
+async fn collect(iter: &mut dyn KvIterator, chunk: usize) -> Result<Vec<Entry>> {
+    let mut all = Vec::new();
+    loop {
+        let got = iter.next_chunk(chunk).await?;
+        if got.is_empty() {
+            return Ok(all);
+        }
+        assert!(got.len() <= chunk);
+        all.extend(got);
+    }
+}

@@ -1,0 +1,333 @@
+//! The wire protocol between a follower ([`crate::Client`]) and a leader ([`crate::serve`]).
+//!
+//! # Framing
+//!
+//! Every message is one frame: a 4-byte big-endian length followed by that many bytes of body
+//! (`tokio_util::codec::LengthDelimitedCodec`). A frame longer than [`Limits::max_frame`] is a
+//! protocol error that closes the connection before its body is read.
+//!
+//! # Bodies
+//!
+//! Bodies are MessagePack, written with `rmp_serde::to_vec_named`: structs and struct variants
+//! are maps keyed by field name, enum variants are keyed by their name, and every byte field is
+//! a MessagePack `bin` (`serde_bytes`). Named fields cost a few bytes per entry but make traces
+//! readable and let a later version add a defaulted field without breaking older peers. A body
+//! that does not decode (including an enum variant this version does not know) is a protocol
+//! error for that connection only.
+//!
+//! # Conversation
+//!
+//! 1. The client sends [`ClientMessage::Hello`] with [`MAGIC`] and [`PROTOCOL_VERSION`]; the
+//!    server answers [`ServerMessage::Welcome`] (with the leader's epoch and pid) or
+//!    [`ServerMessage::Refused`] and closes. The handshake must complete within
+//!    [`Limits::handshake_timeout`].
+//! 2. Point operations: [`ClientMessage::Request`] with a client-chosen `id`; the server answers
+//!    [`ServerMessage::Response`] with the same `id`. Requests are pipelined and replies may come
+//!    in any order.
+//! 3. Iterators: [`ClientMessage::IterOpen`] grants an initial credit (in entries);
+//!    the server streams [`ServerMessage::IterChunk`]s, never more entries in total than the
+//!    credit granted so far; the client grants more with [`ClientMessage::IterCredit`] as its
+//!    user consumes, and ends early with [`ClientMessage::IterClose`]. The last chunk has
+//!    `end = true`; a failure ends the iterator with [`ServerMessage::IterError`].
+//! 4. [`ServerMessage::Event`] is reserved for server-initiated messages; a client ignores topics
+//!    it does not know.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rave_api::{BatchOp, Entry, Error, ErrorKind, Range};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// The first field of every [`ClientMessage::Hello`]: `b"RAVE"` read as a big-endian `u32`.
+pub const MAGIC: u32 = u32::from_be_bytes(*b"RAVE");
+
+/// The protocol version this crate speaks. Peers of another version are refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// How deep a body may nest. Our messages nest a handful of levels; the limit stops a hostile
+/// body from recursing deeply while an unknown field is skipped.
+const MAX_DEPTH: usize = 64;
+
+/// The bounds that keep a connection's memory and waits finite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest frame body, in bytes, either side accepts (default 64 MiB). A value or batch
+    /// that does not fit is refused with `InvalidArgument` before it is sent.
+    pub max_frame: usize,
+    /// How long the handshake may take, start to finish (default 5 s). A peer that says nothing,
+    /// or trickles bytes, is dropped after this.
+    pub handshake_timeout: Duration,
+    /// The most entries the server reads from the store at a time for one iterator
+    /// (default 256).
+    pub chunk_entries: usize,
+    /// The byte budget of one iterator frame (default 1 MiB); a frame always carries at least
+    /// one entry.
+    pub chunk_bytes: usize,
+    /// The client's iterator window: the most entries a follower has granted but not yet
+    /// consumed, so the most it ever buffers per iterator (default 512).
+    pub iter_window: u32,
+    /// The most requests one connection may have running on the server (default 1024); beyond
+    /// it the server stops reading that socket until some finish. The same number caps the
+    /// iterators open at once on one connection.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 64 << 20,
+            handshake_timeout: Duration::from_secs(5),
+            chunk_entries: 256,
+            chunk_bytes: 1 << 20,
+            iter_window: 512,
+            max_in_flight: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The frame codec for these limits: 4-byte big-endian length, at most `max_frame` bytes.
+    pub fn codec(&self) -> LengthDelimitedCodec {
+        LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .big_endian()
+            .max_frame_length(self.max_frame)
+            .new_codec()
+    }
+}
+
+/// A message from a follower to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// The first message of a connection.
+    Hello {
+        /// Must be [`MAGIC`].
+        magic: u32,
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u32,
+    },
+    /// A point operation.
+    Request {
+        /// Chosen by the client; echoed in the [`ServerMessage::Response`].
+        id: u64,
+        /// What to do.
+        op: Op,
+    },
+    /// Opens an iterator over a snapshot of `range`.
+    IterOpen {
+        /// Chosen by the client; names the iterator in later messages.
+        iter: u64,
+        /// What to iterate.
+        range: Range,
+        /// How many entries the server may send before more credit arrives.
+        credit: u32,
+    },
+    /// Lets the server send `credit` more entries of iterator `iter`.
+    IterCredit {
+        /// The iterator.
+        iter: u64,
+        /// Additional entries.
+        credit: u32,
+    },
+    /// Ends iterator `iter` early and releases its snapshot.
+    IterClose {
+        /// The iterator.
+        iter: u64,
+    },
+}
+
+/// A point operation of [`ClientMessage::Request`], mirroring [`rave_api::KvStore`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// [`rave_api::KvStore::get`]; replies [`Reply::Value`].
+    Get {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// [`rave_api::KvStore::get_many`]; replies [`Reply::Values`].
+    GetMany {
+        /// The keys.
+        #[serde(with = "bytes_seq")]
+        keys: Vec<Vec<u8>>,
+    },
+    /// [`rave_api::KvStore::put`]; replies [`Reply::Done`].
+    Put {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// [`rave_api::KvStore::del`]; replies [`Reply::Done`].
+    Del {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// [`rave_api::KvStore::batch`]; replies [`Reply::Done`].
+    Batch {
+        /// The operations, applied atomically.
+        ops: Vec<BatchOp>,
+    },
+    /// [`rave_api::KvStore::clear`]; replies [`Reply::Done`].
+    Clear {
+        /// The keys to remove.
+        range: Range,
+    },
+    /// Does nothing; replies [`Reply::Done`]. Proves the leader is alive and answering.
+    Ping,
+}
+
+/// A message from the leader to a follower.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The handshake succeeded.
+    Welcome {
+        /// The server's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The leader's epoch (one more each time leadership changes hands).
+        epoch: u64,
+        /// The leader's process id.
+        pid: u32,
+    },
+    /// The server will not talk to this peer (wrong magic or version, or a protocol error);
+    /// the connection closes after this message.
+    Refused {
+        /// Why, for the follower's logs.
+        message: String,
+    },
+    /// The answer to [`ClientMessage::Request`] `id`.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// What the store answered.
+        result: Result<Reply, WireError>,
+    },
+    /// Entries of iterator `iter`, in iteration order.
+    IterChunk {
+        /// The iterator.
+        iter: u64,
+        /// The next entries (possibly none when `end` is set).
+        entries: Vec<Entry>,
+        /// No entries follow: the iterator is finished on the server.
+        end: bool,
+    },
+    /// Iterator `iter` failed; no more chunks follow.
+    IterError {
+        /// The iterator.
+        iter: u64,
+        /// What went wrong.
+        error: WireError,
+    },
+    /// A server-initiated message (reserved for change subscriptions). Clients ignore topics
+    /// they do not know.
+    Event {
+        /// What the payload is about.
+        topic: String,
+        /// Topic-specific bytes.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+}
+
+/// The successful answer to an [`Op`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The value of a [`Op::Get`] (`None`: absent).
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// The values of a [`Op::GetMany`], in order.
+    Values(#[serde(with = "opt_bytes_seq")] Vec<Option<Vec<u8>>>),
+    /// A write, `clear` or ping succeeded.
+    Done,
+}
+
+/// An error as it travels on the wire: its stable kind and its message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// The kind the leader's store reported.
+    pub kind: ErrorKind,
+    /// The leader's description.
+    pub message: String,
+}
+
+impl From<&Error> for WireError {
+    fn from(err: &Error) -> Self {
+        let message = match err {
+            // Already relayed once: keep the original words rather than nesting prefixes.
+            Error::Remote { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        WireError {
+            kind: err.kind(),
+            message,
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(err: WireError) -> Self {
+        Error::Remote {
+            kind: err.kind,
+            message: err.message,
+        }
+    }
+}
+
+/// Encodes `msg` as a frame body.
+pub fn encode<T: Serialize>(msg: &T) -> rave_api::Result<Bytes> {
+    rmp_serde::to_vec_named(msg)
+        .map(Bytes::from)
+        .map_err(|e| Error::protocol(format!("cannot encode a message: {e}")))
+}
+
+/// Decodes a frame body. Any failure (truncated, malformed, unknown variant) is
+/// [`ErrorKind::Protocol`]; it never panics.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> rave_api::Result<T> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de).map_err(|e| Error::protocol(format!("undecodable message: {e}")))
+}
+
+/// An upper bound of the encoded size of `entry` inside an [`ServerMessage::IterChunk`] (field
+/// names, markers and lengths included), used to split chunks under a byte budget.
+pub(crate) fn entry_wire_size(entry: &Entry) -> usize {
+    // fixmap + "key" + bin32 header + "value" + bin32 header = 1 + 4 + 5 + 6 + 5.
+    entry.key.len() + entry.value.len() + 21
+}
+
+/// An upper bound of the bytes an [`ServerMessage::IterChunk`] adds around its entries.
+pub(crate) const CHUNK_OVERHEAD: usize = 64;
+
+/// `Vec<Vec<u8>>` as a sequence of `bin`.
+mod bytes_seq {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|b| Bytes::new(b)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let bufs = Vec::<ByteBuf>::deserialize(d)?;
+        Ok(bufs.into_iter().map(ByteBuf::into_vec).collect())
+    }
+}
+
+/// `Vec<Option<Vec<u8>>>` as a sequence of `bin` or `nil`.
+mod opt_bytes_seq {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(v: &[Option<Vec<u8>>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|b| b.as_deref().map(Bytes::new)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Vec<u8>>>, D::Error> {
+        let bufs = Vec::<Option<ByteBuf>>::deserialize(d)?;
+        Ok(bufs.into_iter().map(|b| b.map(ByteBuf::into_vec)).collect())
+    }
+}

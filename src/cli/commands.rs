@@ -1,0 +1,257 @@
+//! The commands that act on a directory, generic over the engine.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rave::{Backend, BatchOp, KvStore, Range, Rave, RaveOptions, Role};
+
+use super::{BackendName, Cli, CliError, Command, RangeArgs, demo};
+
+/// Runs the parsed command with the engine it names.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.backend {
+        #[cfg(feature = "redb")]
+        BackendName::Redb => run_with(rave::backends::RedbBackend, cli).await,
+        #[cfg(feature = "leveldb")]
+        BackendName::Leveldb => run_with(rave::backends::LevelDbBackend, cli).await,
+        #[cfg(feature = "rocksdb")]
+        BackendName::Rocksdb => run_with(rave::backends::RocksDbBackend, cli).await,
+        #[allow(unreachable_patterns)]
+        other => Err(CliError::Usage(format!(
+            "the {} engine is not compiled into this rave; rebuild with `--features {}`",
+            other.as_str(),
+            other.as_str()
+        ))),
+    }
+}
+
+/// The handle options the global flags ask for.
+pub fn options(cli: &Cli) -> Result<RaveOptions, CliError> {
+    let mut options = RaveOptions::default().retry(!cli.no_retry);
+    if let Some(secs) = cli.timeout {
+        let timeout = Duration::try_from_secs_f64(secs)
+            .map_err(|_| CliError::Usage(format!("--timeout {secs}: not a duration")))?;
+        options = options.election_timeout(timeout);
+    }
+    Ok(options)
+}
+
+fn need_dir(cli: &Cli) -> Result<PathBuf, CliError> {
+    cli.dir.clone().ok_or_else(|| {
+        CliError::Usage("this command needs the database directory: rave <DIR> <COMMAND>".into())
+    })
+}
+
+async fn run_with<B: Backend + Clone>(backend: B, cli: Cli) -> Result<(), CliError> {
+    let options = options(&cli)?;
+    let codec = Codec { hex: cli.hex };
+    match &cli.command {
+        Command::Demo(args) => return demo::run(&cli, backend, args).await,
+        Command::DemoWriter(args) => {
+            let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
+            return demo::writer(db, args).await;
+        }
+        Command::DemoReader(args) => {
+            let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
+            return demo::reader(db, args).await;
+        }
+        _ => {}
+    }
+    let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
+    let result = execute(&db, &cli.command, &codec).await;
+    let closed = db.close().await;
+    result?;
+    Ok(closed?)
+}
+
+async fn execute<B: Backend>(
+    db: &Rave<B>,
+    command: &Command,
+    codec: &Codec,
+) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Put { key, value } => db.put(&codec.decode(key)?, &codec.decode(value)?).await?,
+        Command::Get { key } => match db.get(&codec.decode(key)?).await? {
+            Some(value) => {
+                codec.write(&mut out, &value)?;
+                writeln!(out).map_err(stdout_error)?;
+            }
+            None => return Err(CliError::NotFound(key.clone())),
+        },
+        Command::Del { key } => db.del(&codec.decode(key)?).await?,
+        Command::Scan { range } => {
+            let range = codec.range(range)?;
+            let projection = range.projection;
+            let mut iter = db.iterator(range).await?;
+            loop {
+                let chunk = iter.next_chunk(rave::DEFAULT_CHUNK).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for entry in chunk {
+                    if projection.keys() {
+                        codec.write(&mut out, &entry.key)?;
+                    }
+                    if projection.keys() && projection.values() {
+                        out.write_all(b"\t").map_err(stdout_error)?;
+                    }
+                    if projection.values() {
+                        codec.write(&mut out, &entry.value)?;
+                    }
+                    out.write_all(b"\n").map_err(stdout_error)?;
+                }
+            }
+        }
+        Command::Clear { range } => db.clear(codec.range(range)?).await?,
+        Command::Batch => {
+            let mut ops = Vec::new();
+            for (number, line) in std::io::stdin().lock().lines().enumerate() {
+                let line = line.map_err(|e| CliError::Rave(rave::Error::io("read stdin", &e)))?;
+                if line.is_empty() {
+                    continue;
+                }
+                ops.push(codec.batch_line(number + 1, &line)?);
+            }
+            db.batch(ops).await?;
+        }
+        Command::Hold => hold(db).await?,
+        Command::Status => {
+            let role = db.ready().await?;
+            let record = db.leader_record()?;
+            writeln!(out, "role\t{role}").map_err(stdout_error)?;
+            match record {
+                Some(record) => {
+                    let pid = if role == Role::Leader {
+                        std::process::id()
+                    } else {
+                        record.pid
+                    };
+                    writeln!(out, "leader_pid\t{pid}\nepoch\t{}", record.epoch)
+                        .map_err(stdout_error)?;
+                }
+                None => writeln!(out, "leader_pid\tunknown").map_err(stdout_error)?,
+            }
+            writeln!(out, "socket\t{}", db.socket_path()?.display()).map_err(stdout_error)?;
+        }
+        Command::Demo(_) | Command::DemoWriter(_) | Command::DemoReader(_) => {}
+    }
+    out.flush().map_err(stdout_error)?;
+    Ok(())
+}
+
+/// Prints the role at start and at every change until SIGTERM or SIGINT.
+async fn hold<B: Backend>(db: &Rave<B>) -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| rave::Error::io("listen for SIGTERM", &e))?;
+    let mut roles = db.watch_role();
+    let first = db.ready().await?;
+    println_flush(&first.to_string());
+    let mut last = first;
+    loop {
+        tokio::select! {
+            changed = roles.changed() => {
+                if changed.is_err() { return Ok(()); }
+                let role = *roles.borrow_and_update();
+                if role != last && matches!(role, Role::Leader | Role::Follower) {
+                    println_flush(&role.to_string());
+                    last = role;
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+pub fn println_flush(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn stdout_error(e: std::io::Error) -> CliError {
+    CliError::Rave(rave::Error::io("write stdout", &e))
+}
+
+/// How keys and values are read from arguments and printed.
+struct Codec {
+    hex: bool,
+}
+
+impl Codec {
+    fn decode(&self, text: &str) -> Result<Vec<u8>, CliError> {
+        if !self.hex {
+            return Ok(text.as_bytes().to_vec());
+        }
+        hex_decode(text).ok_or_else(|| CliError::Usage(format!("{text:?} is not hex")))
+    }
+
+    fn write(&self, out: &mut impl Write, bytes: &[u8]) -> Result<(), CliError> {
+        let result = if self.hex {
+            out.write_all(hex_encode(bytes).as_bytes())
+        } else {
+            out.write_all(bytes)
+        };
+        result.map_err(stdout_error)
+    }
+
+    fn range(&self, args: &RangeArgs) -> Result<Range, CliError> {
+        let mut range = Range::all();
+        let bound = |k: &Option<String>| k.as_deref().map(|k| self.decode(k)).transpose();
+        range.gt = bound(&args.gt)?;
+        range.gte = bound(&args.gte)?;
+        range.lt = bound(&args.lt)?;
+        range.lte = bound(&args.lte)?;
+        range.reverse = args.reverse;
+        range.limit = args.limit;
+        if args.keys_only {
+            range = range.keys_only();
+        }
+        if args.values_only {
+            range = range.values_only();
+        }
+        Ok(range)
+    }
+
+    fn batch_line(&self, number: usize, line: &str) -> Result<BatchOp, CliError> {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["put", key, value] => Ok(BatchOp::put(self.decode(key)?, self.decode(value)?)),
+            ["del", key] => Ok(BatchOp::del(self.decode(key)?)),
+            _ => Err(CliError::Usage(format!(
+                "stdin line {number}: expected \"put<TAB>KEY<TAB>VALUE\" or \"del<TAB>KEY\""
+            ))),
+        }
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = vec![0u8, 1, 0x7f, 0x80, 0xff];
+        assert_eq!(hex_decode(&hex_encode(&bytes)), Some(bytes));
+        assert_eq!(hex_decode("0"), None);
+        assert_eq!(hex_decode("zz"), None);
+        assert_eq!(hex_decode(""), Some(Vec::new()));
+    }
+}

@@ -1,0 +1,180 @@
+//! Command-line interface: parsing, engine dispatch, exit codes.
+//!
+//! Exit codes: 0 success; 1 `get` of a missing key; 2 usage error; 3 any other error.
+
+mod commands;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Open one key-value database directory from many processes at once.
+#[derive(Parser, Debug)]
+#[command(name = "rave", version, about)]
+pub struct Cli {
+    /// The engine that holds the data.
+    #[arg(long, value_enum, default_value_t = BackendName::Redb, global = true)]
+    pub backend: BackendName,
+    /// Fail operations in flight when the leader is lost instead of retrying them.
+    #[arg(long, global = true)]
+    pub no_retry: bool,
+    /// Read and print keys and values as hex, so binary data round trips.
+    #[arg(long, global = true)]
+    pub hex: bool,
+    /// Seconds an operation waits for a leader (election timeout).
+    #[arg(long, value_name = "SECS", global = true)]
+    pub timeout: Option<f64>,
+    /// The database directory (optional for `demo`, which then uses a fresh temporary one).
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The engines the CLI can name (each must be compiled in through its Cargo feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendName {
+    /// redb (feature `redb`, the default).
+    Redb,
+    /// LevelDB through rusty-leveldb (feature `leveldb`).
+    Leveldb,
+    /// RocksDB (feature `rocksdb`).
+    Rocksdb,
+}
+
+impl BackendName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendName::Redb => "redb",
+            BackendName::Leveldb => "leveldb",
+            BackendName::Rocksdb => "rocksdb",
+        }
+    }
+}
+
+/// A key range, as flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RangeArgs {
+    /// Keys greater than K.
+    #[arg(long, value_name = "K")]
+    pub gt: Option<String>,
+    /// Keys greater than or equal to K.
+    #[arg(long, value_name = "K")]
+    pub gte: Option<String>,
+    /// Keys less than K.
+    #[arg(long, value_name = "K")]
+    pub lt: Option<String>,
+    /// Keys less than or equal to K.
+    #[arg(long, value_name = "K")]
+    pub lte: Option<String>,
+    /// From the highest key down.
+    #[arg(long)]
+    pub reverse: bool,
+    /// At most N entries.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Print keys only.
+    #[arg(long, conflicts_with = "values_only")]
+    pub keys_only: bool,
+    /// Print values only.
+    #[arg(long)]
+    pub values_only: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Set KEY to VALUE.
+    Put { key: String, value: String },
+    /// Print the value of KEY (exit 1 when it is absent).
+    Get { key: String },
+    /// Remove KEY.
+    Del { key: String },
+    /// Print the entries of a range, one `KEY<TAB>VALUE` line each.
+    Scan {
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// Remove the entries of a range.
+    Clear {
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// Apply stdin lines `put<TAB>KEY<TAB>VALUE` / `del<TAB>KEY` as one atomic batch.
+    Batch,
+    /// Keep a handle open; print `leader` or `follower` at start and at every role change.
+    Hold,
+    /// Print the leader's pid, the socket address and this process's role.
+    Status,
+    /// The main job: writer and reader processes on one directory, the leader killed with
+    /// SIGKILL, failover, and a summary.
+    Demo(demo::DemoArgs),
+    /// (internal) A demo writer process.
+    #[command(hide = true)]
+    DemoWriter(demo::WriterArgs),
+    /// (internal) A demo reader process.
+    #[command(hide = true)]
+    DemoReader(demo::ReaderArgs),
+}
+
+/// The CLI's failures, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The key is absent (exit 1).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Bad input (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else (exit 3).
+    #[error(transparent)]
+    Rave(#[from] rave::Error),
+    /// The demo found a broken promise (exit 3).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NotFound(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Rave(_) | CliError::Failed(_) => 3,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAVE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rave: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rave: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The state machine of one handle: elect, lead or follow, hand operations a store, re-elect.
+//!
+//! Operations never talk to the election directly. They ask [`Core::acquire`] for a ticket (the
+//! store to use now: the local engine when leading, the client when following) and report a lost
+//! leader with [`Core::lost`]. One background task, [`drive`], runs the election and changes the
+//! state.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rave_api::{Error, KvStore, OpenOptions, Result};
+use rave_election::{Backoff, DirLock, Role};
+use rave_transport::{Client, ServerInfo};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::RaveOptions;
+
+/// Opens the engine when this handle becomes leader (blocking).
+pub(crate) type Opener = Arc<dyn Fn(&Path, &OpenOptions) -> Result<Arc<dyn KvStore>> + Send + Sync>;
+
+/// The right to run one operation against `store`.
+pub(crate) struct Ticket {
+    pub store: Arc<dyn KvStore>,
+    pub generation: u64,
+    pub role: Role,
+    /// Held while the operation runs when it was queued before this handle became leader, so
+    /// queued work runs in order and before any newer operation.
+    _turn: Option<oneshot::Sender<()>>,
+}
+
+enum Conn {
+    /// No store yet: operations queue.
+    Electing,
+    /// Leading, but the operations queued before are still running one by one.
+    Draining,
+    /// Operations take the store directly.
+    Ready {
+        store: Arc<dyn KvStore>,
+        generation: u64,
+        role: Role,
+    },
+    Closed,
+}
+
+struct State {
+    conn: Conn,
+    generation: u64,
+    queue: VecDeque<oneshot::Sender<Result<Ticket>>>,
+    epoch: Option<u64>,
+}
+
+pub(crate) struct Core {
+    pub dir: PathBuf,
+    pub options: RaveOptions,
+    opener: Opener,
+    state: Mutex<State>,
+    role: watch::Sender<Role>,
+    /// Cancelled when the handle closes or its last clone is dropped: ends the driver.
+    pub cancel: CancellationToken,
+}
+
+impl Core {
+    pub fn new(dir: PathBuf, options: RaveOptions, opener: Opener) -> Self {
+        Core {
+            dir,
+            options,
+            opener,
+            state: Mutex::new(State {
+                conn: Conn::Electing,
+                generation: 0,
+                queue: VecDeque::new(),
+                epoch: None,
+            }),
+            role: watch::Sender::new(Role::Electing),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-changed (every critical
+        // section is a few assignments), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn role(&self) -> Role {
+        *self.role.borrow()
+    }
+
+    pub fn watch_role(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    pub fn epoch(&self) -> Option<u64> {
+        self.state().epoch
+    }
+
+    /// A store to run one operation on, waiting for an election when there is none.
+    pub async fn acquire(&self) -> Result<Ticket> {
+        let waiting = {
+            let mut state = self.state();
+            match &state.conn {
+                Conn::Ready {
+                    store,
+                    generation,
+                    role,
+                } => {
+                    return Ok(Ticket {
+                        store: store.clone(),
+                        generation: *generation,
+                        role: *role,
+                        _turn: None,
+                    });
+                }
+                Conn::Closed => return Err(Error::Closed),
+                Conn::Electing | Conn::Draining => {
+                    let (tx, rx) = oneshot::channel();
+                    state.queue.push_back(tx);
+                    rx
+                }
+            }
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(self.options.election_timeout, waiting).await {
+            Ok(Ok(ticket)) => ticket,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::NoLeader {
+                waited: started.elapsed(),
+            }),
+        }
+    }
+
+    /// Runs `op` on the current store, re-electing and retrying when the leader is lost (as the
+    /// options say).
+    pub async fn run<T, Fut>(&self, op: impl Fn(Arc<dyn KvStore>) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        loop {
+            let ticket = self.acquire().await?;
+            let result = match (ticket.role, self.options.op_timeout) {
+                (Role::Follower, Some(limit)) => {
+                    match tokio::time::timeout(limit, op(ticket.store.clone())).await {
+                        Ok(result) => result,
+                        Err(_) => Err(Error::Timeout { waited: limit }),
+                    }
+                }
+                _ => op(ticket.store.clone()).await,
+            };
+            match result {
+                Err(Error::LeaderLost) => {
+                    self.lost(ticket.generation);
+                    if self.is_closed() {
+                        return Err(Error::Closed);
+                    }
+                    if !self.options.retry {
+                        return Err(Error::LeaderLost);
+                    }
+                    tracing::debug!("leader lost with an operation in flight; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state().conn, Conn::Closed)
+    }
+
+    /// The store of `generation` failed: stop handing it out (the driver re-elects).
+    pub fn lost(&self, generation: u64) {
+        let mut state = self.state();
+        if let Conn::Ready {
+            generation: current,
+            ..
+        } = state.conn
+            && current == generation
+        {
+            state.conn = Conn::Electing;
+        }
+    }
+
+    fn set_role(&self, role: Role) {
+        self.role.send_if_modified(|current| {
+            let changed = *current != role;
+            *current = role;
+            changed
+        });
+    }
+
+    /// Marks the handle closed; every waiting and later operation fails with `Closed`.
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.conn = Conn::Closed;
+        for waiter in state.queue.drain(..) {
+            let _ = waiter.send(Err(Error::Closed));
+        }
+        drop(state);
+        self.set_role(Role::Closed);
+        self.cancel.cancel();
+    }
+
+    fn follow(&self, client: Client, epoch: u64) -> u64 {
+        let mut state = self.state();
+        if matches!(state.conn, Conn::Closed) {
+            return 0;
+        }
+        state.generation += 1;
+        let generation = state.generation;
+        let store: Arc<dyn KvStore> = Arc::new(client);
+        state.conn = Conn::Ready {
+            store: store.clone(),
+            generation,
+            role: Role::Follower,
+        };
+        state.epoch = Some(epoch);
+        for waiter in state.queue.drain(..) {
+            let _ = waiter.send(Ok(Ticket {
+                store: store.clone(),
+                generation,
+                role: Role::Follower,
+                _turn: None,
+            }));
+        }
+        drop(state);
+        self.set_role(Role::Follower);
+        generation
+    }
+
+    /// Becomes leader with `store`: first runs the operations queued during the election, one at
+    /// a time and in order, then lets every operation through.
+    async fn promote(&self, store: Arc<dyn KvStore>, epoch: u64) {
+        let generation = {
+            let mut state = self.state();
+            if matches!(state.conn, Conn::Closed) {
+                return;
+            }
+            state.generation += 1;
+            state.conn = Conn::Draining;
+            state.epoch = Some(epoch);
+            state.generation
+        };
+        loop {
+            let waiter = {
+                let mut state = self.state();
+                if matches!(state.conn, Conn::Closed) {
+                    return;
+                }
+                match state.queue.pop_front() {
+                    Some(waiter) => waiter,
+                    None => {
+                        state.conn = Conn::Ready {
+                            store: store.clone(),
+                            generation,
+                            role: Role::Leader,
+                        };
+                        break;
+                    }
+                }
+            };
+            let (turn, done) = oneshot::channel();
+            let ticket = Ticket {
+                store: store.clone(),
+                generation,
+                role: Role::Leader,
+                _turn: Some(turn),
+            };
+            if waiter.send(Ok(ticket)).is_ok() {
+                // Resolves when the operation drops its ticket.
+                let _ = done.await;
+            }
+        }
+        self.set_role(Role::Leader);
+    }
+
+    fn electing(&self) {
+        let mut state = self.state();
+        if !matches!(state.conn, Conn::Closed) {
+            state.conn = Conn::Electing;
+        }
+        drop(state);
+        if !self.is_closed() {
+            self.set_role(Role::Electing);
+        }
+    }
+
+    /// Fails the operations waiting for this election with `err` (the engine could not open).
+    fn fail_waiters(&self, err: &Error) {
+        let mut state = self.state();
+        for waiter in state.queue.drain(..) {
+            let _ = waiter.send(Err(err.clone()));
+        }
+    }
+
+    fn open_engine(&self) -> Result<Arc<dyn KvStore>> {
+        (self.opener)(&self.dir, &self.options.open)
+    }
+}
+
+/// The election loop of one handle; returns when the handle closes.
+pub(crate) async fn drive(core: Arc<Core>) {
+    let mut backoff = Backoff::default();
+    while !core.cancel.is_cancelled() {
+        if let Some((client, epoch)) = try_follow(&core).await {
+            backoff.reset();
+            let generation = core.follow(client.clone(), epoch);
+            tracing::debug!(epoch, "following");
+            tokio::select! {
+                _ = client.disconnected() => {
+                    core.lost(generation);
+                    core.electing();
+                    tracing::debug!(epoch, "leader gone; electing");
+                }
+                _ = core.cancel.cancelled() => {
+                    let _ = rave_api::KvStore::close(&client).await;
+                }
+            }
+            continue;
+        }
+        match DirLock::try_acquire(&core.dir) {
+            Ok(Some(lock)) => {
+                backoff.reset();
+                if let Err(err) = lead(&core, lock).await {
+                    tracing::warn!(%err, "could not lead");
+                    core.fail_waiters(&err);
+                    sleep_or_cancel(&core, Duration::from_millis(100)).await;
+                }
+            }
+            Ok(None) => sleep_or_cancel(&core, backoff.next_delay()).await,
+            Err(e) => {
+                let err = Error::io(
+                    format!("lock {}", core.dir.join(rave_election::LOCK_FILE).display()),
+                    &e,
+                );
+                tracing::warn!(%err, "election failed");
+                core.fail_waiters(&err);
+                sleep_or_cancel(&core, Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn sleep_or_cancel(core: &Core, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = core.cancel.cancelled() => {}
+    }
+}
+
+/// Connects and shakes hands with the leader, if one serves.
+async fn try_follow(core: &Core) -> Option<(Client, u64)> {
+    let path = rave_election::socket_path(&core.dir).ok()?;
+    let stream = rave_election::connect(&path).await.ok()?;
+    match Client::connect(stream, core.options.limits.clone()).await {
+        Ok((client, welcome)) => Some((client, welcome.epoch)),
+        Err(err) => {
+            tracing::debug!(%err, path = %path.display(), "something on the socket is not a rave leader");
+            None
+        }
+    }
+}
+
+/// Leads until the handle closes: opens the engine, listens, serves, then steps down cleanly
+/// (socket removed while the lock is still held, engine closed, lock released last).
+async fn lead(core: &Arc<Core>, lock: DirLock) -> Result<()> {
+    let epoch = lock.epoch();
+    let opener = core.clone();
+    let store = tokio::task::spawn_blocking(move || opener.open_engine())
+        .await
+        .map_err(|e| Error::other(format!("the engine open task failed: {e}")))??;
+    let path = match rave_election::socket_path(&core.dir)
+        .and_then(|path| rave_election::bind(&path, &lock).map(|l| (path, l)))
+    {
+        Ok(bound) => bound,
+        Err(e) => {
+            let _ = store.close().await;
+            return Err(Error::io("listen on the rave socket", &e));
+        }
+    };
+    let (path, listener) = path;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(rave_transport::serve(
+        listener,
+        store.clone(),
+        ServerInfo {
+            epoch,
+            pid: std::process::id(),
+        },
+        core.options.limits.clone(),
+        shutdown.clone(),
+    ));
+    tracing::debug!(epoch, "leading");
+    core.promote(store.clone(), epoch).await;
+    core.cancel.cancelled().await;
+    shutdown.cancel();
+    let _ = server.await;
+    let _ = std::fs::remove_file(&path);
+    let closed = store.close().await;
+    drop(lock);
+    closed
+}
