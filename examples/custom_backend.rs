@@ -216,7 +216,7 @@ impl Engine for LogEngine {
         Ok(())
     }
 
-    fn iter<'a>(&'a self, range: &Range) -> Result<LogIter> {
+    fn iter(&self, range: &Range) -> Result<LogIter> {
         Ok(LogIter {
             map: Rc::clone(&self.map.borrow()),
             range: range.clone(),

@@ -243,6 +243,8 @@ impl Core {
             state.epoch = Some(epoch);
             state.generation
         };
+        // Leader from now on: the queued operations below already run on this engine.
+        self.set_role(Role::Leader);
         loop {
             let waiter = {
                 let mut state = self.state();
@@ -273,7 +275,6 @@ impl Core {
                 let _ = done.await;
             }
         }
-        self.set_role(Role::Leader);
     }
 
     fn electing(&self) {

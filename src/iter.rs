@@ -65,6 +65,10 @@ async fn open_on_leader(core: &Core, range: Range) -> Result<Box<dyn KvIterator>
 impl KvIterator for ResumingIter {
     async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         loop {
+            // A lost connection still hands out what it had buffered; after close it must not.
+            if self.core.is_closed() {
+                return Err(Error::Closed);
+            }
             let Some(inner) = self.inner.as_mut() else {
                 return Err(Error::Closed);
             };

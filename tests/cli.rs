@@ -34,10 +34,13 @@ async fn get_of_a_missing_key_exits_1<B: Engine>() {
     leader.kill();
 }
 
+/// A command line: global flags, arguments after the directory, and stdin.
+type Case<'a> = (&'a [&'a str], &'a [&'a str], Option<&'a [u8]>);
+
 async fn usage_errors_exit_2<B: Engine>() {
     let tmp = tempdir();
     let dir = tmp.path();
-    let cases: &[(&[&str], &[&str], Option<&[u8]>)] = &[
+    let cases: &[Case] = &[
         (&[], &["put", "only-a-key"], None),
         (&[], &["frobnicate"], None),
         (&[], &[], None),

@@ -82,7 +82,11 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
         }
         let fail_at = match self.mode {
             Mode::Failover => {
-                let k = rand::random_range(1..=12u64);
+                // RAVE_FAILOVER_AT=k replays a failing run (the k is printed).
+                let k = std::env::var("RAVE_FAILOVER_AT")
+                    .ok()
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or_else(|| rand::random_range(1..=12u64));
                 eprintln!("failover after operation {k}");
                 Some(k)
             }
@@ -110,10 +114,10 @@ impl<B: Backend> Shared<B> {
     /// Counts one operation; the k-th closes the leader (the follower then takes over).
     async fn tick(&self) {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
-        if Some(n) == self.fail_at {
-            if let Err(err) = self.leader.close().await {
-                panic!("closing the leader handle for the failover: {err}");
-            }
+        if Some(n) == self.fail_at
+            && let Err(err) = self.leader.close().await
+        {
+            panic!("closing the leader handle for the failover: {err}");
         }
     }
 }

@@ -279,8 +279,9 @@ async fn resume_once<B: Engine>(
     let mut got = Vec::new();
     for i in 0..consumed {
         if i + 1 == consumed {
-            // Let the iterator fill its window: entries are buffered, not consumed.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Let the iterator fill its window: entries are buffered, not consumed. Generous,
+            // because in `Exact` mode the leader is stopped next and must have sent its entry.
+            tokio::time::sleep(Duration::from_millis(500)).await;
             if let Kill::Exact = kill {
                 // The one buffered entry is the last one consumed; the leader sends no more.
                 leader.signal(libc::SIGSTOP);
@@ -492,7 +493,8 @@ async fn no_retry_operation_before_the_first_election_succeeds<B: Engine>() {
     .await
     .unwrap()
     .expect("an operation issued before the first election succeeds");
-    assert_eq!(db.role(), Role::Leader);
+    // The role is published once the queued operations have run: it may trail the put.
+    wait_role(&db, Role::Leader, Duration::from_secs(5)).await;
     assert_eq!(db.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
     db.close().await.unwrap();
 }

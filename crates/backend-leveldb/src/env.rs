@@ -17,6 +17,7 @@
 //!    created or renamed, so that the new names survive power loss too.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,8 @@ use rusty_leveldb::{PosixDiskEnv, Result, Status};
 #[derive(Debug, Default)]
 pub(crate) struct Files {
     open_iterators: Cell<usize>,
-    deferred: RefCell<Vec<PathBuf>>,
+    /// A set: every compaction asks again to delete every obsolete file still on disk.
+    deferred: RefCell<BTreeSet<PathBuf>>,
 }
 
 impl Files {
@@ -172,7 +174,7 @@ impl Env for RaveEnv {
 
     fn delete(&self, p: &Path) -> Result<()> {
         if is_table(p) && self.files.open_iterators.get() > 0 {
-            self.files.deferred.borrow_mut().push(p.to_path_buf());
+            self.files.deferred.borrow_mut().insert(p.to_path_buf());
             return Ok(());
         }
         self.inner.delete(p)
@@ -239,10 +241,10 @@ impl Write for SyncedFile {
 
 impl Drop for SyncedFile {
     fn drop(&mut self) {
-        if self.dirty {
-            if let Err(e) = self.file.sync_data() {
-                tracing::warn!(error = %e, "leveldb: fsync on close failed");
-            }
+        if self.dirty
+            && let Err(e) = self.file.sync_data()
+        {
+            tracing::warn!(error = %e, "leveldb: fsync on close failed");
         }
     }
 }

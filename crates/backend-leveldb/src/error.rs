@@ -49,6 +49,11 @@ pub(crate) fn map(status: &Status, op: Op, dir: &Path) -> Error {
                 status.err
             ),
         },
+        // At open, a missing file is one the database refers to (CURRENT → MANIFEST → tables):
+        // a missing database as a whole was told apart before (`DoesNotExist`).
+        StatusCode::NotFound if op == Op::Open => {
+            Error::corruption(format!("{context} (a file the database needs is missing)"))
+        }
         StatusCode::NotFound => Error::Io {
             kind: io::ErrorKind::NotFound,
             message: context,

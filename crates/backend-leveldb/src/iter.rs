@@ -38,8 +38,12 @@ pub(crate) const MAX_WINDOW: usize = 1024;
 const READ_FACTOR: usize = 4;
 /// While looking for the last key, how far to walk forward before narrowing down by one byte.
 const LAST_KEY_WALK: usize = 64;
+/// Value bytes a reverse window holds at most; values past it are read again when handed out.
+const WINDOW_VALUE_BYTES: usize = 4 << 20;
 
 type Kv = (Bytes, Bytes);
+/// A window entry: the value is `None` when it did not fit the window's byte budget.
+type Slot = (Bytes, Option<Bytes>);
 
 /// A cursor over a LevelDB snapshot.
 pub struct LevelDbIter<'a> {
@@ -115,7 +119,7 @@ impl EngineIter for LevelDbIter<'_> {
                     }
                     current(it).filter(|(key, _)| below(upper, key))
                 }
-                Mode::Reverse(reverse) => reverse.next(it),
+                Mode::Reverse(reverse) => reverse.next(it)?,
                 Mode::Done => None,
             })
         });
@@ -143,21 +147,28 @@ struct Reverse {
     /// Entries in the next window.
     window: usize,
     /// The current window, ascending: entries are popped from the end.
-    buf: Vec<Kv>,
+    buf: Vec<Slot>,
     /// No entry is left below `buf`.
     exhausted: bool,
 }
 
 impl Reverse {
-    fn next(&mut self, it: &mut DBIterator) -> Option<Kv> {
+    fn next(&mut self, it: &mut DBIterator) -> Result<Option<Kv>> {
         loop {
-            if let Some(entry) = self.buf.pop() {
-                return Some(entry);
+            match self.buf.pop() {
+                Some((key, Some(value))) => return Ok(Some((key, value))),
+                Some((key, None)) => {
+                    // The same snapshot still holds it.
+                    let value = lookup(it, &key).ok_or_else(|| {
+                        rave_api::Error::corruption(format!(
+                            "leveldb: key {key:?} vanished from an iterator's snapshot"
+                        ))
+                    })?;
+                    return Ok(Some((key, Bytes::from(value))));
+                }
+                None if self.exhausted => return Ok(None),
+                None => self.fill(it),
             }
-            if self.exhausted {
-                return None;
-            }
-            self.fill(it);
         }
     }
 
@@ -215,7 +226,7 @@ impl Reverse {
 enum Scan {
     /// The scan reached the upper bound: `tail` holds the last entries read (at most `keep`),
     /// `total` counts all of them.
-    Reached { tail: VecDeque<Kv>, total: usize },
+    Reached { tail: VecDeque<Slot>, total: usize },
     /// More than `max_read` entries lie between the start and the upper bound; `first` is the
     /// first of them.
     TooMany { first: Vec<u8> },
@@ -230,7 +241,8 @@ fn scan(
     keep: usize,
 ) -> Scan {
     position(it, from);
-    let mut tail: VecDeque<Kv> = VecDeque::with_capacity(keep.min(MAX_WINDOW));
+    let mut tail: VecDeque<Slot> = VecDeque::with_capacity(keep.min(MAX_WINDOW));
+    let mut value_bytes = 0usize;
     let mut total = 0usize;
     let mut first: Option<Vec<u8>> = None;
     while let Some((key, value)) = current(it) {
@@ -244,9 +256,16 @@ fn scan(
                 first: std::mem::take(first),
             };
         }
-        if tail.len() == keep {
-            tail.pop_front();
+        // Full: the oldest entry goes (whether or not its value was kept).
+        if tail.len() == keep
+            && let Some((_, Some(dropped))) = tail.pop_front()
+        {
+            value_bytes -= dropped.len();
         }
+        let value = (value_bytes + value.len() <= WINDOW_VALUE_BYTES).then(|| {
+            value_bytes += value.len();
+            value
+        });
         tail.push_back((key, value));
         if !it.advance() {
             break;
@@ -326,6 +345,14 @@ pub(crate) fn find_last(it: &mut DBIterator) -> Option<Vec<u8>> {
         }
         prefix[at] = lo;
     }
+}
+
+/// The value of `key` in the snapshot of `it`.
+pub(crate) fn lookup(it: &mut DBIterator, key: &[u8]) -> Option<Vec<u8>> {
+    it.seek(key);
+    current(it)
+        .filter(|(found, _)| found.as_ref() == key)
+        .map(|(_, value)| Vec::from(value))
 }
 
 fn seek_key(it: &mut DBIterator, key: &[u8]) -> Option<Bytes> {

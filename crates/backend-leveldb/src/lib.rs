@@ -81,6 +81,8 @@ pub struct LevelDbEngine {
     db: RefCell<DB>,
     dir: PathBuf,
     files: Rc<Files>,
+    /// The snapshot iterator point reads use; dropped by every write (see `read`).
+    reader: RefCell<Option<rusty_leveldb::DBIterator>>,
     /// Set when a write failed: rusty-leveldb may then hold it in its memtable without having
     /// logged it (db_impl.rs `write` inserts before it appends to the log) and would reuse its
     /// sequence numbers, so no further write is accepted on this handle.
@@ -115,9 +117,17 @@ impl LevelDbEngine {
             // `dir::prepare` has applied error_if_exists already; rusty-leveldb's own check only
             // asks whether the directory exists (db_impl.rs `recover`), which it now always does.
             error_if_exists: false,
+            // Start a fresh log and MANIFEST on every open (LevelDB's own defaults). Reusing
+            // them appends after whatever ends the old file: after a crash in the middle of an
+            // append, that is a torn record, where the next recovery stops reading (log.rs
+            // `LogReader::read` fails, db_impl.rs `recover_log_file` ends its loop), so every
+            // write acknowledged after the reopen would be lost at the following one.
+            reuse_logs: false,
+            reuse_manifest: false,
             ..rusty_leveldb::Options::default()
         };
         opt.env = Rc::new(Box::new(RaveEnv::new(Rc::clone(&files), options.sync)));
+        opt.cmp = Rc::new(Box::new(Bytewise));
         tune(&mut opt);
         let db = error::guard(Op::Open, dir, || {
             DB::open(dir, opt).map_err(|status| {
@@ -143,7 +153,36 @@ impl LevelDbEngine {
             db: RefCell::new(db),
             dir: dir.to_path_buf(),
             files,
+            reader: RefCell::new(None),
             failed: RefCell::new(None),
+        })
+    }
+}
+
+impl LevelDbEngine {
+    /// Runs `f` on the point-read iterator, a snapshot kept until the next write.
+    ///
+    /// Point reads go through an iterator's `seek`, not `DB::get`: rusty-leveldb's lookup in
+    /// table files stops at the first deletion marker at or after the key *whatever its key*
+    /// (version.rs `Version::get`: `else if typ == ValueType::TypeDeletion { return Ok(None) }`),
+    /// so a key that a deletion of a greater key follows in a newer file reads as missing. The
+    /// iterator path merges all sources correctly. Keeping one iterator across a run of reads
+    /// saves building it each time; no compaction (and so no file deletion) happens until the
+    /// next write, which drops it first.
+    fn read<T>(&self, f: impl FnOnce(&mut rusty_leveldb::DBIterator) -> Result<T>) -> Result<T> {
+        let dir = &self.dir;
+        error::guard(Op::Read, dir, || {
+            let mut reader = self.reader.borrow_mut();
+            let it = match reader.take() {
+                Some(it) => it,
+                None => self
+                    .db
+                    .borrow_mut()
+                    .new_iter()
+                    .map_err(|s| error::map(&s, Op::Read, dir))?,
+            };
+            let it = reader.insert(it);
+            f(it)
         })
     }
 }
@@ -152,9 +191,12 @@ impl Engine for LevelDbEngine {
     type Iter<'a> = LevelDbIter<'a>;
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        error::guard(Op::Read, &self.dir, || {
-            Ok(self.db.borrow_mut().get(key).map(Vec::from))
-        })
+        self.read(|it| Ok(iter::lookup(it, key)))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        // One snapshot for all of them.
+        self.read(|it| Ok(keys.iter().map(|key| iter::lookup(it, key)).collect()))
     }
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
@@ -172,6 +214,8 @@ impl Engine for LevelDbEngine {
                 BatchOp::Del { key } => batch.delete(key),
             }
         }
+        // The cached read snapshot must not outlive the state it saw.
+        self.reader.borrow_mut().take();
         let dir = &self.dir;
         let result = error::guard(Op::Write, dir, || {
             let mut db = self.db.borrow_mut();
@@ -219,7 +263,10 @@ impl Engine for LevelDbEngine {
     }
 
     fn close(self) -> Result<()> {
-        let LevelDbEngine { db, dir, .. } = self;
+        let LevelDbEngine {
+            db, dir, reader, ..
+        } = self;
+        drop(reader);
         let mut db = db.into_inner();
         // Flushes the log and releases the LOCK file; dropping the DB afterwards does nothing
         // more (db_impl.rs `close`, `Drop for DB`).
@@ -229,6 +276,52 @@ impl Engine for LevelDbEngine {
         drop(db);
         tracing::debug!(dir = %dir.display(), ok = result.is_ok(), "leveldb closed");
         result
+    }
+}
+
+/// LevelDB's bytewise comparator: the same order and the same on-disk name, with a correct
+/// separator. rusty-leveldb's `DefaultCmp::find_shortest_sep` (cmp.rs) panics on the empty key
+/// (`a.len() - 1`), a valid key in rave, and when it cannot shorten it returns `a + [0]`, which
+/// is no separator when the next key is exactly that: the table builder then asserts
+/// (block_builder.rs `add`) and the database can no longer write.
+struct Bytewise;
+
+impl rusty_leveldb::Cmp for Bytewise {
+    fn cmp(&self, a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+        a.cmp(b)
+    }
+
+    fn find_shortest_sep(&self, from: &[u8], to: &[u8]) -> Vec<u8> {
+        // As LevelDB's BytewiseComparatorImpl::FindShortestSeparator: a short key in
+        // (from, to) when one byte can be bumped.
+        let common = from.iter().zip(to).take_while(|(a, b)| a == b).count();
+        if common < from.len().min(to.len()) {
+            let byte = from[common];
+            if byte < 0xff && byte + 1 < to[common] {
+                let mut sep = from[..=common].to_vec();
+                sep[common] = byte + 1;
+                return sep;
+            }
+        }
+        // Else a key strictly above `from` where there is one: rusty-leveldb's own point
+        // lookup wants the separator above the block's last key (table_reader.rs `Table::get`,
+        // behind `DB::get`, which other programs opening this directory may use). `from + [0]`
+        // is below `to` unless `to` is exactly that, and then `from` is the only separator.
+        let mut sep = from.to_vec();
+        sep.push(0);
+        if sep.as_slice() < to {
+            sep
+        } else {
+            from.to_vec()
+        }
+    }
+
+    fn find_short_succ(&self, key: &[u8]) -> Vec<u8> {
+        rusty_leveldb::DefaultCmp.find_short_succ(key)
+    }
+
+    fn id(&self) -> &'static str {
+        rusty_leveldb::DefaultCmp.id()
     }
 }
 

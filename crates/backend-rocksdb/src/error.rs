@@ -62,14 +62,23 @@ pub(crate) fn map(err: &rocksdb::Error, op: Op, path: &Path) -> Error {
 
 fn map_io(message: &str, op: Op, path: &Path, context: String) -> Error {
     let lower = message.to_ascii_lowercase();
-    // RocksDB locks `<dir>/LOCK` with fcntl; another process holding it yields EAGAIN/EACCES
-    // ("Resource temporarily unavailable"), this process holding it yields "lock hold by
-    // current process".
-    let lock_held = lower.contains("lock")
-        && (lower.contains("temporarily unavailable")
-            || lower.contains("lock hold by current process")
-            || lower.contains("no locks available")
-            || (lower.contains("permission denied") && lower.contains("/lock")));
+    // CURRENT names the MANIFEST to read; when that file is gone the database is damaged, not
+    // merely unreadable, whatever RocksDB's status code says.
+    if op == Op::Open
+        && lower.contains("no such file or directory")
+        && lower.contains("sequentially reading")
+        && message.contains("MANIFEST-")
+    {
+        return Error::corruption(format!(
+            "{context} (CURRENT names a MANIFEST that is missing)"
+        ));
+    }
+    // RocksDB locks `<dir>/LOCK` with fcntl (env/fs_posix.cc): another process holding it
+    // makes "While lock file" fail with EAGAIN or EACCES; this process holding it is reported
+    // as "lock hold by current process". ("while open a file for lock" is a plain I/O error.)
+    let lock_held = lower.contains("lock hold by current process")
+        || (lower.contains("while lock file")
+            && (lower.contains("temporarily unavailable") || lower.contains("permission denied")));
     if op == Op::Open && lock_held {
         return Error::Io {
             kind: io::ErrorKind::ResourceBusy,
@@ -131,9 +140,30 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Io);
         assert!(err.to_string().contains("in use"), "{err}");
         let err = map_io(
+            "IO error: while open a file for lock: /db/LOCK: Permission denied",
+            Op::Open,
+            path,
+            "ctx".into(),
+        );
+        assert!(matches!(
+            err,
+            Error::Io {
+                kind: io::ErrorKind::PermissionDenied,
+                ..
+            }
+        ));
+        assert!(!err.to_string().contains("in use"), "{err}");
+        let err = map_io(
             "IO error: No such file or directory: While opening a file for sequentially reading: \
              /db/MANIFEST-000001",
             Op::Open,
+            path,
+            "ctx".into(),
+        );
+        assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+        let err = map_io(
+            "IO error: No such file or directory: While open a file for appending: /db/000004.log",
+            Op::Write,
             path,
             "ctx".into(),
         );

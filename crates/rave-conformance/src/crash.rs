@@ -3,10 +3,12 @@
 //! One `#[test]` function runs as the parent or as the child, depending on an environment
 //! variable. The parent re-executes the current test binary running only that test, as the
 //! child; the child opens the backend in the given directory and writes in a loop (single puts
-//! and small batches with deletes), printing `rave-crash: acked N` after each acknowledged write. The
-//! parent kills the child with SIGKILL after a few hundred acknowledgements, while it is still
+//! and small batches with deletes), printing `rave-crash: acked N` after each acknowledged
+//! write. The parent kills the child with SIGKILL after a few hundred acknowledgements, while it is still
 //! writing, reaps it, reopens the directory with the backend directly and checks that every
-//! acknowledged write is there.
+//! acknowledged write is there (and every acknowledged delete took effect). Then it does it
+//! again on the same directory (two rounds by default), so that writing on top of what a
+//! crash left is tested too.
 //!
 //! ```no_run
 //! // tests/crash.rs of an engine crate (the in-memory engine, not being crash durable, would
@@ -32,6 +34,9 @@ use crate::{Failure, Outcome, TestResult};
 /// the database directory.
 pub const CHILD_ENV: &str = "RAVE_CONFORMANCE_CRASH_CHILD_DIR";
 
+/// The environment variable telling the crash child the number of its first write.
+pub const CHILD_START_ENV: &str = "RAVE_CONFORMANCE_CRASH_CHILD_START";
+
 /// The longest a child writes before giving up on being killed.
 const CHILD_MAX_RUN: Duration = Duration::from_secs(120);
 
@@ -44,6 +49,9 @@ pub struct Kill9 {
     pub timeout: Duration,
     /// The options the child opens the backend with (the default ones by default).
     pub options: OpenOptions,
+    /// How many times to kill a writer and check the directory (default 2): later rounds
+    /// write on top of what the earlier crashes left.
+    pub rounds: u32,
 }
 
 impl Default for Kill9 {
@@ -52,6 +60,7 @@ impl Default for Kill9 {
             acks_before_kill: 300,
             timeout: Duration::from_secs(60),
             options: OpenOptions::default(),
+            rounds: 2,
         }
     }
 }
@@ -126,7 +135,11 @@ fn write_ops(n: u64) -> Vec<BatchOp> {
 
 /// The child: writes until killed (or for [`CHILD_MAX_RUN`]), then exits without returning.
 fn run_child<B: Backend>(backend: &B, dir: &Path, options: &OpenOptions) -> ! {
-    let code = match child_writes(backend, dir, options) {
+    let first = std::env::var(CHILD_START_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let code = match child_writes(backend, dir, options, first) {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("rave-conformance crash child: {message}");
@@ -137,7 +150,12 @@ fn run_child<B: Backend>(backend: &B, dir: &Path, options: &OpenOptions) -> ! {
     std::process::exit(code)
 }
 
-fn child_writes<B: Backend>(backend: &B, dir: &Path, options: &OpenOptions) -> Result<(), String> {
+fn child_writes<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    options: &OpenOptions,
+    first: u64,
+) -> Result<(), String> {
     let store = backend
         .open(dir, options)
         .map_err(|e| format!("open {}: {e}", dir.display()))?;
@@ -147,7 +165,7 @@ fn child_writes<B: Backend>(backend: &B, dir: &Path, options: &OpenOptions) -> R
         .map_err(|e| format!("start a runtime: {e}"))?;
     runtime.block_on(async {
         let deadline = Instant::now() + CHILD_MAX_RUN;
-        let mut n = 0u64;
+        let mut n = first;
         while Instant::now() < deadline {
             let ops = write_ops(n);
             let result = if is_batch(n) {
@@ -214,24 +232,20 @@ const ACK: &str = "rave-crash: acked ";
 /// The child's error line.
 const ERROR: &str = "rave-crash: error ";
 
-/// Parses an acknowledgement, checking that they come in order.
-fn note_line(
-    line: &str,
-    acked: &mut Option<u64>,
-    child_error: &mut Option<String>,
-) -> Result<(), String> {
+/// Parses an acknowledgement, checking that they come in order: `next` is the number of the
+/// write expected next.
+fn note_line(line: &str, next: &mut u64, child_error: &mut Option<String>) -> Result<(), String> {
     if let Some(at) = line.find(ACK) {
         let rest = &line[at + ACK.len()..];
         let n: u64 = rest
             .parse()
             .map_err(|_| format!("the child printed a malformed line {line:?}"))?;
-        let expected = acked.map_or(0, |a| a + 1);
-        if n != expected {
+        if n != *next {
             return Err(format!(
-                "the child acknowledged write {n}, expected {expected} next"
+                "the child acknowledged write {n}, expected {next} next"
             ));
         }
-        *acked = Some(n);
+        *next += 1;
     } else if let Some(at) = line.find(ERROR) {
         *child_error = Some(line[at + ERROR.len()..].to_string());
     }
@@ -245,10 +259,28 @@ fn run_parent<B: Backend>(backend: &B, test_name: &str, config: &Kill9) -> Resul
         .tempdir()
         .map_err(|e| format!("create a temporary directory: {e}"))?;
     let dir = scratch.path().join("db");
+    let mut next = 0;
+    let mut keys = 0;
+    for round in 1..=config.rounds.max(1) {
+        next =
+            one_round(test_name, config, &dir, next).map_err(|e| format!("round {round}: {e}"))?;
+        keys = verify(backend, &dir, next - 1).map_err(|e| format!("round {round}: {e}"))?;
+    }
+    Ok(format!(
+        "{next} acknowledged writes in {} kill -9 rounds ({keys} keys checked) all present ({:?})",
+        config.rounds.max(1),
+        start.elapsed()
+    ))
+}
+
+/// Runs one child writing from write `first` on, kills it after enough acknowledgements, and
+/// returns the number of the first write it did not acknowledge.
+fn one_round(test_name: &str, config: &Kill9, dir: &Path, first: u64) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| format!("find the test binary: {e}"))?;
     let mut child = Command::new(&exe)
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &dir)
+        .env(CHILD_ENV, dir)
+        .env(CHILD_START_ENV, first.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -263,26 +295,25 @@ fn run_parent<B: Backend>(backend: &B, test_name: &str, config: &Kill9) -> Resul
         .spawn(move || read_lines(stdout, tx))
         .map_err(|e| format!("start the reader thread: {e}"))?;
 
-    let mut acked: Option<u64> = None;
+    let mut next = first;
     let mut child_error = None;
-    let deadline = start + config.timeout;
-    let count = |acked: Option<u64>| acked.map_or(0, |a| a + 1);
-    while count(acked) < config.acks_before_kill {
+    let deadline = Instant::now() + config.timeout;
+    while next - first < config.acks_before_kill.max(1) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Line::Text(line)) => note_line(&line, &mut acked, &mut child_error)?,
+            Ok(Line::Text(line)) => note_line(&line, &mut next, &mut child_error)?,
             Ok(Line::End) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = reaper.0.as_mut().map(|c| c.wait());
                 return Err(format!(
                     "the child stopped after {} acknowledged writes, before it was killed \
                      (status {status:?}, error {child_error:?}); was {test_name:?} the test's exact name?",
-                    count(acked)
+                    next - first
                 ));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 return Err(format!(
                     "only {} of {} writes acknowledged within {:?}",
-                    count(acked),
+                    next - first,
                     config.acks_before_kill,
                     config.timeout
                 ));
@@ -299,7 +330,7 @@ fn run_parent<B: Backend>(backend: &B, test_name: &str, config: &Kill9) -> Resul
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
-        if status.signal() != Some(libc_sigkill()) {
+        if status.signal() != Some(SIGKILL) {
             return Err(format!(
                 "the child was not killed by SIGKILL but ended with {status}: it stopped writing by itself"
             ));
@@ -308,7 +339,7 @@ fn run_parent<B: Backend>(backend: &B, test_name: &str, config: &Kill9) -> Resul
     // Acknowledgements printed before the kill, still in the pipe.
     loop {
         match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Line::Text(line)) => note_line(&line, &mut acked, &mut child_error)?,
+            Ok(Line::Text(line)) => note_line(&line, &mut next, &mut child_error)?,
             Ok(Line::End) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 return Err("the child's stdout stayed open 10 s after it was killed".into());
@@ -316,20 +347,12 @@ fn run_parent<B: Backend>(backend: &B, test_name: &str, config: &Kill9) -> Resul
         }
     }
     let _ = reader.join();
-    let last = acked.ok_or("no write was acknowledged")?;
-    let keys = verify(backend, &dir, last)?;
-    Ok(format!(
-        "{} acknowledged writes ({keys} keys checked) all present after kill -9 ({:?})",
-        last + 1,
-        start.elapsed()
-    ))
+    Ok(next)
 }
 
 /// SIGKILL's number (9 on every unix).
 #[cfg(unix)]
-const fn libc_sigkill() -> i32 {
-    9
-}
+const SIGKILL: i32 = 9;
 
 /// Reopens the directory and checks every acknowledged write; returns how many keys it read.
 fn verify<B: Backend>(backend: &B, dir: &Path, last: u64) -> Result<usize, String> {

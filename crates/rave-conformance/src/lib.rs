@@ -12,8 +12,8 @@
 //! - [`run_all`] runs the same tests programmatically and returns a [`Report`];
 //! - [`crash`] proves that acknowledged writes survive `kill -9`.
 //!
-//! Tests that do not apply to an engine (see [`rave_api::Capabilities`]) return early, say so on stderr
-//! and count as passing.
+//! Tests that do not apply to an engine (see [`rave_api::Capabilities`]) return early, say so
+//! on stderr and count as passing.
 //!
 //! ```
 //! // tests/conformance.rs of an engine crate, with rave-conformance as a dev-dependency
@@ -24,6 +24,23 @@
 //!
 //! Expected results are always computed from a `BTreeMap` model ([`Model`]) with
 //! [`rave_api::Range::contains`], never from the engine under test.
+//!
+//! # The tests
+//!
+//! | test | checks |
+//! | --- | --- |
+//! | `put_get_del`, `overwrite`, `get_many` | point operations; missing keys are `None`, in place |
+//! | `binary_keys`, `empty_key_and_value`, `large_value` | 0x00/0xff bytes in unsigned order, the empty key and value, a 10 MiB value |
+//! | `batch_mixed` | puts and dels in one batch, the later op on a key winning |
+//! | `batch_atomic_under_snapshots` | iterators opened from other tasks while batches run see all of a batch or none (`snapshots`) |
+//! | `concurrent_writes` | many writers at once; each reads its own write back |
+//! | `range_single_bounds`, `range_paired_bounds`, `range_empty_and_inverted`, `range_prefixes`, `reverse_order`, `range_limits`, `keys_only_values_only` | every bound alone and in pairs on present and absent keys, both directions, limits, projections |
+//! | `snapshot_isolation` | an iterator sees the store as it was at its creation (`snapshots`) |
+//! | `concurrent_iterators`, `next_vs_next_chunk`, `abandoned_iterators` | 32 iterators at once; chunking does not change the sequence; dropped iterators release their snapshot |
+//! | `clear_ranges` | clear with bounds, limits and direction (limit 2 reverse removes the 2 highest) |
+//! | `closed_operations`, `close_twice`, `close_with_open_iterators` | everything fails with `Closed` after close; closing is idempotent and does not wait for iterators |
+//! | `reopen_persistence` | data survives close and reopen (`persistent`) |
+//! | `randomized_model` | a few hundred random operations against the model; seed from `RAVE_SEED`, printed on failure |
 
 #![warn(missing_docs)]
 

@@ -104,7 +104,8 @@ pub async fn run_test(harness: &dyn Harness, test: Test) -> TestReport {
 
 /// Runs every test of the suite against `harness`, one after the other.
 ///
-/// Needs a multi-threaded tokio runtime (tests spawn tasks and blocking calls).
+/// Runs inside a tokio runtime (tests spawn tasks and blocking calls); a multi-threaded one
+/// lets concurrent tests interleave for real.
 pub async fn run_all(harness: &dyn Harness) -> Report {
     let mut report = Report {
         harness: harness.name(),

@@ -428,11 +428,22 @@ where
     }
 }
 
+/// Marks the connection lost when a background task ends, however it ends (even when its
+/// runtime shuts down and drops it), so that no call waits forever for a dead reader.
+struct LostOnDrop(Arc<Shared>);
+
+impl Drop for LostOnDrop {
+    fn drop(&mut self) {
+        self.0.end(Status::Lost);
+    }
+}
+
 async fn read_task<S: AsyncRead>(
     mut reader: FramedRead<ReadHalf<S>, LengthDelimitedCodec>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
+    let _lost = LostOnDrop(shared.clone());
     let read = async {
         loop {
             let frame = match reader.next().await {
@@ -454,7 +465,6 @@ async fn read_task<S: AsyncRead>(
             tracing::debug!(error = %why, "lost the connection to the leader");
         }
     }
-    shared.end(Status::Lost);
 }
 
 async fn write_task<S: AsyncWrite>(
@@ -463,6 +473,7 @@ async fn write_task<S: AsyncWrite>(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
+    let _lost = LostOnDrop(shared.clone());
     let write = async {
         while let Some(frame) = rx.recv().await {
             writer.feed(frame).await?;
@@ -482,7 +493,6 @@ async fn write_task<S: AsyncWrite>(
             }
         }
     }
-    shared.end(Status::Lost);
 }
 
 #[async_trait]

@@ -16,8 +16,10 @@ pub mod server;
 pub mod wire;
 
 pub use client::{Client, RemoteIter, Welcome};
-pub use server::{ServerInfo, serve, serve_connection};
+#[cfg(unix)]
+pub use server::serve;
+pub use server::{ServerInfo, serve_connection};
 pub use wire::{Limits, MAGIC, PROTOCOL_VERSION};
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests;

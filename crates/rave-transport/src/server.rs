@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use rave_api::{Entry, Error, ErrorKind, KvIterator, KvStore, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+#[cfg(unix)]
 use tokio::net::UnixListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -68,6 +69,7 @@ type Writer<S> = FramedWrite<WriteHalf<S>, LengthDelimitedCodec>;
 /// (and logged). A failed `accept` (for instance out of file descriptors) is logged and retried
 /// after a short pause, never fatal. When `shutdown` fires, the loop stops accepting and aborts
 /// every connection, so every follower sees its socket close immediately; then it returns.
+#[cfg(unix)]
 pub async fn serve(
     listener: UnixListener,
     store: Arc<dyn KvStore>,
@@ -103,6 +105,7 @@ pub async fn serve(
                         }
                     }
                     let store = store.clone();
+                    let limits = limits.clone();
                     connections.spawn(async move {
                         match serve_connection(stream, store, info, limits).await {
                             Ok(()) => tracing::debug!("follower disconnected"),
@@ -152,7 +155,8 @@ where
     )
     .await
     {
-        Ok(Ok(())) => {}
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Ok(()),
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(Error::protocol(format!(
@@ -165,6 +169,7 @@ where
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let fatal = Arc::new(Fatal::default());
     let writer_task = AbortOnDrop(tokio::spawn(write_frames(out_rx, writer, fatal.clone())));
+    let permits = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let ctx = Arc::new(Ctx {
         store,
         limits,
@@ -176,19 +181,19 @@ where
         tasks: JoinSet::new(),
         iters: HashMap::new(),
         iter_tasks: HashMap::new(),
-        permits: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+        permits,
     };
     let outcome = conn.run(&mut reader).await;
     conn.finish(&outcome, writer_task).await;
     outcome
 }
 
-/// Reads the Hello, answers Welcome or Refused.
+/// Reads the Hello, answers Welcome or Refused. `Ok(false)`: the peer left without a word.
 async fn handshake<S>(
     reader: &mut Reader<S>,
     writer: &mut Writer<S>,
     info: ServerInfo,
-) -> Result<()>
+) -> Result<bool>
 where
     S: AsyncRead + AsyncWrite,
 {
@@ -201,7 +206,8 @@ where
             }
             return Err(err);
         }
-        None => return Err(Error::protocol("the peer closed before the handshake")),
+        // A peer that only probed whether someone listens: not an error.
+        None => return Ok(false),
     };
     let problem = match wire::decode::<ClientMessage>(&frame) {
         Ok(ClientMessage::Hello { magic, version }) => {
@@ -221,7 +227,7 @@ where
                     .send(welcome)
                     .await
                     .map_err(|e| Error::io("send Welcome", &e))?;
-                return Ok(());
+                return Ok(true);
             }
         }
         Ok(_) => "the first message must be Hello".to_string(),

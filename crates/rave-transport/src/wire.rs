@@ -51,7 +51,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 const MAX_DEPTH: usize = 64;
 
 /// The bounds that keep a connection's memory and waits finite.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The largest frame body, in bytes, either side accepts (default 64 MiB). A value or batch
     /// that does not fit is refused with `InvalidArgument` before it is sent.

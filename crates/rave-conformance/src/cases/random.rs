@@ -79,7 +79,7 @@ pub(crate) async fn randomized_model(h: &dyn Harness) -> TestResult {
             .map(|(i, op)| format!("  step {}: {op}", start + i))
             .collect();
         failure.context(format!(
-            "with seed {seed} (rerun with RAVE_SEED={seed}) at step {} of {STEPS}; last steps:\n{}\n",
+            "with seed {seed} (rerun with RAVE_SEED={seed}) at step {} of {STEPS}; last steps:\n{}\nfailure",
             history.len().saturating_sub(1),
             recent.join("\n")
         ))
@@ -121,7 +121,14 @@ async fn run(
                         }
                     })
                     .collect();
-                history.push(format!("batch {ops:?}"));
+                let shown: Vec<String> = ops
+                    .iter()
+                    .map(|op| match op {
+                        BatchOp::Put { key, value } => format!("put {}={}", show(key), show(value)),
+                        BatchOp::Del { key } => format!("del {}", show(key)),
+                    })
+                    .collect();
+                history.push(format!("batch [{}]", shown.join(", ")));
                 db.batch(ops.clone()).await.ctx("batch")?;
                 model.apply(&ops);
             }

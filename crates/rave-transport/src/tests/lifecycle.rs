@@ -21,9 +21,9 @@ async fn shutting_the_server_down_fails_pending_calls_with_leader_lost() {
         iter_window: 10,
         ..Limits::default()
     };
-    let server = Server::start(store.clone(), limits);
-    let client = server.client(limits).await;
-    let other = server.client(limits).await;
+    let server = Server::start(store.clone(), &limits);
+    let client = server.client(&limits).await;
+    let other = server.client(&limits).await;
     let mut iter = client.iterator(Range::all()).await.unwrap();
     assert_eq!(iter.next_chunk(2).await.unwrap().len(), 2);
     let hanging = {
@@ -72,7 +72,7 @@ async fn shutting_the_server_down_fails_pending_calls_with_leader_lost() {
 #[tokio::test]
 async fn a_closing_store_closes_the_connection_instead_of_replying() {
     let store = TestStore::new();
-    let (client, server) = pair_with(store.clone(), Limits::default()).await;
+    let (client, server) = pair_with(store.clone(), &Limits::default()).await;
     // The store says Closed: the follower sees a lost leader (retryable), not a remote error.
     let err = client.get(b"!closed").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LeaderLost, "{err}");
@@ -83,7 +83,7 @@ async fn a_closing_store_closes_the_connection_instead_of_replying() {
 
     // The same through a really closed engine.
     let store = TestStore::new();
-    let (client, server) = pair_with(store.clone(), Limits::default()).await;
+    let (client, server) = pair_with(store.clone(), &Limits::default()).await;
     client.put(b"a", b"1").await.unwrap();
     store.close().await.unwrap();
     let err = client.put(b"b", b"2").await.unwrap_err();
@@ -102,7 +102,7 @@ async fn close_fails_everything_with_closed_and_ends_the_connection() {
         iter_window: 4,
         ..Limits::default()
     };
-    let (client, server) = pair_with(store.clone(), limits).await;
+    let (client, server) = pair_with(store.clone(), &limits).await;
     let mut iter = client.iterator(Range::all()).await.unwrap();
     let hanging = {
         let client = client.clone();
@@ -138,7 +138,7 @@ async fn dropping_every_handle_ends_the_connection() {
         iter_window: 4,
         ..Limits::default()
     };
-    let (client, server) = pair_with(store.clone(), limits).await;
+    let (client, server) = pair_with(store.clone(), &limits).await;
     let clone = client.clone();
     let iter = client.iterator(Range::all()).await.unwrap();
     drop(client);
@@ -163,8 +163,8 @@ async fn a_vanished_follower_releases_its_requests_and_iterators() {
         ..Limits::default()
     };
     let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(b, store.clone(), INFO, limits));
-    let mut raw = Raw::new(a, limits);
+    let server = tokio::spawn(serve_connection(b, store.clone(), INFO, limits.clone()));
+    let mut raw = Raw::new(a, &limits);
     raw.hello().await;
     for iter in 0..5 {
         raw.send(&ClientMessage::IterOpen {
@@ -196,11 +196,53 @@ async fn a_connection_future_dropped_mid_flight_leaves_nothing_behind() {
         ..Limits::default()
     };
     let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(b, store.clone(), INFO, limits));
-    let (client, _) = bounded(Client::connect(a, limits)).await.unwrap();
+    let server = tokio::spawn(serve_connection(b, store.clone(), INFO, limits.clone()));
+    let (client, _) = bounded(Client::connect(a, limits.clone())).await.unwrap();
     let _iter = client.iterator(Range::all()).await.unwrap();
     assert_eq!(store.live_iters(), 1);
     server.abort();
     bounded(client.disconnected()).await;
     until(|| store.live_iters() == 0).await;
+}
+
+#[tokio::test]
+async fn a_probe_that_connects_and_leaves_is_not_an_error() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = tokio::spawn(serve_connection(
+        b,
+        TestStore::new(),
+        INFO,
+        Limits::default(),
+    ));
+    drop(a);
+    bounded(server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_whose_runtime_is_gone_fails_instead_of_hanging() {
+    let store = TestStore::new();
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = tokio::spawn(serve_connection(b, store, INFO, Limits::default()));
+    let a = a.into_std().unwrap();
+    // Connect on a runtime of its own, which then shuts down with the client's tasks on it.
+    let client = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let stream = UnixStream::from_std(a).unwrap();
+            let (client, _) = Client::connect(stream, Limits::default()).await.unwrap();
+            client.ping().await.unwrap();
+            client
+        })
+    })
+    .await
+    .unwrap();
+    assert!(!client.is_connected());
+    let err = bounded(client.get(b"a")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaderLost);
+    bounded(client.disconnected()).await;
+    drop(client);
+    bounded(server).await.unwrap().unwrap();
 }

@@ -135,10 +135,10 @@ impl Drop for CountedIter {
 }
 
 /// A client connected over a socket pair to `serve_connection` on `store`.
-async fn pair_with(store: Arc<dyn KvStore>, limits: Limits) -> (Client, JoinHandle<Result<()>>) {
+async fn pair_with(store: Arc<dyn KvStore>, limits: &Limits) -> (Client, JoinHandle<Result<()>>) {
     let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(b, store, INFO, limits));
-    let (client, welcome) = bounded(Client::connect(a, limits)).await.unwrap();
+    let server = tokio::spawn(serve_connection(b, store, INFO, limits.clone()));
+    let (client, welcome) = bounded(Client::connect(a, limits.clone())).await.unwrap();
     assert_eq!(welcome.epoch, INFO.epoch);
     assert_eq!(welcome.pid, INFO.pid);
     assert_eq!(welcome.version, PROTOCOL_VERSION);
@@ -154,12 +154,18 @@ struct Server {
 }
 
 impl Server {
-    fn start(store: Arc<dyn KvStore>, limits: Limits) -> Server {
+    fn start(store: Arc<dyn KvStore>, limits: &Limits) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rave.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, store, INFO, limits, shutdown.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            store,
+            INFO,
+            limits.clone(),
+            shutdown.clone(),
+        ));
         Server {
             _dir: dir,
             path,
@@ -168,12 +174,15 @@ impl Server {
         }
     }
 
-    async fn client(&self, limits: Limits) -> Client {
+    async fn client(&self, limits: &Limits) -> Client {
         let stream = UnixStream::connect(&self.path).await.unwrap();
-        bounded(Client::connect(stream, limits)).await.unwrap().0
+        bounded(Client::connect(stream, limits.clone()))
+            .await
+            .unwrap()
+            .0
     }
 
-    async fn raw(&self, limits: Limits) -> Raw {
+    async fn raw(&self, limits: &Limits) -> Raw {
         Raw::new(UnixStream::connect(&self.path).await.unwrap(), limits)
     }
 
@@ -189,7 +198,7 @@ struct Raw {
 }
 
 impl Raw {
-    fn new(stream: UnixStream, limits: Limits) -> Raw {
+    fn new(stream: UnixStream, limits: &Limits) -> Raw {
         Raw {
             framed: Framed::new(stream, limits.codec()),
         }

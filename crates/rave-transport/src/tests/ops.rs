@@ -10,7 +10,7 @@ use crate::wire::{Op, Reply};
 #[tokio::test]
 async fn every_operation_round_trips() {
     let store = TestStore::new();
-    let (client, _server) = pair_with(store.clone(), Limits::default()).await;
+    let (client, _server) = pair_with(store.clone(), &Limits::default()).await;
 
     assert_eq!(client.get(b"a").await.unwrap(), None);
     client.put(b"a", b"1").await.unwrap();
@@ -80,7 +80,7 @@ async fn every_operation_round_trips() {
 #[tokio::test]
 async fn remote_errors_keep_their_kind_and_the_connection() {
     let store = TestStore::new();
-    let (client, _server) = pair_with(store, Limits::default()).await;
+    let (client, _server) = pair_with(store, &Limits::default()).await;
     let err = client.get(b"!fail").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corruption);
     assert!(
@@ -96,7 +96,7 @@ async fn remote_errors_keep_their_kind_and_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_pipelined_requests_on_one_client() {
     let store = TestStore::new();
-    let (client, _server) = pair_with(store, Limits::default()).await;
+    let (client, _server) = pair_with(store, &Limits::default()).await;
     let puts = (0..100).map(|i| {
         let client = client.clone();
         async move { client.put(&key(i), &key(i)).await }
@@ -116,29 +116,27 @@ async fn a_hundred_pipelined_requests_on_one_client() {
 #[tokio::test]
 async fn replies_come_out_of_order_without_head_of_line_blocking() {
     let store = TestStore::new();
-    let (client, _server) = pair_with(store, Limits::default()).await;
+    let (client, _server) = pair_with(store, &Limits::default()).await;
     client.put(b"fast", b"f").await.unwrap();
-    let slow_client = client.clone();
-    let slow = tokio::spawn(async move { slow_client.get(b"!slow").await });
+    // Sent first, never answered: later requests must not queue behind it.
+    let stuck_client = client.clone();
+    let stuck = tokio::spawn(async move { stuck_client.get(b"!hang").await });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let started = Instant::now();
-    assert_eq!(client.get(b"fast").await.unwrap(), Some(b"f".to_vec()));
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "a fast request waited for a slow one"
-    );
-    assert!(!slow.is_finished(), "the slow request answered first");
-    assert_eq!(
-        bounded(slow).await.unwrap().unwrap(),
-        Some(b"slow".to_vec())
-    );
+    for _ in 0..10 {
+        assert_eq!(
+            bounded(client.get(b"fast")).await.unwrap(),
+            Some(b"f".to_vec())
+        );
+    }
+    assert!(!stuck.is_finished());
+    stuck.abort();
 }
 
 #[tokio::test]
 async fn the_server_runs_many_requests_at_once() {
     // 50 slow requests of 300 ms each finish together, not one after another.
     let store = TestStore::new();
-    let (client, _server) = pair_with(store, Limits::default()).await;
+    let (client, _server) = pair_with(store, &Limits::default()).await;
     let started = Instant::now();
     let slow = (0..50).map(|_| {
         let client = client.clone();
@@ -161,7 +159,7 @@ async fn in_flight_limit_applies_backpressure_without_deadlock() {
         max_in_flight: 2,
         ..Limits::default()
     };
-    let (client, _server) = pair_with(store, limits).await;
+    let (client, _server) = pair_with(store, &limits).await;
     // Two slow requests occupy both slots; the rest wait for a slot, then complete.
     let started = Instant::now();
     let calls = (0..6).map(|_| {
@@ -188,7 +186,7 @@ async fn ten_thousand_entries_stream_in_order_through_a_small_window() {
         chunk_entries: 3,
         ..Limits::default()
     };
-    let (client, _server) = pair_with(store.clone(), limits).await;
+    let (client, _server) = pair_with(store.clone(), &limits).await;
     let mut iter = client.open_iterator(Range::all()).await.unwrap();
     let all = bounded(collect(&mut iter, 5)).await.unwrap();
     assert_eq!(all.len(), 10_000);
@@ -216,8 +214,8 @@ async fn the_server_never_sends_beyond_the_credit() {
         chunk_entries: 4,
         ..Limits::default()
     };
-    let server = Server::start(store.clone(), limits);
-    let mut raw = server.raw(limits).await;
+    let server = Server::start(store.clone(), &limits);
+    let mut raw = server.raw(&limits).await;
     raw.hello().await;
     raw.send(&ClientMessage::IterOpen {
         iter: 1,
@@ -295,7 +293,7 @@ async fn iterator_ranges_directions_limits_and_projections_match_the_store() {
         chunk_entries: 7,
         ..Limits::default()
     };
-    let (client, _server) = pair_with(store.clone(), limits).await;
+    let (client, _server) = pair_with(store.clone(), &limits).await;
     let ranges = [
         Range::all(),
         Range::all().reverse(),
@@ -341,7 +339,7 @@ async fn an_iterator_dropped_early_is_closed_on_the_server() {
         iter_window: 10,
         ..Limits::default()
     };
-    let (client, _server) = pair_with(store.clone(), limits).await;
+    let (client, _server) = pair_with(store.clone(), &limits).await;
     let mut iter = client.iterator(Range::all()).await.unwrap();
     assert_eq!(iter.next_chunk(3).await.unwrap().len(), 3);
     assert_eq!(store.live_iters(), 1);
@@ -367,7 +365,7 @@ async fn large_entries_are_split_into_frames_under_the_budget() {
         max_frame: 200_000,
         ..Limits::default()
     };
-    let (client, _server) = pair_with(store.clone(), limits).await;
+    let (client, _server) = pair_with(store.clone(), &limits).await;
     let all = client
         .iterator(Range::all())
         .await
@@ -386,7 +384,7 @@ async fn oversized_values_are_refused_before_sending() {
         max_frame: 4096,
         ..Limits::default()
     };
-    let (client, _server) = pair_with(store.clone(), limits).await;
+    let (client, _server) = pair_with(store.clone(), &limits).await;
     let big = vec![1u8; 5000];
     let err = client.put(b"big", &big).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
@@ -434,7 +432,7 @@ async fn too_many_iterators_on_one_connection_are_refused() {
         iter_window: 4,
         ..Limits::default()
     };
-    let (client, _server) = pair_with(store, limits).await;
+    let (client, _server) = pair_with(store, &limits).await;
     let mut open = Vec::new();
     for _ in 0..3 {
         let mut iter = client.iterator(Range::all()).await.unwrap();
