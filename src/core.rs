@@ -384,7 +384,7 @@ async fn lead(core: &Arc<Core>, lock: DirLock) -> Result<()> {
     let (path, listener) = path;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(rave_transport::serve(
-        listener,
+        listener.incoming(),
         store.clone(),
         ServerInfo {
             epoch,
@@ -398,7 +398,7 @@ async fn lead(core: &Arc<Core>, lock: DirLock) -> Result<()> {
     core.cancel.cancelled().await;
     shutdown.cancel();
     let _ = server.await;
-    let _ = std::fs::remove_file(&path);
+    rave_election::unbind(&path);
     let closed = store.close().await;
     drop(lock);
     closed

@@ -143,9 +143,7 @@ async fn execute<B: Backend>(
 
 /// Prints the role at start and at every change until SIGTERM or SIGINT.
 async fn hold<B: Backend>(db: &Rave<B>) -> Result<(), CliError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| rave::Error::io("listen for SIGTERM", &e))?;
+    let mut stop = super::StopSignal::new()?;
     let mut roles = db.watch_role();
     let first = db.ready().await?;
     println_flush(&first.to_string());
@@ -160,8 +158,7 @@ async fn hold<B: Backend>(db: &Rave<B>) -> Result<(), CliError> {
                     last = role;
                 }
             }
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = stop.recv() => return Ok(()),
         }
     }
 }

@@ -59,9 +59,7 @@ fn writer_key(id: usize, seq: u64) -> Vec<u8> {
 /// A writer: like the seed's put.js, it sets `a` to a number of its own, plus a key per write,
 /// atomically; it prints `ok SEQ` once each write is acknowledged.
 pub async fn writer<B: Backend>(db: Rave<B>, args: &WriterArgs) -> Result<(), CliError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| rave::Error::io("listen for SIGTERM", &e))?;
+    let mut stop = super::StopSignal::new()?;
     let base = rand::random_range(0..100_000u64);
     let mut seq = 0u64;
     loop {
@@ -78,11 +76,11 @@ pub async fn writer<B: Backend>(db: Rave<B>, args: &WriterArgs) -> Result<(), Cl
                 }
                 Err(e) => println_flush(&format!("err {e}")),
             },
-            _ = term.recv() => break,
+            _ = stop.recv() => break,
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
-            _ = term.recv() => break,
+            _ = stop.recv() => break,
         }
     }
     db.close().await?;
@@ -93,9 +91,7 @@ pub async fn writer<B: Backend>(db: Rave<B>, args: &WriterArgs) -> Result<(), Cl
 /// A reader: like the seed's get.js, it prints `a= VALUE` at every interval, and its role when
 /// it changes.
 pub async fn reader<B: Backend>(db: Rave<B>, args: &ReaderArgs) -> Result<(), CliError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| rave::Error::io("listen for SIGTERM", &e))?;
+    let mut stop = super::StopSignal::new()?;
     let mut roles = db.watch_role();
     loop {
         tokio::select! {
@@ -106,14 +102,14 @@ pub async fn reader<B: Backend>(db: Rave<B>, args: &ReaderArgs) -> Result<(), Cl
                 }
                 Err(e) => println_flush(&format!("err {e}")),
             },
-            _ = term.recv() => break,
+            _ = stop.recv() => break,
         }
         if roles.has_changed().unwrap_or(false) {
             println_flush(&format!("role {}", *roles.borrow_and_update()));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
-            _ = term.recv() => break,
+            _ = stop.recv() => break,
         }
     }
     db.close().await?;
@@ -347,9 +343,8 @@ pub async fn run<B: Backend + Clone>(
     .await;
 
     // Stop everyone politely, then check every acknowledged write.
-    for proc in demo.procs.iter().filter(|p| !p.killed) {
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid signal.
-        unsafe { libc::kill(proc.pid as i32, libc::SIGTERM) };
+    for proc in demo.procs.iter_mut().filter(|p| !p.killed) {
+        ask_to_stop(proc);
     }
     for proc in demo.procs.iter_mut().filter(|p| !p.killed) {
         match tokio::time::timeout(Duration::from_secs(15), proc.child.wait()).await {
@@ -448,4 +443,20 @@ async fn verify<B: Backend>(backend: B, dir: &Path, procs: &[Proc]) -> Result<u6
     }
     db.close().await?;
     Ok(lost)
+}
+
+/// Asks a worker to finish (SIGTERM), so it closes its handle and reports its last write.
+#[cfg(unix)]
+fn ask_to_stop(proc: &mut Proc) {
+    if let Ok(pid) = libc::pid_t::try_from(proc.pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child, not yet
+        // reaped, so it cannot name another process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
+/// Windows has no SIGTERM for a child: it is terminated.
+#[cfg(not(unix))]
+fn ask_to_stop(proc: &mut Proc) {
+    let _ = proc.child.start_kill();
 }

@@ -144,6 +144,45 @@ impl CliError {
     }
 }
 
+/// Resolves at SIGTERM or SIGINT (Ctrl-C on Windows): how `hold` and the demo's workers are
+/// asked to stop.
+pub struct StopSignal {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    /// Starts listening (before the work starts, so no signal is missed).
+    pub fn new() -> Result<Self, CliError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind, name| {
+                signal(kind).map_err(|e| CliError::Rave(rave::Error::io(format!("listen for {name}"), &e)))
+            };
+            Ok(StopSignal {
+                term: listen(SignalKind::terminate(), "SIGTERM")?,
+                int: listen(SignalKind::interrupt(), "SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignal {})
+    }
+
+    /// Waits for the signal.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -14,11 +14,41 @@
 
 mod backoff;
 mod lock;
+#[cfg(windows)]
+mod pipe;
+#[cfg(unix)]
 mod socket;
 
 pub use backoff::Backoff;
 pub use lock::{DirLock, LEADER_FILE, LOCK_FILE, LeaderRecord, read_leader_record};
-pub use socket::{SOCKET_FILE, bind, connect, socket_path};
+#[cfg(windows)]
+pub use pipe::{
+    ClientStream, Listener, SOCKET_FILE, ServerStream, bind, connect, socket_path, unbind,
+};
+#[cfg(unix)]
+pub use socket::{
+    ClientStream, Listener, SOCKET_FILE, ServerStream, bind, connect, socket_path, unbind,
+};
+
+impl Listener {
+    /// The listener as a stream of accepted connections, for `rave_transport::serve`.
+    pub fn incoming(
+        self,
+    ) -> impl futures::Stream<Item = std::io::Result<ServerStream>> + Send + Unpin {
+        Box::pin(futures::stream::unfold(self, |mut listener| async move {
+            let accepted = listener.accept().await;
+            Some((accepted, listener))
+        }))
+    }
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions and builds, unlike `DefaultHasher`, so every
+/// process derives the same socket name.
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// What a handle currently is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,3 +1,5 @@
+//! Unix domain sockets: the leader's listener, owner-only.
+
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -5,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::DirLock;
+use crate::{DirLock, fnv1a64};
 
 /// The socket's file name inside the database directory.
 pub const SOCKET_FILE: &str = "rave.sock";
@@ -58,18 +60,43 @@ fn private_runtime_dir() -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// FNV-1a, 64 bits: stable across Rust versions and builds, unlike `DefaultHasher`.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// A connection accepted by the leader.
+pub type ServerStream = UnixStream;
+/// A follower's connection to the leader.
+pub type ClientStream = UnixStream;
+
+/// The leader's listener. It serves only peers of this process's effective user: the socket is
+/// owner-only (0600) and every accepted peer's uid is checked again (`SO_PEERCRED`), so a socket
+/// whose mode was changed still serves no one else.
+#[derive(Debug)]
+pub struct Listener {
+    inner: UnixListener,
+    euid: u32,
+}
+
+impl Listener {
+    /// The next connection from a peer of this user; others are dropped (and logged).
+    pub async fn accept(&mut self) -> io::Result<ServerStream> {
+        loop {
+            let (stream, _) = self.inner.accept().await?;
+            match stream.peer_cred() {
+                Ok(cred) if cred.uid() == self.euid => return Ok(stream),
+                Ok(cred) => {
+                    tracing::warn!(uid = cred.uid(), "refused a connection from another user");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused a connection: cannot read the peer's credentials");
+                }
+            }
+        }
+    }
 }
 
 /// Listens on `path` for followers, replacing whatever stale socket or junk file is there.
 ///
 /// Taking the [`DirLock`] proves the caller is the one handle allowed to unlink the path: no
 /// live leader's socket can be removed. The socket is made owner-only (0600).
-pub fn bind(path: &Path, _lock: &DirLock) -> io::Result<UnixListener> {
+pub fn bind(path: &Path, _lock: &DirLock) -> io::Result<Listener> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {
             return Err(io::Error::new(
@@ -84,12 +111,21 @@ pub fn bind(path: &Path, _lock: &DirLock) -> io::Result<UnixListener> {
     let listener = std::os::unix::net::UnixListener::bind(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     listener.set_nonblocking(true)?;
-    UnixListener::from_std(listener)
+    Ok(Listener {
+        inner: UnixListener::from_std(listener)?,
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        euid: unsafe { libc::geteuid() },
+    })
 }
 
 /// Connects to the leader's socket at `path`.
-pub async fn connect(path: &Path) -> io::Result<UnixStream> {
+pub async fn connect(path: &Path) -> io::Result<ClientStream> {
     UnixStream::connect(path).await
+}
+
+/// Removes the socket file when the leader steps down (it still holds the lock).
+pub fn unbind(path: &Path) {
+    let _ = fs::remove_file(path);
 }
 
 #[cfg(test)]
@@ -133,7 +169,7 @@ mod tests {
         let lock = DirLock::try_acquire(dir.path()).unwrap().unwrap();
         let path = socket_path(dir.path()).unwrap();
         fs::write(&path, b"junk").unwrap();
-        let listener = bind(&path, &lock).unwrap();
+        let mut listener = bind(&path, &lock).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (accepted, connected) = tokio::join!(listener.accept(), connect(&path));

@@ -372,10 +372,7 @@ mod tests {
         let id = rec.start(format_args!("frozen gte:5 lt:9 1 - kv"));
         rec.end(id, "NoLeader", None, "8-5 bad=0");
         let text = std::fs::read_to_string(&path).unwrap();
-        let events: Vec<Event> = text
-            .lines()
-            .map(|l| parse_line(l).unwrap().1)
-            .collect();
+        let events: Vec<Event> = text.lines().map(|l| parse_line(l).unwrap().1).collect();
         assert_eq!(events.len(), 5);
         assert_eq!(
             events[1],

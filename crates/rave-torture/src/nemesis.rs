@@ -46,7 +46,7 @@ pub struct Config {
     pub pace_us: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
     Writer,
     Reader,
@@ -235,7 +235,9 @@ impl Nemesis {
 
     /// Reads the leader record; logs each change.
     fn record(&mut self) -> Option<(u64, u32)> {
-        let rec = rave_election::read_leader_record(&self.cfg.db).ok().flatten()?;
+        let rec = rave_election::read_leader_record(&self.cfg.db)
+            .ok()
+            .flatten()?;
         let pair = (rec.epoch, rec.pid);
         if self.last_record != Some(pair) {
             self.last_record = Some(pair);
@@ -310,7 +312,8 @@ impl Nemesis {
     pub fn run(&mut self, kills: u64, until: Instant) {
         while self.leader_kills < kills && Instant::now() < until {
             let waited = Instant::now();
-            let Some((epoch, leader)) = self.wait_leader(Duration::from_secs(20), Duration::from_millis(1))
+            let Some((epoch, leader)) =
+                self.wait_leader(Duration::from_secs(20), Duration::from_millis(1))
             else {
                 let ms = u64::try_from(waited.elapsed().as_millis()).unwrap_or(u64::MAX);
                 self.note(&NemEvent::Stall { ms });
@@ -373,7 +376,13 @@ impl Nemesis {
                     }
                 }
                 80..92 => {
-                    if self.procs.values().filter(|p| p.kind == Kind::Storm).count() < 64 {
+                    if self
+                        .procs
+                        .values()
+                        .filter(|p| p.kind == Kind::Storm)
+                        .count()
+                        < 64
+                    {
                         self.storm();
                     }
                     if self.rng.random_bool(0.5) {

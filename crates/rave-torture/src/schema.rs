@@ -138,7 +138,9 @@ impl FrozenSpec {
             Projection::KeysOnly => "k",
             Projection::ValuesOnly => "v",
         };
-        let limit = self.limit.map_or_else(|| "-".to_string(), |l| l.to_string());
+        let limit = self
+            .limit
+            .map_or_else(|| "-".to_string(), |l| l.to_string());
         format!(
             "{} {} {} {limit} {proj}",
             bound_str(&self.lo, "gte", "gt"),

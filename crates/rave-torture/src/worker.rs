@@ -114,10 +114,9 @@ impl<B: Backend> Ctx<B> {
 
     async fn put(&mut self, key: String, pad: usize) {
         let value = put_value(&self.uid, self.seq, pad);
-        let id = self.rec.start(format_args!(
-            "put {key} {} {} {pad}",
-            self.uid, self.seq
-        ));
+        let id = self
+            .rec
+            .start(format_args!("put {key} {} {} {pad}", self.uid, self.seq));
         let r = self.db.put(key.as_bytes(), &value).await;
         self.end(id, &r, "");
     }
@@ -325,7 +324,9 @@ fn watch_roles<B: Backend>(db: &Rave<B>, rec: Arc<Recorder>) {
     tokio::spawn(async move {
         loop {
             let role = *rx.borrow_and_update();
-            let epoch = db.epoch().map_or_else(|| "-".to_string(), |e| e.to_string());
+            let epoch = db
+                .epoch()
+                .map_or_else(|| "-".to_string(), |e| e.to_string());
             rec.line(format_args!("R {role} {epoch}"));
             if role == Role::Closed || rx.changed().await.is_err() {
                 return;
@@ -349,9 +350,8 @@ pub async fn run<B: Backend + Default>(args: WorkerArgs) -> Result<(), WorkerErr
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| WorkerError(format!("SIGTERM handler: {e}")))?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| WorkerError(format!("SIGTERM handler: {e}")))?;
         tokio::spawn(async move {
             term.recv().await;
             stop.store(true, Ordering::Relaxed);

@@ -16,7 +16,6 @@ pub mod server;
 pub mod wire;
 
 pub use client::{Client, RemoteIter, Welcome};
-#[cfg(unix)]
 pub use server::serve;
 pub use server::{ServerInfo, serve_connection};
 pub use wire::{Limits, MAGIC, PROTOCOL_VERSION};

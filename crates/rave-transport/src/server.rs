@@ -28,8 +28,6 @@ use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use rave_api::{Entry, Error, ErrorKind, KvIterator, KvStore, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-#[cfg(unix)]
-use tokio::net::UnixListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -63,22 +61,24 @@ const OUT_QUEUE: usize = 64;
 type Reader<S> = FramedRead<ReadHalf<S>, LengthDelimitedCodec>;
 type Writer<S> = FramedWrite<WriteHalf<S>, LengthDelimitedCodec>;
 
-/// Accepts followers on `listener` and serves `store` to each, until `shutdown` is cancelled.
+/// Serves `store` to every connection `incoming` yields, until `shutdown` is cancelled.
 ///
-/// Only peers running as this process's effective user are served; others are dropped at once
-/// (and logged). A failed `accept` (for instance out of file descriptors) is logged and retried
-/// after a short pause, never fatal. When `shutdown` fires, the loop stops accepting and aborts
-/// every connection, so every follower sees its socket close immediately; then it returns.
-#[cfg(unix)]
-pub async fn serve(
-    listener: UnixListener,
+/// `incoming` is the listener as a stream of accepted connections (on Unix,
+/// `rave_election::Listener::incoming`, which already refused peers of other users). A failed
+/// accept (for instance out of file descriptors) is logged and retried after a short pause,
+/// never fatal. When `shutdown` fires, the loop stops accepting and aborts every connection, so
+/// every follower sees its connection close immediately; then it returns.
+pub async fn serve<L, S>(
+    mut incoming: L,
     store: Arc<dyn KvStore>,
     info: ServerInfo,
     limits: Limits,
     shutdown: CancellationToken,
-) -> Result<()> {
-    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+) -> Result<()>
+where
+    L: futures::Stream<Item = std::io::Result<S>> + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -91,19 +91,8 @@ pub async fn serve(
                     tracing::error!(error = %e, "a connection task panicked");
                 }
             }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    match stream.peer_cred() {
-                        Ok(cred) if cred.uid() == euid => {}
-                        Ok(cred) => {
-                            tracing::warn!(uid = cred.uid(), "refused a connection from another user");
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "refused a connection: cannot read the peer's credentials");
-                            continue;
-                        }
-                    }
+            accepted = incoming.next() => match accepted {
+                Some(Ok(stream)) => {
                     let store = store.clone();
                     let limits = limits.clone();
                     connections.spawn(async move {
@@ -116,13 +105,14 @@ pub async fn serve(
                         }
                     });
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
                     }
                 }
+                None => break,
             },
         }
     }

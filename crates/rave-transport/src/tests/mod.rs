@@ -159,8 +159,11 @@ impl Server {
         let path = dir.path().join("rave.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let shutdown = CancellationToken::new();
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            Some((listener.accept().await.map(|(stream, _)| stream), listener))
+        });
         let task = tokio::spawn(serve(
-            listener,
+            Box::pin(incoming),
             store,
             INFO,
             limits.clone(),
