@@ -326,6 +326,36 @@ impl Proc {
     pub fn signal(&mut self, sig: libc::c_int) {
         if self.try_status().is_none() {
             send_signal(self.pid, sig);
+            if sig == libc::SIGSTOP {
+                self.wait_stopped();
+            }
+        }
+    }
+
+    /// kill(2) returns before every thread has stopped: wait until /proc says they all have,
+    /// so that a test's next request surely meets a stopped leader.
+    fn wait_stopped(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let tasks = format!("/proc/{}/task", self.pid);
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks)
+                .map(|entries| {
+                    entries.flatten().all(|task| {
+                        std::fs::read_to_string(task.path().join("stat"))
+                            .ok()
+                            .and_then(|stat| {
+                                // The state follows the parenthesised command name.
+                                stat.rsplit_once(')')
+                                    .map(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                            })
+                            .unwrap_or(true)
+                    })
+                })
+                .unwrap_or(true);
+            if all_stopped || Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
