@@ -160,7 +160,8 @@ impl StopSignal {
         {
             use tokio::signal::unix::{SignalKind, signal};
             let listen = |kind, name| {
-                signal(kind).map_err(|e| CliError::Rave(rave::Error::io(format!("listen for {name}"), &e)))
+                signal(kind)
+                    .map_err(|e| CliError::Rave(rave::Error::io(format!("listen for {name}"), &e)))
             };
             Ok(StopSignal {
                 term: listen(SignalKind::terminate(), "SIGTERM")?,

@@ -8,7 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions};
+use tokio::net::windows::named_pipe::{
+    ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions,
+};
 
 use crate::{DirLock, fnv1a64};
 
@@ -28,7 +30,10 @@ pub fn socket_path(dir: &Path) -> io::Result<PathBuf> {
     let canonical = std::fs::canonicalize(dir)?;
     // Windows paths are case-insensitive: every spelling must give one name.
     let key = canonical.to_string_lossy().to_lowercase();
-    Ok(PathBuf::from(format!(r"\\.\pipe\rave-{:016x}", fnv1a64(key.as_bytes()))))
+    Ok(PathBuf::from(format!(
+        r"\\.\pipe\rave-{:016x}",
+        fnv1a64(key.as_bytes())
+    )))
 }
 
 /// The leader's listener: one pipe instance waiting for the next follower.
@@ -69,7 +74,10 @@ pub async fn connect(path: &Path) -> io::Result<ClientStream> {
             other => return other,
         }
     }
-    Err(io::Error::new(io::ErrorKind::TimedOut, "the leader's pipe stayed busy"))
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the leader's pipe stayed busy",
+    ))
 }
 
 /// Nothing to remove: a pipe goes away with its last handle.

@@ -28,6 +28,12 @@ use crate::schema::{
     frozen_key, frozen_value, group_key, hot_key, parse_put_value, put_value,
 };
 
+/// Final database contents: key to value.
+pub type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The nemesis log: time and event.
+pub type NemLog = Vec<(u64, NemEvent)>;
+
 /// One worker's history.
 #[derive(Clone, Debug, Default)]
 pub struct ProcHistory {
@@ -49,11 +55,11 @@ pub struct Input {
     /// Worker histories.
     pub procs: Vec<ProcHistory>,
     /// The nemesis log.
-    pub nemesis: Vec<(u64, NemEvent)>,
+    pub nemesis: NemLog,
     /// Size of the frozen prefix.
     pub frozen: u32,
     /// Final database contents, by view (`rave`, `direct`).
-    pub finals: Vec<(String, BTreeMap<Vec<u8>, Vec<u8>>)>,
+    pub finals: Vec<(String, State)>,
 }
 
 /// What the checker found.
@@ -103,15 +109,27 @@ pub struct Report {
     pub failovers_ms: Vec<f64>,
     /// Leader terms seen.
     pub terms: u64,
+    /// Leader kills that landed while a batch was in flight.
+    pub kills_mid_batch: u64,
+    /// Leader kills that landed while a frozen-prefix iterator was open.
+    pub kills_mid_iter: u64,
+    /// Frozen-prefix iterators that completed across at least one leader kill.
+    pub iters_across_kills: u64,
     /// The first violations, with their evidence.
     pub examples: Vec<String>,
+    example_kinds: HashMap<String, usize>,
 }
 
-const MAX_EXAMPLES: usize = 20;
+const MAX_PER_KIND: usize = 5;
 
 impl Report {
+    /// Keeps `text` as evidence, at most [`MAX_PER_KIND`] per kind of violation (the words
+    /// before the first `:`), so one flood does not hide the others.
     fn example(&mut self, text: String) {
-        if self.examples.len() < MAX_EXAMPLES {
+        let kind = text.split(':').next().unwrap_or("").to_string();
+        let n = self.example_kinds.entry(kind).or_insert(0);
+        *n += 1;
+        if *n <= MAX_PER_KIND {
             self.examples.push(text);
         }
     }
@@ -173,9 +191,12 @@ impl Report {
             .map(|(k, n)| format!("{k}:{n}"))
             .collect();
         format!(
-            "torture-detail: ops={} terms={} stale={} partial={} phantom={} stray={} disorder={} corrupt={} epoch_regress={} crashed={} stalls={} indeterminate={} max_op_ms={:.0} errors={}",
+            "torture-detail: ops={} terms={} kills_mid_batch={} kills_mid_iter={} iters_across_kills={} stale={} partial={} phantom={} stray={} disorder={} corrupt={} epoch_regress={} crashed={} stalls={} indeterminate={} max_op_ms={:.0} errors={}",
             self.ops,
             self.terms,
+            self.kills_mid_batch,
+            self.kills_mid_iter,
+            self.iters_across_kills,
             self.stale,
             self.partial,
             self.phantom,
@@ -197,7 +218,7 @@ impl Report {
 }
 
 /// Reads a history directory (`*.log` worker files and `nemesis.log`).
-pub fn load(hist: &Path) -> std::io::Result<(Vec<ProcHistory>, Vec<(u64, NemEvent)>)> {
+pub fn load(hist: &Path) -> std::io::Result<(Vec<ProcHistory>, NemLog)> {
     let (files, nemesis) = crate::nemesis::history_files(hist)?;
     let mut procs = Vec::new();
     for file in files {
@@ -230,6 +251,25 @@ pub fn load(hist: &Path) -> std::io::Result<(Vec<ProcHistory>, Vec<(u64, NemEven
                 Some(ev) => nem.push(ev),
                 None => eprintln!("rave-torture: nemesis.log: unreadable line {line:?}"),
             }
+        }
+    }
+    // A worker killed before it wrote its first line has an empty history: its pid (and so
+    // its fate) comes from the nemesis's spawn record, by the file's name (`UID.log`).
+    let spawned: HashMap<&str, u32> = nem
+        .iter()
+        .filter_map(|(_, e)| match e {
+            NemEvent::Spawn { pid, uid } => Some((uid.as_str(), *pid)),
+            _ => None,
+        })
+        .collect();
+    for p in &mut procs {
+        if p.uid.is_empty() {
+            p.uid = p.file.trim_end_matches(".log").to_string();
+        }
+        if p.pid == 0
+            && let Some(pid) = spawned.get(p.uid.as_str())
+        {
+            p.pid = *pid;
         }
     }
     Ok((procs, nem))
@@ -649,6 +689,7 @@ pub fn check(input: &Input) -> Report {
     check_terms(&mut report, input, &fate, &kill_time);
     check_epochs(&mut report, input);
     check_failover(&mut report, input, &ops);
+    coverage(&mut report, input, &ops, &kill_time);
     report.stalls = input
         .nemesis
         .iter()
@@ -1010,6 +1051,43 @@ fn check_failover(report: &mut Report, input: &Input, ops: &[OpRec]) {
     }
 }
 
+/// How often the nemesis hit the moments that matter: kills during a batch, during a frozen
+/// iterator, and iterators that completed across a kill (so they resumed).
+fn coverage(report: &mut Report, input: &Input, ops: &[OpRec], kill_time: &HashMap<u32, u64>) {
+    let mut kills: Vec<u64> = input
+        .nemesis
+        .iter()
+        .filter_map(|(t, e)| match e {
+            NemEvent::Kill { target, .. } if target == "leader" => Some(*t),
+            _ => None,
+        })
+        .collect();
+    kills.sort_unstable();
+    let mut mid_batch = HashSet::new();
+    let mut mid_iter = HashSet::new();
+    for o in ops {
+        // An operation cut short by its process's death was in flight until that death.
+        let end = o
+            .end
+            .or_else(|| kill_time.get(&o.pid).copied())
+            .unwrap_or(u64::MAX);
+        let from = kills.partition_point(|k| *k < o.start);
+        let to = kills.partition_point(|k| *k <= end);
+        match o.op {
+            Op::Batch { .. } => mid_batch.extend(from..to),
+            Op::Frozen(_) => {
+                mid_iter.extend(from..to);
+                if to > from && o.ok() {
+                    report.iters_across_kills += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    report.kills_mid_batch = mid_batch.len() as u64;
+    report.kills_mid_iter = mid_iter.len() as u64;
+}
+
 #[cfg(test)]
 mod tests {
     use std::ops::Bound;
@@ -1319,6 +1397,27 @@ mod tests {
         assert_eq!(report.hung, 1);
         // 1 overlaps 2 and 3; 3 reuses epoch 2.
         assert_eq!(report.overlapping_terms, 3, "{:?}", report.examples);
+    }
+
+    #[test]
+    fn a_worker_killed_before_its_first_line_is_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r1i4.log"), "").unwrap();
+        std::fs::write(
+            dir.path().join("nemesis.log"),
+            "10 spawn 77 r1i4\n20 kill 77 - follower plain\n30 exit 77 signal:9\n",
+        )
+        .unwrap();
+        let (procs, nemesis) = load(dir.path()).unwrap();
+        assert_eq!(procs.len(), 1);
+        assert_eq!((procs[0].pid, procs[0].uid.as_str()), (77, "r1i4"));
+        let report = check(&Input {
+            procs,
+            nemesis,
+            frozen: 0,
+            finals: vec![],
+        });
+        assert!(report.ok(), "{report:?}");
     }
 
     #[test]

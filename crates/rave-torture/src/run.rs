@@ -157,10 +157,21 @@ fn run_with<B: Backend + Default>(args: RunArgs) -> ExitCode {
     if let Err(e) = std::fs::write(work.join(META), meta) {
         return fail(format!("write {META}: {e}"));
     }
+    // Workers run from a private copy of this binary: a rebuild in the target directory
+    // during a long run must not change (or remove) the program restarted workers run.
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return fail(format!("find this executable: {e}")),
     };
+    let exe_copy = work.join("rave-torture");
+    if let Err(e) = std::fs::copy(&exe, &exe_copy) {
+        return fail(format!(
+            "copy {} to {}: {e}",
+            exe.display(),
+            exe_copy.display()
+        ));
+    }
+    let exe = exe_copy;
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -96,8 +96,8 @@ impl<B: Backend> Ctx<B> {
     async fn put_unique(&mut self) {
         self.seq += 1;
         // Mostly small values; sometimes large ones, so that a kill lands mid-write more often.
-        let pad = if self.rng.random_bool(0.05) {
-            self.rng.random_range(16_384..131_072)
+        let pad = if self.rng.random_bool(0.03) {
+            self.rng.random_range(8_192..65_536)
         } else {
             self.rng.random_range(0..64)
         };

@@ -242,9 +242,19 @@ async fn refuse<S: AsyncRead + AsyncWrite>(writer: &mut Writer<S>, message: &str
 fn read_error(e: &std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::InvalidData {
         Error::protocol(format!("bad frame: {e}"))
+    } else if is_truncated_frame(e) {
+        // The follower hung up in the middle of a frame: its fault, not the socket's (found by
+        // the `dispatch` fuzz target; see tests/fuzz_regressions.rs).
+        Error::protocol("the follower hung up in the middle of a frame")
     } else {
         Error::io("read from a follower", e)
     }
+}
+
+/// Whether `e` is the codec's complaint about EOF inside a frame. tokio-util reports it as
+/// `io::Error::other("bytes remaining on stream")` and offers nothing more specific to test.
+fn is_truncated_frame(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Other && e.to_string() == "bytes remaining on stream"
 }
 
 /// Writes queued frames, batching what is already queued into one flush. Ends when every

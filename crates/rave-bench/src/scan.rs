@@ -1,0 +1,98 @@
+//! P7: scanning every entry through a follower, against the same scan on the leader.
+//!
+//! A leader process writes the small entries once; each run scans them all on the leader (its
+//! own handle, no socket) and through this process's follower handle, in alternating order,
+//! both reading `DEFAULT_CHUNK` entries at a time as `collect_all` does.
+
+use std::time::{Duration, Instant};
+
+use rave::{Backend, Error, KvStore, Rave, RaveOptions, Result, Role};
+
+use crate::child::{Helper, field, temp_dir};
+use crate::cli::Sizes;
+use crate::engines::{EngineName, with_engine};
+use crate::helper::scan_all;
+use crate::report::{Figure, Target};
+
+/// How long one scan may take.
+const SCAN_LIMIT: Duration = Duration::from_secs(600);
+
+/// Measures P7 for `engine`.
+pub async fn measure(engine: EngineName, sizes: &Sizes) -> Result<Vec<Figure>> {
+    with_engine!(engine, B => measure_with::<B>(engine, sizes).await)
+}
+
+async fn measure_with<B: Backend + Default>(
+    engine: EngineName,
+    sizes: &Sizes,
+) -> Result<Vec<Figure>> {
+    let tmp = temp_dir()?;
+    let dir = tmp.path().join("db");
+    let mut leader = Helper::spawn(
+        "leader",
+        [
+            "leader".to_string(),
+            "--backend".into(),
+            engine.to_string(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--small".into(),
+            sizes.scan_entries.to_string(),
+        ],
+    )?;
+    leader.expect("ready", SCAN_LIMIT).await?;
+    let db = Rave::<B>::open(&dir, RaveOptions::default())?;
+    let role = db.ready().await?;
+    if role != Role::Follower {
+        return Err(Error::other(format!(
+            "expected to follow, but this handle is {role}"
+        )));
+    }
+    let expected = sizes.scan_entries as u64;
+    let (mut on_leader, mut through_follower) = (vec![], vec![]);
+    for run in 0..sizes.runs {
+        for side in 0..2 {
+            if (run + side) % 2 == 0 {
+                leader.send("scan").await?;
+                let words = leader.expect("scan", SCAN_LIMIT).await?;
+                let n: u64 = field(&words, 0, "a count")?;
+                let nanos: u64 = field(&words, 1, "a duration")?;
+                check(n, expected)?;
+                on_leader.push(n as f64 / (nanos as f64 / 1e9));
+            } else {
+                let started = Instant::now();
+                let n = tokio::time::timeout(SCAN_LIMIT, scan_all(&db))
+                    .await
+                    .map_err(|_| Error::Timeout { waited: SCAN_LIMIT })??;
+                check(n, expected)?;
+                through_follower.push(n as f64 / started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    db.close().await?;
+    leader.stop().await;
+    Ok(vec![
+        Figure::new(
+            "P7",
+            format!("scan of {} small entries", sizes.scan_entries),
+            "entries/s",
+        )
+        .higher_is_better()
+        .subject(
+            "through a follower (another process, over the socket)",
+            through_follower,
+        )
+        .baseline("on the leader, through its own handle", on_leader)
+        .target(Target::ratio_at_least(0.5)),
+    ])
+}
+
+fn check(n: u64, expected: u64) -> Result<()> {
+    if n == expected {
+        Ok(())
+    } else {
+        Err(Error::other(format!(
+            "a scan saw {n} entries, not {expected}"
+        )))
+    }
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Writes seed inputs for the decoding fuzz targets into fuzz/corpus/<target>/seed-*.
+
+Each seed is one selector byte (the frame limit, see rave_fuzz::max_frame_for; 3 = the
+production limit) followed by a stream of length-prefixed frames, encoded the way
+rmp_serde::to_vec_named encodes rave's messages (enum variants keyed by name, struct fields by
+name, byte fields as msgpack bin). Needs the `msgpack` package (pip install msgpack).
+"""
+import hashlib
+import os
+import struct
+import sys
+
+import msgpack
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "..", "corpus")
+MAGIC = struct.unpack(">I", b"RAVE")[0]
+
+
+def enc(obj):
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def frames(*bodies):
+    return b"".join(struct.pack(">I", len(b)) + b for b in bodies)
+
+
+def rng(gt=None, gte=None, lt=None, lte=None, reverse=False, limit=None, projection="KeysAndValues"):
+    return {"gt": gt, "gte": gte, "lt": lt, "lte": lte, "reverse": reverse, "limit": limit,
+            "projection": projection}
+
+
+hello = enc({"Hello": {"magic": MAGIC, "version": 1}})
+client = [
+    hello,
+    enc({"Hello": {"magic": 0xDEADBEEF, "version": 1}}),
+    enc({"Request": {"id": 1, "op": "Ping"}}),
+    enc({"Request": {"id": 2, "op": {"Get": {"key": b"k1"}}}}),
+    enc({"Request": {"id": 3, "op": {"GetMany": {"keys": [b"k1", b"", b"k2"]}}}}),
+    enc({"Request": {"id": 4, "op": {"Put": {"key": b"k1", "value": b"v1"}}}}),
+    enc({"Request": {"id": 5, "op": {"Del": {"key": b"k1"}}}}),
+    enc({"Request": {"id": 6, "op": {"Batch": {"ops": [
+        {"Put": {"key": b"a", "value": b"1"}}, {"Del": {"key": b"b"}}]}}}}),
+    enc({"Request": {"id": 7, "op": {"Clear": {"range": rng(gte=b"a", lt=b"z")}}}}),
+    enc({"IterOpen": {"iter": 1, "range": rng(), "credit": 512}}),
+    enc({"IterOpen": {"iter": 2, "range": rng(gt=b"a", lte=b"k", reverse=True, limit=10,
+                                               projection="KeysOnly"), "credit": 1}}),
+    enc({"IterOpen": {"iter": 3, "range": rng(projection="ValuesOnly"), "credit": 0}}),
+    enc({"IterCredit": {"iter": 1, "credit": 4294967295}}),
+    enc({"IterClose": {"iter": 1}}),
+]
+server = [
+    enc({"Welcome": {"version": 1, "epoch": 7, "pid": 4242}}),
+    enc({"Refused": {"message": "bad magic"}}),
+    enc({"Response": {"id": 1, "result": {"Ok": "Done"}}}),
+    enc({"Response": {"id": 2, "result": {"Ok": {"Value": b"v"}}}}),
+    enc({"Response": {"id": 2, "result": {"Ok": {"Value": None}}}}),
+    enc({"Response": {"id": 3, "result": {"Ok": {"Values": [b"v", None, b""]}}}}),
+    enc({"Response": {"id": 4, "result": {"Err": {"kind": "Corruption", "message": "bad block"}}}}),
+    enc({"IterChunk": {"iter": 1, "entries": [{"key": b"a", "value": b"1"},
+                                              {"key": b"b", "value": b""}], "end": False}}),
+    enc({"IterChunk": {"iter": 1, "entries": [], "end": True}}),
+    enc({"IterError": {"iter": 2, "error": {"kind": "Io", "message": "disk"}}}),
+    enc({"Event": {"topic": "changes", "payload": b"\x01\x02"}}),
+]
+
+
+def write(target, name, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+for target, bodies in (("frame_client", client), ("server_message", server)):
+    for i, body in enumerate(bodies):
+        write(target, "%02d" % i, b"\x03" + frames(body))
+    write(target, "all", b"\x03" + frames(*bodies))
+    write(target, "small-limit", b"\x02" + frames(*bodies))
+    # A length prefix far over any limit (4 GiB - 1), and a truncated frame.
+    write(target, "huge-prefix", b"\x03" + b"\xff\xff\xff\xff" + bodies[0])
+    write(target, "truncated", b"\x03" + frames(bodies[0])[:-2])
+
+# The follower target: the bytes a leader writes after its Welcome (the client's ids start at 1).
+for i, body in enumerate(server[1:]):
+    write("follower", "%02d" % i, frames(body))
+write("follower", "all", frames(*server[1:]))
+sys.exit(0)

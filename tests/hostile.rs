@@ -1,0 +1,435 @@
+//! Hostile environments: each ends in a clear, typed error, never a panic or a hang, and loses
+//! nothing that was acknowledged.
+//!
+//! - A full disk (a 2 MiB tmpfs, when root): writes fail with `Io` ("No space left"), every
+//!   acknowledged write stays readable, from the same handle and after reopening on the still
+//!   full disk.
+//! - A directory the user may not write (as `rave-test-other` when root, else by mode): exit 3
+//!   with a permission error.
+//! - A corrupt database file: exit 3 with a corruption message.
+//! - A "directory" that is a regular file: `InvalidArgument`, exit 3.
+//! - A leader stopped with SIGSTOP: followers time out (`Timeout`), nobody else becomes leader,
+//!   and after SIGCONT everything works again.
+
+#[macro_use]
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{Engine, Proc, open_handle, run_rave, start_leader, tempdir, within};
+use rave::{ErrorKind, KvStore, Range, Rave, RaveOptions, Role};
+
+per_engine!(
+    a_full_disk_is_a_typed_io_error_and_loses_nothing,
+    a_directory_without_write_permission_is_a_permission_error,
+    a_corrupt_database_is_a_corruption_error,
+    a_regular_file_is_not_a_database_directory,
+    a_stopped_leader_times_out_followers_and_is_not_replaced,
+);
+
+/// The user the permission test becomes when it runs as root.
+const OTHER_USER: &str = "rave-test-other";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn skip(test: &str, why: &str) {
+    println!("skipped: {test}: {why}");
+}
+
+/// `(uid, gid)` of `rave-test-other`, created if needed; `Err` says why it cannot be had.
+fn other_user() -> Result<(u32, u32), String> {
+    static USER: OnceLock<Result<(u32, u32), String>> = OnceLock::new();
+    USER.get_or_init(|| {
+        if !is_root() {
+            return Err("not running as root: cannot create or become another user".into());
+        }
+        match std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", OTHER_USER])
+            .output()
+        {
+            // 9: the user already exists.
+            Ok(out) if out.status.success() || out.status.code() == Some(9) => {}
+            Ok(out) => {
+                return Err(format!(
+                    "useradd failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Err(e) => return Err(format!("cannot run useradd: {e}")),
+        }
+        let id = |flag: &str| -> Result<u32, String> {
+            let out = std::process::Command::new("id")
+                .args([flag, OTHER_USER])
+                .output()
+                .map_err(|e| format!("cannot run id: {e}"))?;
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .map_err(|e| format!("id {flag} {OTHER_USER}: {e}"))
+        };
+        Ok((id("-u")?, id("-g")?))
+    })
+    .clone()
+}
+
+/// A tmpfs mounted on a directory, unmounted when dropped (lazily if something still holds a
+/// file open there).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Result<Tmpfs, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key{i:06}").into_bytes()
+}
+
+/// 8 KiB, different for every key.
+fn value(i: usize) -> Vec<u8> {
+    format!("{i:08}").into_bytes().repeat(1024)
+}
+
+/// Whether `err` is the OS's "no space left on device", as a typed `Io` error.
+fn is_no_space(err: &rave::Error) -> bool {
+    let text = err.to_string();
+    err.kind() == ErrorKind::Io
+        && (text.contains("No space left")
+            || text.contains("StorageFull")
+            || matches!(err, rave::Error::Io { kind, .. } if *kind == std::io::ErrorKind::StorageFull))
+}
+
+/// Reads every acknowledged key through `db`, and scans them all.
+async fn assert_all_readable<B: Engine>(db: &Rave<B>, acked: &[usize], what: &str) {
+    for &i in acked {
+        let got = within(what, Duration::from_secs(10), db.get(&key(i)))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: get {i}: {e}"));
+        assert!(got == Some(value(i)), "{what}: key {i} lost or damaged");
+    }
+    let mut iter = db
+        .iterator(Range::prefix("key").keys_only())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: iterator: {e}"));
+    let mut seen = 0;
+    loop {
+        let chunk = within(what, Duration::from_secs(10), iter.next_chunk(256))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: scan: {e}"));
+        if chunk.is_empty() {
+            break;
+        }
+        seen += chunk.len();
+    }
+    // Entries of a write that failed may or may not be there; acknowledged ones all are.
+    assert!(seen >= acked.len(), "{what}: scanned {seen} of {}", acked.len());
+}
+
+async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
+    const TEST: &str = "a_full_disk_is_a_typed_io_error_and_loses_nothing";
+    if !is_root() {
+        return skip(TEST, "not running as root: cannot mount a small tmpfs");
+    }
+    let tmp = tempdir();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    // Declared after `tmp`, so it is unmounted before the directory is removed.
+    let _mount = match Tmpfs::mount(&mnt, "2m") {
+        Ok(mount) => mount,
+        Err(why) => return skip(TEST, &why),
+    };
+    let dir = mnt.join("db");
+    // Room to free later, in case reopening needs some.
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 64 * 1024]).unwrap();
+
+    // A leader and a follower in this process; writes go through the follower, so the error
+    // also crosses the wire.
+    let (leader, role) = open_handle::<B>(&dir, RaveOptions::default()).await;
+    assert_eq!(role, Role::Leader);
+    let (follower, role) = open_handle::<B>(&dir, RaveOptions::default()).await;
+    assert_eq!(role, Role::Follower);
+    let mut acked = Vec::new();
+    let mut failure = None;
+    // 2 MiB hold fewer than 256 values of 8 KiB.
+    for i in 0..1024 {
+        match within("a write", Duration::from_secs(20), follower.put(&key(i), &value(i))).await {
+            Ok(()) => acked.push(i),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failure.expect("2 MiB filled up without an error");
+    println!("{} acknowledged writes, then: {err}", acked.len());
+    assert!(!acked.is_empty(), "not even one write fitted");
+    assert!(is_no_space(&err), "the error is not a typed Io no-space error: {err:?}");
+    // A second write fails too, still saying why; nothing panics. (LevelDB refuses every write
+    // after a failed one until it is reopened, with kind Other and the cause in the message.)
+    let again = within("a write", Duration::from_secs(20), leader.put(b"one-more", &value(0)))
+        .await
+        .expect_err("the disk is still full");
+    assert!(
+        matches!(again.kind(), ErrorKind::Io | ErrorKind::Other)
+            && again.to_string().contains("No space left"),
+        "{again:?}"
+    );
+
+    // Every acknowledged write is readable, through both handles.
+    assert_all_readable(&leader, &acked, "the leader, disk full").await;
+    assert_all_readable(&follower, &acked, "the follower, disk full").await;
+    within("close", Duration::from_secs(20), follower.close())
+        .await
+        .unwrap();
+    // Closing may report the full disk; it must not panic or hang.
+    let closed = within("close", Duration::from_secs(20), leader.close()).await;
+    if let Err(e) = &closed {
+        assert_eq!(e.kind(), ErrorKind::Io, "{e:?}");
+    }
+
+    // Reopened while the disk is still full: everything acknowledged is there, or the open
+    // fails with the same typed error (a new leader must write its record and the engine may
+    // need to write to open), and then, with a little room made, everything is there.
+    let reopened = Rave::<B>::open(&dir, RaveOptions::default()).unwrap();
+    match within("a get", Duration::from_secs(20), reopened.get(&key(acked[0]))).await {
+        Ok(_) => assert_all_readable(&reopened, &acked, "reopened on the full disk").await,
+        Err(e) => {
+            assert!(is_no_space(&e), "reopening on a full disk: {e:?}");
+            println!("note: the store cannot be reopened while the disk is full: {e}");
+            within("close", Duration::from_secs(20), reopened.close())
+                .await
+                .ok();
+            std::fs::remove_file(&filler).unwrap();
+            let reopened = Rave::<B>::open(&dir, RaveOptions::default()).unwrap();
+            assert_all_readable(&reopened, &acked, "reopened with 64 KiB free").await;
+            within("close", Duration::from_secs(20), reopened.close())
+                .await
+                .ok();
+            return;
+        }
+    }
+    within("close", Duration::from_secs(20), reopened.close())
+        .await
+        .ok();
+}
+
+async fn a_directory_without_write_permission_is_a_permission_error<B: Engine>() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("db");
+    std::fs::create_dir(&dir).unwrap();
+    let mut command = common::rave_cmd::<B>(&["--timeout", "3"], &dir, &["put", "k", "v"]);
+    if is_root() {
+        // Root ignores modes: become a user that does not own the directory.
+        let (uid, gid) = match other_user() {
+            Ok(user) => user,
+            Err(why) => {
+                return skip(
+                    "a_directory_without_write_permission_is_a_permission_error",
+                    &why,
+                );
+            }
+        };
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        command.uid(uid).gid(gid);
+    } else {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let out = Proc::spawn("rave put in a read-only directory", command, None)
+        .finish(Duration::from_secs(30))
+        .await;
+    out.assert_code(3, "put in a directory without write permission");
+    assert!(
+        out.stderr.contains("ermission denied"),
+        "stderr {:?}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "stderr {:?}", out.stderr);
+    // Nothing was created.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+/// Garbage over the engine's key file: redb's data file, LevelDB's CURRENT.
+fn corrupt(dir: &Path, engine: &str) {
+    let garbage: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = match engine {
+        "redb" => dir.join("data.redb"),
+        "leveldb" => dir.join("CURRENT"),
+        // RocksDB keeps LevelDB's layout for this: CURRENT names the manifest.
+        _ => dir.join("CURRENT"),
+    };
+    assert!(file.exists(), "{file:?} is not there to corrupt");
+    std::fs::write(&file, garbage).unwrap();
+}
+
+async fn a_corrupt_database_is_a_corruption_error<B: Engine>() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("db");
+    run_rave::<B>(&[], &dir, &["put", "k", "v"], None)
+        .await
+        .assert_code(0, "put");
+    corrupt(&dir, B::CLI);
+    let started = Instant::now();
+    let out = run_rave::<B>(&[], &dir, &["get", "k"], None).await;
+    out.assert_code(3, "get on a corrupt database");
+    assert!(
+        out.stderr.to_lowercase().contains("corrupt"),
+        "stderr {:?}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "stderr {:?}", out.stderr);
+    assert!(out.text().is_empty(), "stdout {:?}", out.text());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The same through the API: a typed Corruption.
+    let db = Rave::<B>::open(&dir, RaveOptions::default()).unwrap();
+    let err = within("get", Duration::from_secs(20), db.get(b"k"))
+        .await
+        .expect_err("a corrupt database does not read");
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err:?}");
+    within("close", Duration::from_secs(20), db.close())
+        .await
+        .ok();
+}
+
+async fn a_regular_file_is_not_a_database_directory<B: Engine>() {
+    let tmp = tempdir();
+    let file = tmp.path().join("plain");
+    std::fs::write(&file, b"not a database").unwrap();
+    let err = match Rave::<B>::open(&file, RaveOptions::default()) {
+        Ok(_) => panic!("a regular file opened as a database"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err:?}");
+    let out = run_rave::<B>(&[], &file, &["get", "k"], None).await;
+    out.assert_code(3, "get on a regular file");
+    assert!(
+        out.stderr.contains("not a directory"),
+        "stderr {:?}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a database");
+}
+
+async fn a_stopped_leader_times_out_followers_and_is_not_replaced<B: Engine>() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("db");
+    let mut leader = start_leader::<B>(&dir).await;
+    let options = RaveOptions::default()
+        .op_timeout(Some(Duration::from_millis(500)))
+        .election_timeout(Duration::from_secs(3));
+    let (a, role) = open_handle::<B>(&dir, options.clone()).await;
+    assert_eq!(role, Role::Follower);
+    let (b, role) = open_handle::<B>(&dir, options).await;
+    assert_eq!(role, Role::Follower);
+    a.put(b"k", b"v").await.unwrap();
+    let record = rave_election::read_leader_record(&dir).unwrap().unwrap();
+    assert_eq!(record.pid, leader.pid());
+
+    leader.signal(libc::SIGSTOP);
+    // Every operation of every follower fails with Timeout, promptly.
+    for round in 0..3 {
+        for (name, db) in [("a", &a), ("b", &b)] {
+            let started = Instant::now();
+            let err = within("a follower's get", Duration::from_secs(5), db.get(b"k"))
+                .await
+                .expect_err("a stopped leader answers nothing");
+            assert_eq!(err.kind(), ErrorKind::Timeout, "{name} round {round}: {err:?}");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            let err = within("a follower's put", Duration::from_secs(5), db.put(b"k2", b"v2"))
+                .await
+                .expect_err("a stopped leader answers nothing");
+            assert_eq!(err.kind(), ErrorKind::Timeout, "{name} round {round}: {err:?}");
+        }
+    }
+    let err = match within(
+        "a follower's iterator",
+        Duration::from_secs(5),
+        a.iterator(Range::all()),
+    )
+    .await
+    {
+        Ok(_) => panic!("an iterator opened on a stopped leader"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    // A new process cannot take over: the lock is still held, so it finds no leader.
+    let out = run_rave::<B>(&["--timeout", "2"], &dir, &["get", "k"], None).await;
+    out.assert_code(3, "get while the leader is stopped");
+    assert!(
+        out.stderr.contains("no leader"),
+        "stderr {:?}",
+        out.stderr
+    );
+    // No second leader: same record, both handles still followers.
+    assert_eq!(
+        rave_election::read_leader_record(&dir).unwrap().unwrap(),
+        record
+    );
+    assert_eq!(a.role(), Role::Follower);
+    assert_eq!(b.role(), Role::Follower);
+
+    leader.signal(libc::SIGCONT);
+    // Everything works again, on the same leader.
+    within("recovery", Duration::from_secs(10), async {
+        assert_eq!(a.get(b"k").await.unwrap(), Some(b"v".to_vec()));
+        b.put(b"k3", b"v3").await.unwrap();
+        assert_eq!(a.get(b"k3").await.unwrap(), Some(b"v3".to_vec()));
+    })
+    .await;
+    let out = run_rave::<B>(&[], &dir, &["get", "k3"], None).await;
+    out.assert_code(0, "get after SIGCONT");
+    assert_eq!(out.text(), "v3\n");
+    assert_eq!(
+        rave_election::read_leader_record(&dir).unwrap().unwrap(),
+        record
+    );
+    assert_eq!(a.epoch(), Some(record.epoch));
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    leader.kill();
+}
