@@ -138,6 +138,11 @@ impl RedbEngine {
             // the commit fsyncs before returning. Dropping `txn` on an error aborts it.
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| error::map(e, what, file))?;
+            // After a crash the next leader opens this file; without quick repair redb walks the
+            // whole database to rebuild its allocator (failover time grew with the file: ~300 ms
+            // at 160 MB in the torture runs). Saving the allocator state with each commit keeps
+            // recovery near-constant; group commit amortises the extra cost.
+            txn.set_quick_repair(true);
             {
                 let mut table = txn
                     .open_table(TABLE)
