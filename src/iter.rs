@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rave_api::{Entry, Error, KvIterator, Projection, Range, Result};
+use rave_election::Role;
 
 use crate::core::Core;
 
@@ -69,10 +70,23 @@ impl KvIterator for ResumingIter {
             if self.core.is_closed() {
                 return Err(Error::Closed);
             }
+            // A follower waits for its leader at most `op_timeout`, like any operation: a
+            // stopped leader keeps its socket open and would otherwise hang this call forever.
+            // Cancelling a remote iterator's wait loses nothing, so a later call resumes.
+            let limit = match self.core.options.op_timeout {
+                Some(limit) if self.core.role() == Role::Follower => Some(limit),
+                _ => None,
+            };
             let Some(inner) = self.inner.as_mut() else {
                 return Err(Error::Closed);
             };
-            match inner.next_chunk(max).await {
+            let next = match limit {
+                Some(limit) => tokio::time::timeout(limit, inner.next_chunk(max))
+                    .await
+                    .unwrap_or(Err(Error::Timeout { waited: limit })),
+                None => inner.next_chunk(max).await,
+            };
+            match next {
                 Ok(mut chunk) => {
                     if let Some(last) = chunk.last() {
                         self.last_key = Some(last.key.clone());

@@ -157,13 +157,21 @@ async fn handshaken(socket: &Path) -> UnixStream {
     let mut stream = UnixStream::connect(socket).await.expect("connect");
     stream.write_all(&hello()).await.expect("send Hello");
     let mut head = [0u8; 4];
-    within("Welcome", Duration::from_secs(10), stream.read_exact(&mut head))
-        .await
-        .expect("Welcome's length");
+    within(
+        "Welcome",
+        Duration::from_secs(10),
+        stream.read_exact(&mut head),
+    )
+    .await
+    .expect("Welcome's length");
     let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-    within("Welcome", Duration::from_secs(10), stream.read_exact(&mut body))
-        .await
-        .expect("Welcome's body");
+    within(
+        "Welcome",
+        Duration::from_secs(10),
+        stream.read_exact(&mut body),
+    )
+    .await
+    .expect("Welcome's body");
     assert!(
         matches!(wire::decode(&body), Ok(ServerMessage::Welcome { .. })),
         "expected Welcome"
@@ -352,7 +360,11 @@ fn connect_as(user: User, socket: &Path, payload: &[u8]) -> Attempt {
 fn rave_as<B: Engine>(user: User, dir: &Path, args: &[&str]) -> Proc {
     let mut command = common::rave_cmd::<B>(&["--timeout", "3"], dir, args);
     command.uid(user.uid).gid(user.gid);
-    Proc::spawn(format!("rave {} as {OTHER_USER}", args.join(" ")), command, None)
+    Proc::spawn(
+        format!("rave {} as {OTHER_USER}", args.join(" ")),
+        command,
+        None,
+    )
 }
 
 async fn another_user_can_neither_connect_nor_be_served<B: Engine>() {
@@ -509,9 +521,9 @@ async fn a_huge_length_prefix_is_refused_without_allocating<B: Engine>() {
         // Some body bytes, which the leader must not wait for.
         let _ = stream.write_all(&[0u8; 1024]).await;
         let seen = read_to_eof(&mut stream, Duration::from_secs(5)).await;
-        let refused = messages(&seen).into_iter().any(|m| {
-            matches!(m, ServerMessage::Refused { message } if message.contains("frame"))
-        });
+        let refused = messages(&seen)
+            .into_iter()
+            .any(|m| matches!(m, ServerMessage::Refused { message } if message.contains("frame")));
         assert!(refused, "handshake {handshake}: {:?}", messages(&seen));
     }
 

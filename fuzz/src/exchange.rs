@@ -331,7 +331,9 @@ pub async fn exchange(store: Arc<dyn KvStore>, limits: Limits, steps: Vec<Wire>)
         while let Some(frame) = frames.next().await {
             let frame = match frame {
                 Ok(frame) => frame,
-                Err(e) => panic!("the server wrote a frame over {max_frame} bytes or broke framing: {e}"),
+                Err(e) => {
+                    panic!("the server wrote a frame over {max_frame} bytes or broke framing: {e}")
+                }
             };
             let message: ServerMessage = match wire::decode(&frame) {
                 Ok(message) => message,
@@ -345,8 +347,15 @@ pub async fn exchange(store: Arc<dyn KvStore>, limits: Limits, steps: Vec<Wire>)
                     pid,
                 } => {
                     assert_eq!(count, 0, "Welcome is not the first frame");
-                    assert_eq!(first_is_valid_hello, Some(true), "Welcome without a valid Hello");
-                    assert_eq!((*version, *epoch, *pid), (PROTOCOL_VERSION, INFO.epoch, INFO.pid));
+                    assert_eq!(
+                        first_is_valid_hello,
+                        Some(true),
+                        "Welcome without a valid Hello"
+                    );
+                    assert_eq!(
+                        (*version, *epoch, *pid),
+                        (PROTOCOL_VERSION, INFO.epoch, INFO.pid)
+                    );
                     welcomed = true;
                 }
                 ServerMessage::Refused { .. } => refused = true,
@@ -427,13 +436,20 @@ pub async fn exchange(store: Arc<dyn KvStore>, limits: Limits, steps: Vec<Wire>)
     };
     if clean {
         let unanswered = book.lock().unwrap_or_else(|e| e.into_inner()).unanswered();
-        assert_eq!(unanswered, 0, "a correct follower's requests went unanswered");
+        assert_eq!(
+            unanswered, 0,
+            "a correct follower's requests went unanswered"
+        );
     }
     drop(write_half);
     match &result {
         Ok(()) => {}
         Err(e) => {
-            assert_eq!(e.kind(), ErrorKind::Protocol, "the connection ended with {e}");
+            assert_eq!(
+                e.kind(),
+                ErrorKind::Protocol,
+                "the connection ended with {e}"
+            );
             assert!(!clean, "a correct follower was dropped: {e}");
         }
     }
@@ -460,7 +476,12 @@ fn framed(body: &[u8]) -> Vec<u8> {
 pub async fn good_client(store: Arc<dyn KvStore>, limits: &Limits) -> Client {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     tokio::spawn(serve_connection(theirs, store, INFO, limits.clone()));
-    match bounded("a good client's handshake", Client::connect(ours, limits.clone())).await {
+    match bounded(
+        "a good client's handshake",
+        Client::connect(ours, limits.clone()),
+    )
+    .await
+    {
         Ok((client, _)) => client,
         Err(e) => panic!("a good client cannot connect: {e}"),
     }
@@ -474,7 +495,10 @@ pub async fn still_works(client: &Client) {
     // Sessions write keys of at most a few bytes; this one is longer and unique per round.
     let key = format!("\u{1}good-client-{round:020}").into_bytes();
     bounded("the good client", async {
-        client.put(&key, b"fine").await.expect("the good client's put");
+        client
+            .put(&key, b"fine")
+            .await
+            .expect("the good client's put");
         assert_eq!(
             client.get(&key).await.expect("the good client's get"),
             Some(b"fine".to_vec())
@@ -549,7 +573,12 @@ pub async fn follower_session(data: Vec<u8>) {
                 }
             }
         };
-        let _ = futures::join!(client.get(b"k"), client.put(b"k", b"v"), scan, client.ping());
+        let _ = futures::join!(
+            client.get(b"k"),
+            client.put(b"k", b"v"),
+            scan,
+            client.ping()
+        );
     };
     if tokio::time::timeout(BOUND, calls).await.is_err() {
         panic!("a follower's calls did not end after its leader hung up");

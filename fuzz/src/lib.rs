@@ -28,7 +28,10 @@ pub fn check_client_body(body: &[u8]) {
     if let Ok(message) = wire::decode::<ClientMessage>(body) {
         let again = wire::encode(&message).expect("a decoded message encodes");
         let back = wire::decode::<ClientMessage>(&again).expect("an encoded message decodes");
-        assert_eq!(back, message, "a ClientMessage does not survive a round trip");
+        assert_eq!(
+            back, message,
+            "a ClientMessage does not survive a round trip"
+        );
     }
 }
 
@@ -37,7 +40,10 @@ pub fn check_server_body(body: &[u8]) {
     if let Ok(message) = wire::decode::<ServerMessage>(body) {
         let again = wire::encode(&message).expect("a decoded message encodes");
         let back = wire::decode::<ServerMessage>(&again).expect("an encoded message decodes");
-        assert_eq!(back, message, "a ServerMessage does not survive a round trip");
+        assert_eq!(
+            back, message,
+            "a ServerMessage does not survive a round trip"
+        );
     }
 }
 

@@ -14,6 +14,9 @@ use crate::engines::{EngineName, with_engine};
 use crate::helper::scan_all;
 use crate::report::{Figure, Target};
 
+/// The iterator window of the diagnostic follower (entries granted ahead).
+const WIDE_WINDOW: u32 = 4096;
+
 /// How long one scan may take.
 const SCAN_LIMIT: Duration = Duration::from_secs(600);
 
@@ -48,8 +51,13 @@ async fn measure_with<B: Backend + Default>(
             "expected to follow, but this handle is {role}"
         )));
     }
+    // A second follower with a wider iterator window: how much the default window bounds P7.
+    let mut wide_options = RaveOptions::default();
+    wide_options.limits.iter_window = WIDE_WINDOW;
+    let wide = Rave::<B>::open(&dir, wide_options)?;
+    wide.ready().await?;
     let expected = sizes.scan_entries as u64;
-    let (mut on_leader, mut through_follower) = (vec![], vec![]);
+    let (mut on_leader, mut through_follower, mut through_wide) = (vec![], vec![], vec![]);
     for run in 0..sizes.runs {
         for side in 0..2 {
             if (run + side) % 2 == 0 {
@@ -68,7 +76,14 @@ async fn measure_with<B: Backend + Default>(
                 through_follower.push(n as f64 / started.elapsed().as_secs_f64());
             }
         }
+        let started = Instant::now();
+        let n = tokio::time::timeout(SCAN_LIMIT, scan_all(&wide))
+            .await
+            .map_err(|_| Error::Timeout { waited: SCAN_LIMIT })??;
+        check(n, expected)?;
+        through_wide.push(n as f64 / started.elapsed().as_secs_f64());
     }
+    wide.close().await?;
     db.close().await?;
     leader.stop().await;
     Ok(vec![
@@ -82,8 +97,23 @@ async fn measure_with<B: Backend + Default>(
             "through a follower (another process, over the socket)",
             through_follower,
         )
-        .baseline("on the leader, through its own handle", on_leader)
+        .baseline("on the leader, through its own handle", on_leader.clone())
         .target(Target::ratio_at_least(0.5)),
+        Figure::new(
+            "P7·d",
+            format!("scan, follower iterator window {WIDE_WINDOW}"),
+            "entries/s",
+        )
+        .higher_is_better()
+        .subject(
+            format!(
+                "through a follower opened with `limits.iter_window = {WIDE_WINDOW}` \
+                 (default {})",
+                rave_transport::Limits::default().iter_window
+            ),
+            through_wide,
+        )
+        .baseline("on the leader, through its own handle", on_leader),
     ])
 }
 
