@@ -150,12 +150,15 @@ impl KvStore for EngineStore {
 
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
         let id = self.next_iter.fetch_add(1, Ordering::Relaxed);
-        self.call(|r| Command::OpenIter(id, range, r)).await?;
-        Ok(Box::new(EngineIterator {
+        // Built before the open is awaited: if this call is cancelled mid-open, its drop still
+        // sends `DropIter` (after `OpenIter`, on the same ordered channel), so no cursor leaks.
+        let iter = EngineIterator {
             id,
             tx: self.tx.clone(),
             done: false,
-        }))
+        };
+        self.call(|r| Command::OpenIter(id, range, r)).await?;
+        Ok(Box::new(iter))
     }
 
     async fn clear(&self, range: Range) -> Result<()> {

@@ -157,7 +157,10 @@ async fn cancelled_iterator_opens_leak_nothing() {
     // A round trip, so every message sent so far has been handled.
     store.get(b"x").await.unwrap();
     let after = rss_kib();
-    assert!(cancelled > 50, "only {cancelled} of 100 opens were cut short");
+    assert!(
+        cancelled > 50,
+        "only {cancelled} of 100 opens were cut short"
+    );
     assert!(
         after.saturating_sub(before) < 200 * 1024,
         "{cancelled} cancelled opens of an 8 MiB range: RSS {before} KiB -> {after} KiB"
