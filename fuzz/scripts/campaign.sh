@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 logs="${1:-/tmp/rave-fuzz-logs}"
 mkdir -p "$logs"
 export RUSTC_BOOTSTRAP=1
+# No leak check at exit either: the harness lives in a static that is never dropped.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
 targets=(dispatch follower frame_client server_message)
 for t in "${targets[@]}"; do
   mkdir -p "corpus-work/$t" "corpus/$t"
