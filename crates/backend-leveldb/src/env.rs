@@ -99,10 +99,14 @@ impl RaveEnv {
     ) -> Result<Box<dyn Write>> {
         let existed = p.exists();
         let file = options.open(p).map_err(|e| annotate(e, what, p))?;
-        if !existed {
+        if self.sync && !existed {
             sync_parent(p)?;
         }
-        Ok(Box::new(SyncedFile { file, dirty: false }))
+        Ok(Box::new(SyncedFile {
+            file,
+            dirty: false,
+            sync: self.sync,
+        }))
     }
 }
 
@@ -141,10 +145,10 @@ impl Env for RaveEnv {
         self.inner.open_random_access_file(p)
     }
 
+    // Writable files always go through `SyncedFile`, with or without `sync`: rusty-leveldb's log
+    // writer calls `Write::write` and ignores a short count (log.rs `emit_record`), so on a full
+    // disk a torn record would be acknowledged. `SyncedFile::write` writes all or fails.
     fn open_writable_file(&self, p: &Path) -> Result<Box<dyn Write>> {
-        if !self.sync {
-            return self.inner.open_writable_file(p);
-        }
         // The same flags as PosixDiskEnv (disk_env.rs `open_writable_file`).
         let mut options = fs::OpenOptions::new();
         options.create(true).truncate(true).write(true);
@@ -152,9 +156,6 @@ impl Env for RaveEnv {
     }
 
     fn open_appendable_file(&self, p: &Path) -> Result<Box<dyn Write>> {
-        if !self.sync {
-            return self.inner.open_appendable_file(p);
-        }
         let mut options = fs::OpenOptions::new();
         options.create(true).append(true);
         self.open_synced(p, &options, "open (append)")
@@ -217,17 +218,19 @@ impl Env for RaveEnv {
     }
 }
 
-/// A file that fsyncs what was written to it on `flush` and on drop.
+/// A file whose `write` writes everything or fails, and which (with `sync`) fsyncs what was
+/// written to it on `flush` and on drop.
 struct SyncedFile {
     file: File,
     dirty: bool,
+    sync: bool,
 }
 
 impl Write for SyncedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.dirty |= n > 0;
-        Ok(n)
+        self.file.write_all(buf)?;
+        self.dirty |= self.sync && !buf.is_empty();
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

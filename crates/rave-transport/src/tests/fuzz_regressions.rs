@@ -129,13 +129,12 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
-/// Found by `dispatch` (its RSS grew run after run until the 2 GiB limit): an iterator whose
-/// opening is cancelled (the server aborts a follower's iterator task when the follower sends
-/// `IterClose` or hangs up mid-open, and a follower's `op_timeout` cancels its own open) left its
-/// cursor on the engine thread for ever. `EngineStore::iterator` (rave-api engine_thread.rs)
-/// sends `OpenIter` and only builds the `EngineIterator`, whose drop sends `DropIter`, once the
-/// reply is in; cancelled in between, nobody ever sends `DropIter`. With the memory engine each
-/// leaked cursor is a copy of its range: here 8 MiB a time.
+/// Found by `dispatch` (its RSS grew run after run): an iterator whose opening is cancelled
+/// (the server aborts a follower's iterator task when the follower sends `IterClose` or hangs up
+/// mid-open, and a follower's `op_timeout` cancels its own open) left its cursor on the engine
+/// thread for good: `EngineStore::iterator` built the `EngineIterator`, whose drop sends
+/// `DropIter`, only once the open's reply was in. Fixed in rave-api's engine_thread.rs. With the
+/// memory engine each leaked cursor was a copy of its range: here 8 MiB a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_iterator_opens_leak_nothing() {
     let store = store();
