@@ -17,10 +17,11 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Engine, Proc, open_handle, run_rave, start_leader, tempdir, within};
+use common::{
+    Engine, Proc, is_root, open_handle, other_user, run_rave, start_leader, tempdir, within,
+};
 use rave::{ErrorKind, KvStore, Range, Rave, RaveOptions, Role};
 
 per_engine!(
@@ -31,53 +32,8 @@ per_engine!(
     a_stopped_leader_times_out_followers_and_is_not_replaced,
 );
 
-/// The user the permission test becomes when it runs as root.
-const OTHER_USER: &str = "rave-test-other";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn skip(test: &str, why: &str) {
     println!("skipped: {test}: {why}");
-}
-
-/// `(uid, gid)` of `rave-test-other`, created if needed; `Err` says why it cannot be had.
-fn other_user() -> Result<(u32, u32), String> {
-    static USER: OnceLock<Result<(u32, u32), String>> = OnceLock::new();
-    USER.get_or_init(|| {
-        if !is_root() {
-            return Err("not running as root: cannot create or become another user".into());
-        }
-        match std::process::Command::new("useradd")
-            .args(["--system", "--no-create-home", OTHER_USER])
-            .output()
-        {
-            // 9: the user already exists.
-            Ok(out) if out.status.success() || out.status.code() == Some(9) => {}
-            Ok(out) => {
-                return Err(format!(
-                    "useradd failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Err(e) => return Err(format!("cannot run useradd: {e}")),
-        }
-        let id = |flag: &str| -> Result<u32, String> {
-            let out = std::process::Command::new("id")
-                .args([flag, OTHER_USER])
-                .output()
-                .map_err(|e| format!("cannot run id: {e}"))?;
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .map_err(|e| format!("id {flag} {OTHER_USER}: {e}"))
-        };
-        Ok((id("-u")?, id("-g")?))
-    })
-    .clone()
 }
 
 /// A tmpfs mounted on a directory, unmounted when dropped (lazily if something still holds a

@@ -21,10 +21,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Engine, Proc, open_handle, run_rave, start_leader, tempdir, within};
+use common::{Engine, OTHER_USER, Proc, open_handle, run_rave, start_leader, tempdir, within};
 use rave::{BatchOp, KvStore, RaveOptions, Role};
 use rave_transport::wire::{self, ClientMessage, MAGIC, PROTOCOL_VERSION, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,9 +37,6 @@ per_engine!(
     iterators_without_credit_keep_the_leader_bounded,
 );
 
-/// The user the other-user tests become.
-const OTHER_USER: &str = "rave-test-other";
-
 /// A user id and group id.
 #[derive(Clone, Copy, Debug)]
 struct User {
@@ -50,43 +46,7 @@ struct User {
 
 /// `rave-test-other`, created if needed; `Err` says why the test must be skipped.
 fn other_user() -> Result<User, String> {
-    static USER: OnceLock<Result<User, String>> = OnceLock::new();
-    USER.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root: cannot create or become another user".into());
-        }
-        match std::process::Command::new("useradd")
-            .args(["--system", "--no-create-home", OTHER_USER])
-            .output()
-        {
-            // 9: the user already exists.
-            Ok(out) if out.status.success() || out.status.code() == Some(9) => {}
-            Ok(out) => {
-                return Err(format!(
-                    "useradd failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Err(e) => return Err(format!("cannot run useradd: {e}")),
-        }
-        let id = |flag: &str| -> Result<u32, String> {
-            let out = std::process::Command::new("id")
-                .args([flag, OTHER_USER])
-                .output()
-                .map_err(|e| format!("cannot run id: {e}"))?;
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .map_err(|e| format!("id {flag} {OTHER_USER}: {e}"))
-        };
-        Ok(User {
-            uid: id("-u")?,
-            gid: id("-g")?,
-        })
-    })
-    .clone()
+    common::other_user().map(|(uid, gid)| User { uid, gid })
 }
 
 fn skip(test: &str, why: &str) {

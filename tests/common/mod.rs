@@ -494,3 +494,49 @@ pub fn tempdir() -> tempfile::TempDir {
         .tempdir()
         .expect("a temporary directory")
 }
+
+/// The user the other-user tests (tests/security.rs, tests/hostile.rs) become when run as root.
+pub const OTHER_USER: &str = "rave-test-other";
+
+/// Whether this test process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `(uid, gid)` of `rave-test-other`, created if needed; `Err` says why it cannot be had.
+pub fn other_user() -> Result<(u32, u32), String> {
+    static USER: std::sync::OnceLock<Result<(u32, u32), String>> = std::sync::OnceLock::new();
+    USER.get_or_init(|| {
+        if !is_root() {
+            return Err("not running as root: cannot create or become another user".into());
+        }
+        match std::process::Command::new("useradd")
+            .args(["--system", "--no-create-home", OTHER_USER])
+            .output()
+        {
+            // 9: the user already exists.
+            Ok(out) if out.status.success() || out.status.code() == Some(9) => {}
+            Ok(out) => {
+                return Err(format!(
+                    "useradd failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Err(e) => return Err(format!("cannot run useradd: {e}")),
+        }
+        let id = |flag: &str| -> Result<u32, String> {
+            let out = std::process::Command::new("id")
+                .args([flag, OTHER_USER])
+                .output()
+                .map_err(|e| format!("cannot run id: {e}"))?;
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .map_err(|e| format!("id {flag} {OTHER_USER}: {e}"))
+        };
+        Ok((id("-u")?, id("-g")?))
+    })
+    .clone()
+}
