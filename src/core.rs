@@ -141,15 +141,9 @@ impl Core {
     {
         loop {
             let ticket = self.acquire().await?;
-            let result = match (ticket.role, self.options.op_timeout) {
-                (Role::Follower, Some(limit)) => {
-                    match tokio::time::timeout(limit, op(ticket.store.clone())).await {
-                        Ok(result) => result,
-                        Err(_) => Err(Error::Timeout { waited: limit }),
-                    }
-                }
-                _ => op(ticket.store.clone()).await,
-            };
+            // A follower's wait for its leader is bounded by `op_timeout` inside the client
+            // (one watchdog per connection; see `try_follow`).
+            let result = op(ticket.store.clone()).await;
             match result {
                 Err(Error::LeaderLost) => {
                     self.lost(ticket.generation);
@@ -355,7 +349,11 @@ async fn sleep_or_cancel(core: &Core, delay: Duration) {
 async fn try_follow(core: &Core) -> Option<(Client, u64)> {
     let path = rave_election::socket_path(&core.dir).ok()?;
     let stream = rave_election::connect(&path).await.ok()?;
-    match Client::connect(stream, core.options.limits.clone()).await {
+    let limits = rave_transport::Limits {
+        call_timeout: core.options.op_timeout,
+        ..core.options.limits.clone()
+    };
+    match Client::connect(stream, limits).await {
         Ok((client, welcome)) => Some((client, welcome.epoch)),
         Err(err) => {
             tracing::debug!(%err, path = %path.display(), "something on the socket is not a rave leader");

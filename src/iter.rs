@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rave_api::{Entry, Error, KvIterator, Projection, Range, Result};
-use rave_election::Role;
 
 use crate::core::Core;
 
@@ -70,22 +69,12 @@ impl KvIterator for ResumingIter {
             if self.core.is_closed() {
                 return Err(Error::Closed);
             }
-            // A follower waits for its leader at most `op_timeout`, like any operation: a
-            // stopped leader keeps its socket open and would otherwise hang this call forever.
-            // Cancelling a remote iterator's wait loses nothing, so a later call resumes.
-            let limit = match self.core.options.op_timeout {
-                Some(limit) if self.core.role() == Role::Follower => Some(limit),
-                _ => None,
-            };
             let Some(inner) = self.inner.as_mut() else {
                 return Err(Error::Closed);
             };
-            let next = match limit {
-                Some(limit) => tokio::time::timeout(limit, inner.next_chunk(max))
-                    .await
-                    .unwrap_or(Err(Error::Timeout { waited: limit })),
-                None => inner.next_chunk(max).await,
-            };
+            // On a follower, a wait for the leader longer than `op_timeout` fails with
+            // `Timeout` (the client's watchdog); the iterator stays usable.
+            let next = inner.next_chunk(max).await;
             match next {
                 Ok(mut chunk) => {
                     if let Some(last) = chunk.last() {

@@ -87,6 +87,7 @@ impl LimitsChoice {
             chunk_bytes: [1, 64, 1 << 20][usize::from(self.chunk_bytes % 3)],
             iter_window: 512,
             max_in_flight: [1, 2, 16][usize::from(self.in_flight % 3)],
+            call_timeout: None,
         }
     }
 }

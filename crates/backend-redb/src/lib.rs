@@ -11,6 +11,9 @@
 //! - A batch is one write transaction: all of it or nothing.
 //! - Iterators walk a read transaction taken when they are created (redb's MVCC snapshot),
 //!   lazily, in either direction.
+//! - Point reads (`get`, `get_many`) run on the caller's thread, not the engine thread, through
+//!   a [`SharedReader`]: redb's read transactions are independent of the writer, so reads never
+//!   queue behind a commit's fsync. They share one read snapshot until the next commit.
 //! - A file that is not a redb database, or is damaged, is [`rave_api::ErrorKind::Corruption`];
 //!   redb panics on some damage, and those panics are caught and reported the same way.
 
@@ -18,10 +21,11 @@
 
 mod error;
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use rave_api::engine_thread::{Engine, EngineIter, EngineStore};
+use rave_api::engine_thread::{Engine, EngineIter, EngineStore, SharedReader};
 use rave_api::{Backend, BatchOp, Capabilities, Error, OpenOptions, Range, Result};
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
@@ -77,12 +81,121 @@ type Table = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// An open redb database, driven from the engine thread.
 pub struct RedbEngine {
-    db: Database,
+    shared: Arc<Shared>,
+}
+
+/// The database and its cached read snapshot, shared by the engine thread and the
+/// [`SharedReader`] that serves point reads on the callers' threads.
+struct Shared {
     file: PathBuf,
-    /// A read snapshot shared by point reads until the next write, so that a run of `get`s does
-    /// not begin one read transaction each. Only the engine thread touches it, and every write
-    /// drops it, so a read always sees every write acknowledged before it.
-    reader: RefCell<Option<Table>>,
+    /// The database, `None` once closed. Every use holds the read lock while it runs, and
+    /// [`Engine::close`] takes the write lock to remove it: the close waits for reads in progress,
+    /// and no copy of the reader left alive anywhere can keep the file (and redb's lock on it)
+    /// open afterwards; such a copy then fails with [`Error::Closed`].
+    db: RwLock<Option<Database>>,
+    /// Counts commits. The engine thread bumps it after each commit, before `write` returns (so
+    /// before the write is acknowledged): a cached snapshot of an older generation may miss an
+    /// acknowledged write, and is not used.
+    generation: AtomicU64,
+    /// A read snapshot shared by point reads until the next commit, so that a run of `get`s does
+    /// not begin one read transaction each. The engine drops it before each commit, as it would
+    /// only pin pages the commit could otherwise reuse.
+    snapshot: Mutex<Option<Snapshot>>,
+}
+
+/// A read snapshot of the table, as of commit `generation` (or later).
+struct Snapshot {
+    generation: u64,
+    table: Arc<Table>,
+}
+
+impl Shared {
+    /// Runs `f` on the database, or fails with [`Error::Closed`] once it is closed.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        // Nothing panics under the write guard (see `close`), so a poisoned lock still holds a
+        // valid slot.
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(Error::Closed),
+        }
+    }
+
+    fn snapshot_slot(&self) -> MutexGuard<'_, Option<Snapshot>> {
+        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the cached snapshot.
+    fn drop_snapshot(&self) {
+        let old = self.snapshot_slot().take();
+        // Dropped outside the lock: ending a read transaction takes redb's own locks.
+        drop(old);
+    }
+
+    /// Runs `f` on a read snapshot that holds every commit made before the call, from any thread.
+    fn read<T>(&self, what: &str, f: impl FnOnce(&Table) -> Result<T>) -> Result<T> {
+        let file = &self.file;
+        error::guard(what, file, || {
+            self.with_db(|db| {
+                // Loaded before the snapshot is looked up or taken: a snapshot taken after this
+                // load holds every commit counted in `generation`.
+                let generation = self.generation.load(Ordering::Acquire);
+                let cached = match self.snapshot_slot().as_ref() {
+                    Some(snapshot) if snapshot.generation == generation => {
+                        Some(snapshot.table.clone())
+                    }
+                    _ => None,
+                };
+                let table = match cached {
+                    Some(table) => table,
+                    None => {
+                        let txn = db.begin_read().map_err(|e| error::map(e, what, file))?;
+                        let table = Arc::new(
+                            txn.open_table(TABLE)
+                                .map_err(|e| error::map(e, what, file))?,
+                        );
+                        // Cached unless a commit came in the meantime (the next read would not
+                        // use it, and it would pin pages).
+                        if self.generation.load(Ordering::Acquire) == generation {
+                            let old = self.snapshot_slot().replace(Snapshot {
+                                generation,
+                                table: table.clone(),
+                            });
+                            drop(old);
+                        }
+                        table
+                    }
+                };
+                let result = f(&table);
+                if result.is_err() {
+                    // A failed read does not leave its snapshot for the next one.
+                    let mut slot = self.snapshot_slot();
+                    let old = match slot.as_ref() {
+                        Some(snapshot) if Arc::ptr_eq(&snapshot.table, &table) => slot.take(),
+                        _ => None,
+                    };
+                    drop(slot);
+                    drop(old);
+                }
+                result
+            })
+        })
+    }
+}
+
+impl SharedReader for Shared {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read("get", |table| lookup(table, key, &self.file))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        // One snapshot for all of them.
+        self.read("get", |table| {
+            keys.iter()
+                .map(|key| lookup(table, key, &self.file))
+                .collect()
+        })
+    }
 }
 
 impl RedbEngine {
@@ -110,13 +223,16 @@ impl RedbEngine {
             })
         })?;
         let engine = RedbEngine {
-            db,
-            file,
-            reader: RefCell::new(None),
+            shared: Arc::new(Shared {
+                file,
+                db: RwLock::new(Some(db)),
+                generation: AtomicU64::new(0),
+                snapshot: Mutex::new(None),
+            }),
         };
         // Create the table now, so that reads on an empty database find it.
         engine.commit("create table", |_| Ok(()))?;
-        tracing::debug!(file = %engine.file.display(), "redb opened");
+        tracing::debug!(file = %engine.shared.file.display(), "redb opened");
         Ok(engine)
     }
 
@@ -126,56 +242,36 @@ impl RedbEngine {
         what: &str,
         f: impl FnOnce(&mut redb::Table<&'static [u8], &'static [u8]>) -> Result<()>,
     ) -> Result<()> {
+        let shared = &self.shared;
         // The cached snapshot would only pin pages this commit could otherwise reuse.
-        self.reader.borrow_mut().take();
-        let file = &self.file;
-        error::guard(what, file, || {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| error::map(e, what, file))?;
-            // Immediate is redb's default; it is set here because crash durability rests on it:
-            // the commit fsyncs before returning. Dropping `txn` on an error aborts it.
-            txn.set_durability(Durability::Immediate)
-                .map_err(|e| error::map(e, what, file))?;
-            // After a crash the next leader opens this file; without quick repair redb walks the
-            // whole database to rebuild its allocator (failover time grew with the file: ~300 ms
-            // at 160 MB in the torture runs). Saving the allocator state with each commit keeps
-            // recovery near-constant; group commit amortises the extra cost.
-            txn.set_quick_repair(true);
-            {
-                let mut table = txn
-                    .open_table(TABLE)
+        shared.drop_snapshot();
+        let file = &shared.file;
+        let result = error::guard(what, file, || {
+            shared.with_db(|db| {
+                let mut txn = db.begin_write().map_err(|e| error::map(e, what, file))?;
+                // Immediate is redb's default; it is set here because crash durability rests on
+                // it: the commit fsyncs before returning. Dropping `txn` on an error aborts it.
+                txn.set_durability(Durability::Immediate)
                     .map_err(|e| error::map(e, what, file))?;
-                f(&mut table)?;
-            }
-            txn.commit().map_err(|e| error::map(e, what, file))
-        })
-    }
-
-    /// Runs `f` on the current read snapshot of the table.
-    fn read<T>(&self, what: &str, f: impl FnOnce(&Table) -> Result<T>) -> Result<T> {
-        let file = &self.file;
-        error::guard(what, file, || {
-            let mut reader = self.reader.borrow_mut();
-            let table = match reader.take() {
-                Some(table) => table,
-                None => {
-                    let txn = self
-                        .db
-                        .begin_read()
+                // After a crash the next leader opens this file; without quick repair redb walks
+                // the whole database to rebuild its allocator (failover time grew with the file:
+                // ~300 ms at 160 MB in the torture runs). Saving the allocator state with each
+                // commit keeps recovery near-constant; group commit amortises the extra cost.
+                txn.set_quick_repair(true);
+                {
+                    let mut table = txn
+                        .open_table(TABLE)
                         .map_err(|e| error::map(e, what, file))?;
-                    txn.open_table(TABLE)
-                        .map_err(|e| error::map(e, what, file))?
+                    f(&mut table)?;
                 }
-            };
-            let result = f(&table);
-            // Keep the snapshot for the next read unless the read failed.
-            if result.is_ok() {
-                *reader = Some(table);
-            }
-            result
-        })
+                txn.commit().map_err(|e| error::map(e, what, file))
+            })
+        });
+        // After the commit (failed or not: a snapshot taken during it is stale either way) and
+        // before `write` returns, hence before the engine thread acknowledges the write: reads
+        // issued after the acknowledgement take a snapshot that holds it.
+        shared.generation.fetch_add(1, Ordering::Release);
+        result
     }
 }
 
@@ -190,20 +286,19 @@ impl Engine for RedbEngine {
     type Iter<'a> = RedbIter<'a>;
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read("get", |table| lookup(table, key, &self.file))
+        self.shared.get(key)
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        // One snapshot for all of them.
-        self.read("get", |table| {
-            keys.iter()
-                .map(|key| lookup(table, key, &self.file))
-                .collect()
-        })
+        self.shared.get_many(keys)
+    }
+
+    fn shared_reader(&self) -> Option<Arc<dyn SharedReader>> {
+        Some(self.shared.clone())
     }
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
-        let file = &self.file;
+        let file = &self.shared.file;
         self.commit("write", |table| {
             for op in ops {
                 match op {
@@ -225,19 +320,20 @@ impl Engine for RedbEngine {
 
     fn iter<'a>(&'a self, range: &Range) -> Result<RedbIter<'a>> {
         // A fresh read transaction: the snapshot is the state after every acknowledged write.
-        let file = &self.file;
+        let file = &self.shared.file;
         let inner = error::guard("iterate", file, || {
-            let txn = self
-                .db
-                .begin_read()
-                .map_err(|e| error::map(e, "iterate", file))?;
-            let table = txn
-                .open_table(TABLE)
-                .map_err(|e| error::map(e, "iterate", file))?;
-            // The range owns its read transaction (reference counted), so it outlives both.
-            table
-                .range::<&[u8]>((range.lower(), range.upper()))
-                .map_err(|e| error::map(e, "iterate", file))
+            self.shared.with_db(|db| {
+                let txn = db
+                    .begin_read()
+                    .map_err(|e| error::map(e, "iterate", file))?;
+                let table = txn
+                    .open_table(TABLE)
+                    .map_err(|e| error::map(e, "iterate", file))?;
+                // The range owns its read transaction (reference counted), so it outlives both.
+                table
+                    .range::<&[u8]>((range.lower(), range.upper()))
+                    .map_err(|e| error::map(e, "iterate", file))
+            })
         })?;
         Ok(RedbIter {
             inner: Some(inner),
@@ -247,11 +343,22 @@ impl Engine for RedbEngine {
     }
 
     fn close(self) -> Result<()> {
-        let RedbEngine { db, file, reader } = self;
-        drop(reader);
-        let result = error::guard("close", &file, || {
-            db.close().map_err(|e| error::map(e, "close", &file))
-        });
+        let shared = &self.shared;
+        // Waits for shared reads in progress; later ones fail with `Closed`. The store has let go
+        // of its reader already, but a copy kept elsewhere must not hold the file open either.
+        let db = shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        shared.drop_snapshot();
+        let file = &shared.file;
+        let result = match db {
+            Some(db) => error::guard("close", file, || {
+                db.close().map_err(|e| error::map(e, "close", file))
+            }),
+            None => Ok(()),
+        };
         tracing::debug!(file = %file.display(), ok = result.is_ok(), "redb closed");
         result
     }

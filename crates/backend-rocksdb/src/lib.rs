@@ -9,6 +9,9 @@
 //!   flushed to the OS by every write, so an acknowledged write survives the crash of the
 //!   process; the `sync` open option adds an fsync, so it survives power loss too.
 //! - Iterators read an explicit RocksDB snapshot taken when they are created.
+//! - Point reads (`get`, `get_many`) run on the caller's thread, not the engine thread, through
+//!   a [`SharedReader`] (RocksDB's `DB` is thread-safe), so they never queue behind a write. A
+//!   write is visible to every reader once RocksDB's `Write` returns, before it is acknowledged.
 //! - RocksDB errors become typed [`rave_api::Error`]s; a corrupt database is an error, never a
 //!   panic.
 
@@ -18,9 +21,10 @@ mod error;
 mod iter;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use rave_api::engine_thread::{Engine, EngineStore};
-use rave_api::{Backend, BatchOp, Capabilities, OpenOptions, Range, Result};
+use rave_api::engine_thread::{Engine, EngineStore, SharedReader};
+use rave_api::{Backend, BatchOp, Capabilities, Error, OpenOptions, Range, Result};
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 
 use crate::error::Op;
@@ -72,9 +76,51 @@ impl Backend for RocksDbBackend {
 
 /// An open RocksDB database, driven from the engine thread.
 struct RocksEngine {
-    db: DB,
+    /// The engine's own handle. At close it is the last one (the reader's is taken first), so
+    /// dropping it closes the database and releases RocksDB's `LOCK`.
+    db: Arc<DB>,
+    reader: Arc<RocksReader>,
     write_options: WriteOptions,
     path: PathBuf,
+}
+
+/// Point reads from any thread.
+struct RocksReader {
+    /// The database, `None` once the engine closes. Reads hold the read lock while they run and
+    /// the close takes the write lock: it waits for them, and a copy of this reader kept past the
+    /// close cannot keep the database (and its `LOCK`) open; it fails with [`Error::Closed`].
+    db: RwLock<Option<Arc<DB>>>,
+    path: PathBuf,
+}
+
+impl RocksReader {
+    fn with_db<T>(&self, f: impl FnOnce(&DB) -> Result<T>) -> Result<T> {
+        // Nothing panics under the write guard, so a poisoned lock still holds a valid slot.
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        match db.as_deref() {
+            Some(db) => f(db),
+            None => Err(Error::Closed),
+        }
+    }
+}
+
+impl SharedReader for RocksReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with_db(|db| {
+            db.get(key)
+                .map_err(|e| error::map(&e, Op::Read, &self.path))
+        })
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        // One MultiGet call: RocksDB batches the lookups and reads them from a single view.
+        self.with_db(|db| {
+            db.multi_get(keys)
+                .into_iter()
+                .map(|value| value.map_err(|e| error::map(&e, Op::Read, &self.path)))
+                .collect()
+        })
+    }
 }
 
 impl RocksEngine {
@@ -94,7 +140,12 @@ impl RocksEngine {
         // With `sync`, RocksDB fsyncs the WAL before acknowledging: durable against power loss.
         write_options.set_sync(options.sync);
         tracing::debug!(path = %path.display(), sync = options.sync, "rocksdb opened");
+        let db = Arc::new(db);
         Ok(RocksEngine {
+            reader: Arc::new(RocksReader {
+                db: RwLock::new(Some(db.clone())),
+                path: path.clone(),
+            }),
             db,
             write_options,
             path,
@@ -106,18 +157,15 @@ impl Engine for RocksEngine {
     type Iter<'a> = RocksIter<'a>;
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db
-            .get(key)
-            .map_err(|e| error::map(&e, Op::Read, &self.path))
+        self.reader.get(key)
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        // One MultiGet call: RocksDB batches the lookups and reads them from a single view.
-        self.db
-            .multi_get(keys)
-            .into_iter()
-            .map(|value| value.map_err(|e| error::map(&e, Op::Read, &self.path)))
-            .collect()
+        self.reader.get_many(keys)
+    }
+
+    fn shared_reader(&self) -> Option<Arc<dyn SharedReader>> {
+        Some(self.reader.clone())
     }
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
@@ -138,6 +186,14 @@ impl Engine for RocksEngine {
     }
 
     fn close(self) -> Result<()> {
+        // Waits for shared reads in progress; later ones fail with `Closed`.
+        let shared = self
+            .reader
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(shared);
         // Without `sync`, acknowledged writes may still sit in the OS page cache; a clean close
         // makes them durable against power loss too, which costs one fsync.
         let flushed = self
@@ -147,9 +203,52 @@ impl Engine for RocksEngine {
         if let Err(e) = &flushed {
             tracing::warn!(path = %self.path.display(), error = %e, "rocksdb close: WAL sync failed");
         }
-        // Dropping the DB closes it and releases RocksDB's LOCK file.
-        drop(self.db);
-        tracing::debug!(path = %self.path.display(), "rocksdb closed");
-        flushed
+        // Dropping the last handle closes the DB and releases RocksDB's LOCK file. Iterators
+        // (which borrow the engine) are gone, and the reader's handle was taken above.
+        let closed = match Arc::try_unwrap(self.db) {
+            Ok(db) => {
+                drop(db);
+                Ok(())
+            }
+            Err(db) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    handles = Arc::strong_count(&db),
+                    "rocksdb close: the database is still in use"
+                );
+                Err(Error::other(format!(
+                    "rocksdb close {}: the database is still in use",
+                    self.path.display()
+                )))
+            }
+        };
+        tracing::debug!(path = %self.path.display(), ok = closed.is_ok(), "rocksdb closed");
+        flushed.and(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of the shared reader kept after the engine closed neither keeps the database (and
+    /// its `LOCK`) open nor reads a closed database: it fails with `Closed`.
+    #[test]
+    fn a_leftover_reader_does_not_hold_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let engine = RocksEngine::open(path.clone(), &OpenOptions::default()).unwrap();
+        engine.write(&[BatchOp::put("k", "v")]).unwrap();
+        let reader = engine.shared_reader().unwrap();
+        assert_eq!(reader.get(b"k").unwrap(), Some(b"v".to_vec()));
+        engine.close().unwrap();
+        assert!(matches!(reader.get(b"k"), Err(Error::Closed)));
+        assert!(matches!(
+            reader.get_many(&[b"k".to_vec()]),
+            Err(Error::Closed)
+        ));
+        let engine = RocksEngine::open(path, &OpenOptions::default()).unwrap();
+        assert_eq!(engine.get(b"k").unwrap(), Some(b"v".to_vec()));
+        engine.close().unwrap();
     }
 }

@@ -11,7 +11,9 @@
 //! - Errors are one enum, [`Error`], whose [`ErrorKind`] is stable across versions and processes.
 //!
 //! Engines are blocking libraries. [`engine_thread`] runs one on a dedicated thread (never on the
-//! async runtime's workers) and coalesces concurrent writes into one engine commit.
+//! async runtime's workers) and coalesces concurrent writes into one engine commit; an engine
+//! whose point reads are thread-safe can serve them on the caller's thread instead
+//! ([`engine_thread::SharedReader`]).
 
 mod backend;
 mod batch;

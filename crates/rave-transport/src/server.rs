@@ -3,11 +3,13 @@
 //! [`serve`] runs the accept loop of a unix socket; [`serve_connection`] runs one connection
 //! (any byte stream, so tests can use a socket pair). Each connection:
 //! - must complete the handshake within [`Limits::handshake_timeout`];
-//! - runs one task per request (pipelining: replies go out as they finish, in any order) and
-//!   stops reading its socket while [`Limits::max_in_flight`] requests are running;
+//! - answers at once, on the connection's own task, every request the store can answer without
+//!   waiting (point reads of an engine with concurrent readers, pings), and runs one task per
+//!   request that must wait (pipelining: replies go out as they finish, in any order); it stops
+//!   reading its socket while [`Limits::max_in_flight`] request tasks are running;
 //! - runs one task per open iterator, which never sends more entries than the follower granted;
-//! - writes every frame through one writer task, over a bounded channel, so a follower that
-//!   stops reading stalls only its own connection, in bounded memory;
+//! - writes every frame itself (tasks hand theirs over a bounded channel), one flush per burst,
+//!   so a follower that stops reading stalls only its own connection, in bounded memory;
 //! - ends every task it started when it ends, whether the follower left, broke the protocol, or
 //!   the connection future was dropped (the tasks live in a [`JoinSet`], which aborts them on
 //!   drop).
@@ -19,17 +21,20 @@
 //! without any extra tokio-util feature).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use rave_api::{Entry, Error, ErrorKind, KvIterator, KvStore, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
@@ -157,24 +162,22 @@ where
     }
 
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
-    let fatal = Arc::new(Fatal::default());
-    let writer_task = AbortOnDrop(tokio::spawn(write_frames(out_rx, writer, fatal.clone())));
-    let permits = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let ctx = Arc::new(Ctx {
         store,
         limits,
         out,
-        fatal,
+        fatal: Arc::new(Fatal::default()),
     });
     let mut conn = Connection {
         ctx,
+        out_rx,
         tasks: JoinSet::new(),
         iters: HashMap::new(),
         iter_tasks: HashMap::new(),
-        permits,
+        running_requests: 0,
     };
-    let outcome = conn.run(&mut reader).await;
-    conn.finish(&outcome, writer_task).await;
+    let outcome = conn.run(&mut reader, &mut writer).await;
+    conn.finish(&outcome, writer).await;
     outcome
 }
 
@@ -257,39 +260,6 @@ fn is_truncated_frame(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Other && e.to_string() == "bytes remaining on stream"
 }
 
-/// Writes queued frames, batching what is already queued into one flush. Ends when every
-/// sender is gone (after closing the write side, so the peer sees EOF) or the socket fails.
-async fn write_frames<W: AsyncWrite + Unpin>(
-    mut rx: mpsc::Receiver<Bytes>,
-    mut writer: FramedWrite<W, LengthDelimitedCodec>,
-    fatal: Arc<Fatal>,
-) {
-    let result: std::io::Result<()> = async {
-        while let Some(frame) = rx.recv().await {
-            writer.feed(frame).await?;
-            while let Ok(frame) = rx.try_recv() {
-                writer.feed(frame).await?;
-            }
-            SinkExt::<Bytes>::flush(&mut writer).await?;
-        }
-        SinkExt::<Bytes>::close(&mut writer).await
-    }
-    .await;
-    if let Err(e) = result {
-        // The connection is unusable: make the reader side stop too.
-        fatal.raise(Error::io("write to a follower", &e));
-    }
-}
-
-/// Aborts a task when dropped, so that no task outlives the connection that started it.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The reason a connection must end now (the store is closing, the socket failed), raised by
 /// any of its tasks and seen by its read loop.
 #[derive(Default)]
@@ -369,29 +339,69 @@ struct IterHandle {
     abort: AbortHandle,
 }
 
+/// A request's work as a future that owns what it needs, so it can run inline or in a task.
+type RequestFuture = Pin<Box<dyn Future<Output = Result<Reply>> + Send>>;
+
+/// One connection, run by one task: it reads requests, answers those the store answers at once
+/// (a point read on an engine with concurrent readers, a ping) without spawning anything, and
+/// writes every frame itself, flushing once per batch of frames read. Only requests that must
+/// wait (writes, reads queued on an engine thread) and iterators get tasks of their own, whose
+/// frames come back through `out_rx`. Every thread hand-off costs tens of microseconds on an
+/// idle machine, so the common path has none beyond the socket itself.
 struct Connection {
     ctx: Arc<Ctx>,
+    /// Frames from the request and iterator tasks.
+    out_rx: mpsc::Receiver<Bytes>,
     /// Every request and iterator task of this connection; dropping it aborts them all.
     tasks: JoinSet<()>,
     iters: HashMap<u64, IterHandle>,
     /// Which iterator each iterator task serves, to forget it when the task ends.
     iter_tasks: HashMap<tokio::task::Id, u64>,
-    permits: Arc<Semaphore>,
+    /// Request tasks running (not iterator tasks): reading stops at [`Limits::max_in_flight`].
+    running_requests: usize,
+}
+
+fn write_error(e: &std::io::Error) -> Error {
+    Error::io("write to a follower", e)
 }
 
 impl Connection {
     /// The read loop. Returns how the connection ended.
-    async fn run<S>(&mut self, reader: &mut Reader<S>) -> Result<()>
+    async fn run<S>(&mut self, reader: &mut Reader<S>, writer: &mut Writer<S>) -> Result<()>
     where
-        S: AsyncRead,
+        S: AsyncRead + AsyncWrite,
     {
         let fatal = self.ctx.fatal.clone();
-        let mut permit: Option<OwnedSemaphorePermit> = None;
+        let max_in_flight = self.ctx.limits.max_in_flight.max(1);
         loop {
+            let may_read = self.running_requests < max_in_flight;
+            let must_flush = !writer.write_buffer().is_empty();
             tokio::select! {
+                // Order matters: frames already read are answered before the socket is flushed,
+                // so a pipelined burst leaves in one write.
                 biased;
                 _ = fatal.token.cancelled() => {
                     return Err(fatal.reason());
+                }
+                Some(frame) = self.out_rx.recv() => {
+                    writer.feed(frame).await.map_err(|e| write_error(&e))?;
+                }
+                // Backpressure: at the in-flight limit, stop reading until a request ends.
+                frame = reader.next(), if may_read => {
+                    let frame = match frame {
+                        None => return Ok(()),
+                        Some(Ok(frame)) => frame,
+                        // A follower that exits with replies unread resets the socket: it left.
+                        Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return Ok(());
+                        }
+                        Some(Err(e)) => return Err(read_error(&e)),
+                    };
+                    let message = wire::decode::<ClientMessage>(&frame)?;
+                    self.handle(message, writer).await?;
+                }
+                flushed = SinkExt::<Bytes>::flush(writer), if must_flush => {
+                    flushed.map_err(|e| write_error(&e))?;
                 }
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     let id = match joined {
@@ -403,47 +413,55 @@ impl Connection {
                             e.id()
                         }
                     };
-                    if let Some(iter) = self.iter_tasks.remove(&id) {
-                        self.iters.remove(&iter);
-                    }
-                }
-                // Backpressure: no permit, no reading.
-                acquired = self.permits.clone().acquire_owned(), if permit.is_none() => {
-                    match acquired {
-                        Ok(p) => permit = Some(p),
-                        Err(_) => return Err(Error::Closed),
-                    }
-                }
-                frame = reader.next(), if permit.is_some() => {
-                    let frame = match frame {
-                        None => return Ok(()),
-                        Some(Ok(frame)) => frame,
-                        // A follower that exits with replies unread resets the socket: it left.
-                        Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                            return Ok(());
+                    match self.iter_tasks.remove(&id) {
+                        Some(iter) => {
+                            self.iters.remove(&iter);
                         }
-                        Some(Err(e)) => return Err(read_error(&e)),
-                    };
-                    let message = wire::decode::<ClientMessage>(&frame)?;
-                    self.handle(message, &mut permit)?;
+                        None => self.running_requests = self.running_requests.saturating_sub(1),
+                    }
                 }
             }
         }
     }
 
-    fn handle(
-        &mut self,
-        message: ClientMessage,
-        permit: &mut Option<OwnedSemaphorePermit>,
-    ) -> Result<()> {
+    /// Spawns a task that is not an iterator (it counts against the in-flight limit).
+    fn spawn_request(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.running_requests += 1;
+        let handle = self.tasks.spawn(task);
+        // A task aborted before it ran still ends through `join_next_with_id`.
+        drop(handle);
+    }
+
+    async fn handle<S>(&mut self, message: ClientMessage, writer: &mut Writer<S>) -> Result<()>
+    where
+        S: AsyncWrite,
+    {
         match message {
             ClientMessage::Request { id, op } => {
-                let ctx = self.ctx.clone();
-                let permit = permit.take();
-                self.tasks.spawn(async move {
-                    run_request(&ctx, id, op).await;
-                    drop(permit);
-                });
+                let mut work: RequestFuture = Box::pin(execute(self.ctx.store.clone(), op));
+                // One poll without a waker: a store that can answer now (a concurrent point
+                // read, a ping) does, and the reply is written here. Anything else moves to a
+                // task, which polls it again with a real waker (every future allows that).
+                let first_poll = {
+                    let mut noop = Context::from_waker(futures::task::noop_waker_ref());
+                    work.as_mut().poll(&mut noop)
+                };
+                match first_poll {
+                    Poll::Ready(result) => {
+                        if let Some(frame) = reply_frame(&self.ctx, id, result) {
+                            writer.feed(frame).await.map_err(|e| write_error(&e))?;
+                        }
+                    }
+                    Poll::Pending => {
+                        let ctx = self.ctx.clone();
+                        self.spawn_request(async move {
+                            let result = work.await;
+                            if let Some(frame) = reply_frame(&ctx, id, result) {
+                                ctx.send(frame).await;
+                            }
+                        });
+                    }
+                }
             }
             ClientMessage::IterOpen {
                 iter,
@@ -453,24 +471,19 @@ impl Connection {
                 if self.iters.contains_key(&iter) {
                     return Err(Error::protocol(format!("iterator {iter} is already open")));
                 }
-                let ctx = self.ctx.clone();
                 if self.iters.len() >= self.ctx.limits.max_in_flight.max(1) {
-                    let limit = self.ctx.limits.max_in_flight;
-                    let permit = permit.take();
-                    self.tasks.spawn(async move {
-                        let error = WireError {
-                            kind: ErrorKind::InvalidArgument,
-                            message: format!(
-                                "too many open iterators on one connection (limit {limit})"
-                            ),
-                        };
-                        if let Ok(frame) = wire::encode(&ServerMessage::IterError { iter, error }) {
-                            ctx.send(frame).await;
-                        }
-                        drop(permit);
-                    });
+                    let error = WireError {
+                        kind: ErrorKind::InvalidArgument,
+                        message: format!(
+                            "too many open iterators on one connection (limit {})",
+                            self.ctx.limits.max_in_flight
+                        ),
+                    };
+                    let frame = wire::encode(&ServerMessage::IterError { iter, error })?;
+                    writer.feed(frame).await.map_err(|e| write_error(&e))?;
                     return Ok(());
                 }
+                let ctx = self.ctx.clone();
                 let state = Arc::new(Credit::default());
                 state.grant(credit);
                 let task_credit = state.clone();
@@ -506,36 +519,52 @@ impl Connection {
         Ok(())
     }
 
-    /// Ends every task, then lets the writer flush what is queued (a final `Refused` on a
-    /// protocol error) for a bounded time before the socket is dropped.
-    async fn finish(mut self, outcome: &Result<()>, mut writer: AbortOnDrop) {
+    /// Ends every task, then writes what is already queued (replies that were ready, a final
+    /// `Refused` on a protocol error) for a bounded time before the socket is dropped.
+    async fn finish<S>(mut self, outcome: &Result<()>, mut writer: Writer<S>)
+    where
+        S: AsyncWrite,
+    {
         self.tasks.shutdown().await;
+        let mut frames = Vec::new();
+        while let Ok(frame) = self.out_rx.try_recv() {
+            frames.push(frame);
+        }
         if let Err(e) = outcome
             && e.kind() == ErrorKind::Protocol
             && let Ok(frame) = wire::encode(&ServerMessage::Refused {
                 message: e.to_string(),
             })
         {
-            let _ = self.ctx.out.try_send(frame);
+            frames.push(frame);
         }
-        // The writer ends once the last sender (ours) is gone.
-        drop(self);
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut writer.0).await;
+        let flushed = tokio::time::timeout(FLUSH_TIMEOUT, async {
+            if outcome.as_ref().is_err_and(|e| e.kind() == ErrorKind::Io) {
+                // The socket already failed: nothing more will get through.
+                return;
+            }
+            for frame in frames {
+                if writer.feed(frame).await.is_err() {
+                    return;
+                }
+            }
+            let _ = SinkExt::<Bytes>::close(&mut writer).await;
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::debug!("a follower did not read its last frames in time");
+        }
     }
 }
 
-/// Runs one request and queues its reply.
-async fn run_request(ctx: &Ctx, id: u64, op: Op) {
-    let result = AssertUnwindSafe(execute(&*ctx.store, op))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(Error::other("the store panicked")));
+/// Encodes a request's reply; `None` when there is nothing to send: the store is closing (the
+/// connection then closes without a reply, and the follower re-elects and retries).
+fn reply_frame(ctx: &Ctx, id: u64, result: Result<Reply>) -> Option<Bytes> {
     if let Err(e) = &result
         && e.kind() == ErrorKind::Closed
     {
-        // The leader is closing: no reply, close the connection, the follower re-elects.
         ctx.fatal.raise(Error::Closed);
-        return;
+        return None;
     }
     let message = ServerMessage::Response {
         id,
@@ -553,23 +582,30 @@ async fn run_request(ctx: &Ctx, id: u64, op: Op) {
         }),
         Err(e) => Err(WireError::from(&e)),
     };
-    let frame = match frame {
-        Ok(frame) => frame,
+    match frame {
+        Ok(frame) => Some(frame),
         Err(error) => match wire::encode(&ServerMessage::Response {
             id,
             result: Err(error),
         }) {
-            Ok(frame) => frame,
+            Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an error reply");
-                return;
+                None
             }
         },
-    };
-    ctx.send(frame).await;
+    }
 }
 
-async fn execute(store: &dyn KvStore, op: Op) -> Result<Reply> {
+/// A request's work, panics included (reported as an error reply, not a dead connection).
+async fn execute(store: Arc<dyn KvStore>, op: Op) -> Result<Reply> {
+    AssertUnwindSafe(execute_op(&*store, op))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Error::other("the store panicked")))
+}
+
+async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
     match op {
         Op::Get { key } => store.get(&key).await.map(Reply::Value),
         Op::GetMany { keys } => store.get_many(&keys).await.map(Reply::Values),

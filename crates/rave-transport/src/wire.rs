@@ -72,6 +72,12 @@ pub struct Limits {
     /// it the server stops reading that socket until some finish. The same number caps the
     /// iterators open at once on one connection.
     pub max_in_flight: usize,
+    /// How long a client call, or an iterator waiting for its next chunk, waits for the leader
+    /// before failing with [`rave_api::ErrorKind::Timeout`] (default: `None`, forever). One
+    /// watchdog task per connection enforces it (a call may wait up to an eighth longer), so
+    /// calls arm no timer of their own. A leader that is stopped (SIGSTOP) but keeps its socket
+    /// open is only noticed this way.
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -83,6 +89,7 @@ impl Default for Limits {
             chunk_bytes: 1 << 20,
             iter_window: 512,
             max_in_flight: 1024,
+            call_timeout: None,
         }
     }
 }

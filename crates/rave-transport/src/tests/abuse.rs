@@ -391,3 +391,65 @@ async fn a_lying_leader_costs_the_connection_not_a_panic() {
     );
     bounded(fake).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_leader_times_calls_and_iterators_out_and_the_connection_survives() {
+    let limits = Limits {
+        call_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    };
+    let (a, b) = UnixStream::pair().unwrap();
+    let codec = limits.codec();
+    // A leader that shakes hands, then reads everything and answers nothing until told to.
+    let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let fake = tokio::spawn(async move {
+        let mut framed = Framed::new(b, codec);
+        assert!(matches!(
+            next_request(&mut framed).await,
+            Some(ClientMessage::Hello { .. })
+        ));
+        reply(
+            &mut framed,
+            ServerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                epoch: 1,
+                pid: 1,
+            },
+        )
+        .await;
+        loop {
+            tokio::select! {
+                request = next_request(&mut framed) => if request.is_none() { break },
+                Some(()) = answer_rx.recv() => {
+                    // Answer the next ping, to show the connection still works.
+                    while let Some(request) = next_request(&mut framed).await {
+                        if let ClientMessage::Request { id, op: Op::Ping } = request {
+                            reply(&mut framed, ServerMessage::Response { id, result: Ok(Reply::Done) }).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let (client, _) = bounded(Client::connect(a, limits)).await.unwrap();
+    let started = Instant::now();
+    let err = bounded(client.get(b"k")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    let err = bounded(client.open_iterator(Range::all()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    // Many calls at once all time out; none hangs.
+    let calls = (0..20).map(|_| client.put(b"k", b"v"));
+    for result in bounded(futures::future::join_all(calls)).await {
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Timeout);
+    }
+    assert!(client.is_connected());
+    answer_tx.send(()).unwrap();
+    bounded(client.ping()).await.unwrap();
+    drop(client);
+    bounded(fake).await.unwrap();
+}

@@ -55,7 +55,8 @@ fn memory() -> rave_api::engine_thread::EngineStore {
 /// - `!hang`: never answers;
 /// - `!fail`: a corruption error;
 /// - `!closed`: the `Closed` error of a store that is shutting down;
-/// - `!panic`: panics.
+/// - `!panic`: panics;
+/// - `!task`: answers at once with the id of the tokio task that polled it.
 struct TestStore {
     inner: rave_api::engine_thread::EngineStore,
     live_iters: Arc<AtomicUsize>,
@@ -86,6 +87,7 @@ impl KvStore for TestStore {
             b"!fail" => Err(Error::corruption("bad block")),
             b"!closed" => Err(Error::Closed),
             b"!panic" => panic!("test store panics on purpose"),
+            b"!task" => Ok(Some(format!("{:?}", tokio::task::try_id()).into_bytes())),
             _ => self.inner.get(key).await,
         }
     }

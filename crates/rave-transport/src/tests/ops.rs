@@ -152,6 +152,45 @@ async fn the_server_runs_many_requests_at_once() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_the_store_answers_at_once_run_on_the_connection_task() {
+    let (client, _server) = pair_with(TestStore::new(), &Limits::default()).await;
+    let first = bounded(client.get(b"!task")).await.unwrap().unwrap();
+    // Same task every time: no task was spawned per request (a spawned one has a new id).
+    for _ in 0..20 {
+        assert_eq!(bounded(client.get(b"!task")).await.unwrap().unwrap(), first);
+    }
+    // A request that must wait still runs beside them.
+    let slow = client.get(b"!slow");
+    let quick = client.get(b"!task");
+    let (slow, quick) = bounded(futures::future::join(slow, quick)).await;
+    assert_eq!(slow.unwrap(), Some(b"slow".to_vec()));
+    assert_eq!(quick.unwrap().unwrap(), first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_the_socket_buffer_stay_whole_and_in_order() {
+    // Each put is bigger than a unix socket's buffer, so callers' direct writes stop part-way and
+    // the flusher finishes them while other callers queue behind: nothing may interleave.
+    let store = TestStore::new();
+    let (client, _server) = pair_with(store.clone(), &Limits::default()).await;
+    let puts = (0..24u8).map(|i| {
+        let client = client.clone();
+        async move {
+            let value = vec![i; 700_000 + usize::from(i)];
+            client.put(&[b'k', i], &value).await
+        }
+    });
+    for result in bounded(futures::future::join_all(puts)).await {
+        result.unwrap();
+    }
+    for i in 0..24u8 {
+        let value = bounded(client.get(&[b'k', i])).await.unwrap().unwrap();
+        assert_eq!(value.len(), 700_000 + usize::from(i));
+        assert!(value.iter().all(|&b| b == i));
+    }
+}
+
 #[tokio::test]
 async fn in_flight_limit_applies_backpressure_without_deadlock() {
     let store = TestStore::new();
