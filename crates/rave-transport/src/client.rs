@@ -444,11 +444,16 @@ impl Handle {
 struct PendingGuard<'a> {
     shared: &'a Shared,
     id: u64,
+    /// Cleared once the reply (or the connection's end) came: whoever sent it removed the entry,
+    /// so the drop need not take the lock again.
+    armed: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared.lock().pending.remove(&self.id);
+        if self.armed {
+            self.shared.lock().pending.remove(&self.id);
+        }
     }
 }
 
@@ -604,12 +609,16 @@ impl Client {
                 },
             );
         }
-        let _guard = PendingGuard {
+        let mut guard = PendingGuard {
             shared: &handle.shared,
             id,
+            armed: true,
         };
         handle.send(&frame)?;
-        match rx.await {
+        let replied = rx.await;
+        // The sender of the reply (the reader, the watchdog or `end`) removed the entry first.
+        guard.armed = false;
+        match replied {
             Ok(result) => result,
             Err(_) => Err(handle.shared.status_error()),
         }
