@@ -1,7 +1,9 @@
 //! P1 to P3: a follower's `get`, against a raw unix-socket ping-pong and against Redis.
 //!
 //! One leader process holds the data; this process follows it. Each run measures, back to back:
-//! sequential gets through the follower (P1 latency, P2 throughput), the raw ping-pong with the
+//! sequential gets through the follower from a task of the runtime, where server code calls
+//! rave from (P1 latency, P2 throughput; the same from the `block_on` thread is a breakdown
+//! row), the raw ping-pong with the
 //! same request and reply sizes (P1 baseline), the same ping-pong on tokio (information: the
 //! runtime's share), `redis-benchmark -c 1 -P 1` (P2 baseline), 32 gets in flight on one handle
 //! (P3) and `redis-benchmark -c 1 -P 32` (P3 baseline).
