@@ -135,18 +135,28 @@ impl Core {
 
     /// Runs `op` on the current store, re-electing and retrying when the leader is lost (as the
     /// options say).
+    ///
+    /// `op` should call the store as `(*store).get(..)`: `store.get(..)` would go through the
+    /// blanket `KvStore for Arc<S>` impl, one more boxed future per operation.
     pub async fn run<T, Fut>(&self, op: impl Fn(Arc<dyn KvStore>) -> Fut) -> Result<T>
     where
         Fut: Future<Output = Result<T>>,
     {
         loop {
-            let ticket = self.acquire().await?;
+            let Ticket {
+                store,
+                generation,
+                _turn: turn,
+                ..
+            } = self.acquire().await?;
             // A follower's wait for its leader is bounded by `op_timeout` inside the client
             // (one watchdog per connection; see `try_follow`).
-            let result = op(ticket.store.clone()).await;
+            let result = op(store).await;
+            // The next queued operation may start only now.
+            drop(turn);
             match result {
                 Err(Error::LeaderLost) => {
-                    self.lost(ticket.generation);
+                    self.lost(generation);
                     if self.is_closed() {
                         return Err(Error::Closed);
                     }

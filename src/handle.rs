@@ -151,30 +151,30 @@ fn prepare_dir(path: &Path, options: &RaveOptions) -> Result<std::path::PathBuf>
 #[async_trait]
 impl<B: Backend> KvStore for Rave<B> {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.core.run(|s| async move { s.get(key).await }).await
+        self.core.run(|s| async move { (*s).get(key).await }).await
     }
 
     async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         self.core
-            .run(|s| async move { s.get_many(keys).await })
+            .run(|s| async move { (*s).get_many(keys).await })
             .await
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.core
-            .run(|s| async move { s.put(key, value).await })
+            .run(|s| async move { (*s).put(key, value).await })
             .await
     }
 
     async fn del(&self, key: &[u8]) -> Result<()> {
-        self.core.run(|s| async move { s.del(key).await }).await
+        self.core.run(|s| async move { (*s).del(key).await }).await
     }
 
     async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
         self.core
             .run(|s| {
                 let ops = ops.clone();
-                async move { s.batch(ops).await }
+                async move { (*s).batch(ops).await }
             })
             .await
     }
@@ -189,7 +189,7 @@ impl<B: Backend> KvStore for Rave<B> {
         self.core
             .run(|s| {
                 let range = range.clone();
-                async move { s.clear(range).await }
+                async move { (*s).clear(range).await }
             })
             .await
     }

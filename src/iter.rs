@@ -56,7 +56,7 @@ impl ResumingIter {
 async fn open_on_leader(core: &Core, range: Range) -> Result<Box<dyn KvIterator>> {
     core.run(|store| {
         let range = range.clone();
-        async move { store.iterator(range).await }
+        async move { (*store).iterator(range).await }
     })
     .await
 }
