@@ -34,7 +34,8 @@ per_engine!(
 /// buffered beyond what the user consumed, and has to go back to the leader often.
 fn small_window() -> RaveOptions {
     let mut options = RaveOptions::default();
-    options.limits.iter_window = 4;
+    // A few entries' worth of bytes.
+    options.limits.iter_window_bytes = 160;
     options
 }
 
@@ -234,10 +235,12 @@ fn show(entries: &[Entry]) -> Vec<String> {
 /// How the leader dies under an iterator.
 #[derive(Clone, Copy, Debug)]
 enum Kill {
-    /// Window of 4: the iterator has entries buffered but not consumed when the leader dies.
+    /// A window of a few entries: the iterator has entries buffered but not consumed when the
+    /// leader dies.
     Buffered,
-    /// Window of 1, and the leader is stopped before the last entry is consumed: at the kill
-    /// nothing is buffered, so the iterator resumes right after the last entry it handed out.
+    /// A window of one byte (one entry at a time), and the leader is stopped before the last
+    /// entry is consumed: at the kill nothing is buffered, so the iterator resumes right after
+    /// the last entry it handed out.
     Exact,
 }
 
@@ -261,8 +264,10 @@ async fn resume_once<B: Engine>(
     let dir = tmp.path();
     let mut leader = start_leader::<B>(dir).await;
     let mut options = RaveOptions::default();
-    options.limits.iter_window = match kill {
-        Kill::Buffered => 4,
+    options.limits.iter_window_bytes = match kill {
+        // A few entries' worth of bytes.
+        Kill::Buffered => 160,
+        // One byte: exactly one entry in flight at a time (the overdraft rule).
         Kill::Exact => 1,
     };
     let (db, role) = open_handle::<B>(dir, options).await;

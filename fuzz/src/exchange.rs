@@ -11,7 +11,8 @@
 // - `Welcome` comes first or not at all, and only after a valid `Hello`; nothing follows
 //   `Refused`;
 // - a `Response` answers a request id that was sent (no more often than it was sent);
-// - an iterator never receives more entries than were granted to its id; for an id opened once,
+// - an iterator never receives an entry once what it received costs its credit (bytes of
+//   `wire::entry_cost`; one entry of overdraft); for an id opened once,
 //   keys are in the range, strictly ordered, within the limit, and nothing follows its end;
 // - a follower that spoke the protocol correctly gets an answer to every request and a clean
 //   `Ok(())` when it leaves;
@@ -92,11 +93,13 @@ pub fn is_clean(steps: &[Wire], limits: &Limits) -> bool {
     })
 }
 
-/// What one iterator id has been granted and has received.
+/// What one iterator id has been granted (bytes of `entry_cost`) and has received (entries,
+/// and what they cost).
 #[derive(Default)]
 struct IterBook {
     opened: u32,
     granted: u64,
+    spent: u64,
     received: u64,
     range: Option<Range>,
     last_key: Option<Vec<u8>>,
@@ -160,13 +163,18 @@ impl Book {
                 let Some(book) = book else {
                     panic!("chunk of iterator {iter}, which was never opened");
                 };
+                // An entry may go out only while what was sent before it costs less than the
+                // credit (one entry of overdraft).
+                for entry in entries {
+                    assert!(
+                        book.spent < book.granted,
+                        "iterator {iter}: an entry sent with {} bytes spent of {} granted",
+                        book.spent,
+                        book.granted
+                    );
+                    book.spent += wire::entry_cost(entry);
+                }
                 book.received += entries.len() as u64;
-                assert!(
-                    book.received <= book.granted,
-                    "iterator {iter}: {} entries received, {} granted",
-                    book.received,
-                    book.granted
-                );
                 if book.opened == 1 {
                     assert!(!book.ended, "iterator {iter}: a chunk after its end");
                     let range = book.range.clone().unwrap_or_else(Range::all);
@@ -549,7 +557,7 @@ pub async fn follower_session(data: Vec<u8>) {
     });
     let limits = Limits {
         max_frame: 4096,
-        iter_window: 4,
+        iter_window_bytes: 100,
         ..Limits::default()
     };
     let calls = async {

@@ -85,7 +85,7 @@ impl LimitsChoice {
             handshake_timeout: Duration::from_secs(30),
             chunk_entries: [1, 3, 256][usize::from(self.chunk_entries % 3)],
             chunk_bytes: [1, 64, 1 << 20][usize::from(self.chunk_bytes % 3)],
-            iter_window: 512,
+            iter_window_bytes: 1 << 20,
             max_in_flight: [1, 2, 16][usize::from(self.in_flight % 3)],
             call_timeout: None,
         }

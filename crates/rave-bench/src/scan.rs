@@ -14,8 +14,8 @@ use crate::engines::{EngineName, with_engine};
 use crate::helper::scan_all;
 use crate::report::{Figure, Target};
 
-/// The iterator window of the diagnostic follower (entries granted ahead).
-const WIDE_WINDOW: u32 = 4096;
+/// The iterator window of the diagnostic follower, in bytes (8× the default).
+const WIDE_WINDOW: u32 = 8 << 20;
 
 /// How long one scan may take.
 const SCAN_LIMIT: Duration = Duration::from_secs(600);
@@ -53,7 +53,7 @@ async fn measure_with<B: Backend + Default>(
     }
     // A second follower with a wider iterator window: how much the default window bounds P7.
     let mut wide_options = RaveOptions::default();
-    wide_options.limits.iter_window = WIDE_WINDOW;
+    wide_options.limits.iter_window_bytes = WIDE_WINDOW;
     let wide = Rave::<B>::open(&dir, wide_options)?;
     wide.ready().await?;
     let expected = sizes.scan_entries as u64;
@@ -101,15 +101,15 @@ async fn measure_with<B: Backend + Default>(
         .target(Target::ratio_at_least(0.5)),
         Figure::new(
             "P7·d",
-            format!("scan, follower iterator window {WIDE_WINDOW}"),
+            format!("scan, follower iterator window {} MiB", WIDE_WINDOW >> 20),
             "entries/s",
         )
         .higher_is_better()
         .subject(
             format!(
-                "through a follower opened with `limits.iter_window = {WIDE_WINDOW}` \
+                "through a follower opened with `limits.iter_window_bytes = {WIDE_WINDOW}` \
                  (default {})",
-                rave_transport::Limits::default().iter_window
+                rave_transport::Limits::default().iter_window_bytes
             ),
             through_wide,
         )

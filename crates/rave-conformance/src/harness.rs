@@ -22,6 +22,23 @@ pub trait Harness: Send + Sync {
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>>;
 }
 
+/// What the engine contract ([`crate::backend_suite!`]) runs against: an engine opened
+/// directly, with no rave layer in between, with any [`OpenOptions`].
+///
+/// The contract is about the directory an engine owns (open options, files that are not a
+/// database, other engines' directories, a second open while the first is open), so it does
+/// not apply to rave handles, where a second open becomes a follower.
+/// [`BackendHarness`] is the direct harness of any [`Backend`].
+#[async_trait]
+pub trait DirectHarness: Harness {
+    /// The name the engine records in its directory ([`Backend::name`]), e.g. `"redb"`.
+    fn engine(&self) -> &str;
+
+    /// Opens, or creates, the database in directory `path` with `options`, like
+    /// [`Backend::open`].
+    async fn open_with(&self, path: &Path, options: &OpenOptions) -> Result<Box<dyn KvStore>>;
+}
+
 #[async_trait]
 impl<H: Harness + ?Sized> Harness for Box<H> {
     fn name(&self) -> String {
@@ -96,8 +113,19 @@ impl<B: Backend> Harness for BackendHarness<B> {
     }
 
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
+        self.open_with(path, &self.options).await
+    }
+}
+
+#[async_trait]
+impl<B: Backend> DirectHarness for BackendHarness<B> {
+    fn engine(&self) -> &str {
+        self.backend.name()
+    }
+
+    async fn open_with(&self, path: &Path, options: &OpenOptions) -> Result<Box<dyn KvStore>> {
         let backend = Arc::clone(&self.backend);
-        let options = self.options.clone();
+        let options = options.clone();
         let path = path.to_path_buf();
         let store = tokio::task::spawn_blocking(move || backend.open(&path, &options))
             .await

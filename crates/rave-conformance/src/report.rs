@@ -2,8 +2,9 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
-use crate::{Harness, Outcome, Test};
+use crate::{BackendTest, DirectHarness, Harness, Outcome, Test, TestResult};
 
 /// The longest one test may take before it fails as hung.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -87,8 +88,18 @@ impl std::fmt::Display for Report {
 /// Runs one test against `harness`, turning a panic or a hang (past two minutes) into a
 /// failure.
 pub async fn run_test(harness: &dyn Harness, test: Test) -> TestReport {
+    guarded(test.name, test.run(harness)).await
+}
+
+/// Runs one test of the engine contract against `harness`, turning a panic or a hang (past two
+/// minutes) into a failure.
+pub async fn run_backend_test(harness: &dyn DirectHarness, test: BackendTest) -> TestReport {
+    guarded(test.name, test.run(harness)).await
+}
+
+async fn guarded(name: &'static str, run: BoxFuture<'_, TestResult>) -> TestReport {
     let start = Instant::now();
-    let run = AssertUnwindSafe(test.run(harness)).catch_unwind();
+    let run = AssertUnwindSafe(run).catch_unwind();
     let result = match tokio::time::timeout(TEST_TIMEOUT, run).await {
         Ok(Ok(Ok(outcome))) => Ok(outcome),
         Ok(Ok(Err(failure))) => Err(failure.to_string()),
@@ -96,7 +107,7 @@ pub async fn run_test(harness: &dyn Harness, test: Test) -> TestReport {
         Err(_) => Err(format!("did not finish within {TEST_TIMEOUT:?}")),
     };
     TestReport {
-        name: test.name,
+        name,
         result,
         elapsed: start.elapsed(),
     }
@@ -107,18 +118,37 @@ pub async fn run_test(harness: &dyn Harness, test: Test) -> TestReport {
 /// Runs inside a tokio runtime (tests spawn tasks and blocking calls); a multi-threaded one
 /// lets concurrent tests interleave for real.
 pub async fn run_all(harness: &dyn Harness) -> Report {
-    let mut report = Report {
-        harness: harness.name(),
-        tests: Vec::new(),
-    };
+    let mut report = Report::new(harness.name());
     for test in crate::tests() {
-        let result = run_test(harness, *test).await;
-        if let Some(message) = result.failure() {
-            tracing::warn!(test = test.name, harness = %report.harness, message, "failed");
-        }
-        report.tests.push(result);
+        report.push(run_test(harness, *test).await);
     }
     report
+}
+
+/// Runs every test of the engine contract (see [`crate::backend_suite!`]) against `harness`,
+/// one after the other, inside a tokio runtime like [`run_all`].
+pub async fn run_backend_suite(harness: &dyn DirectHarness) -> Report {
+    let mut report = Report::new(harness.name());
+    for test in crate::backend_tests() {
+        report.push(run_backend_test(harness, *test).await);
+    }
+    report
+}
+
+impl Report {
+    fn new(harness: String) -> Self {
+        Report {
+            harness,
+            tests: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, result: TestReport) {
+        if let Some(message) = result.failure() {
+            tracing::warn!(test = result.name, harness = %self.harness, message, "failed");
+        }
+        self.tests.push(result);
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -6,9 +6,9 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rave_api::{Entry, Error, ErrorKind, KvIterator, KvStore, Range};
+use rave_api::{Entry, Error, ErrorKind, KvIterator, KvStore, OpenOptions, Range};
 
-use crate::{Harness, Model};
+use crate::{DirectHarness, Harness, Model};
 
 /// How a test that did not fail ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,6 +239,110 @@ pub(crate) fn expect_closed<T>(what: &str, result: Result<T, Error>) -> Result<(
     }
 }
 
+/// Options as readable text, e.g. `{create_if_missing: false, error_if_exists: false, sync: false}`.
+pub(crate) fn show_options(options: &OpenOptions) -> String {
+    format!(
+        "{{create_if_missing: {}, error_if_exists: {}, sync: {}}}",
+        options.create_if_missing, options.error_if_exists, options.sync
+    )
+}
+
+/// Opens `path` with `options` on the engine, which must refuse with an error of kind `kind`;
+/// returns that error. A store that opens anyway is closed before the failure is returned.
+pub(crate) async fn expect_refused(
+    harness: &dyn DirectHarness,
+    path: &Path,
+    options: &OpenOptions,
+    what: &str,
+    kind: ErrorKind,
+) -> Result<Error, Failure> {
+    let what = format!("{what} ({} with {})", path.display(), show_options(options));
+    match harness.open_with(path, options).await {
+        Err(e) if e.kind() == kind => Ok(e),
+        Err(e) => Err(Failure::new(format!(
+            "{what}: expected an error of kind {kind}, got kind {}: {e}",
+            e.kind()
+        ))),
+        Ok(store) => {
+            let _ = store.close().await;
+            Err(Failure::new(format!(
+                "{what}: expected an error of kind {kind}, got an open store"
+            )))
+        }
+    }
+}
+
+/// What is at a path, to prove that a refused open left it alone: nothing, a file's bytes, or
+/// a directory's files (name and bytes; sub-directories by name only).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OnDisk {
+    Missing,
+    File(Vec<u8>),
+    Dir(Vec<(String, Option<Vec<u8>>)>),
+}
+
+impl OnDisk {
+    pub(crate) fn read(path: &Path) -> Result<OnDisk, Failure> {
+        let fail =
+            |what: &str, e: std::io::Error| Failure::new(format!("{what} {}: {e}", path.display()));
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OnDisk::Missing),
+            Err(e) => return Err(fail("stat", e)),
+        };
+        if !meta.is_dir() {
+            return std::fs::read(path)
+                .map(OnDisk::File)
+                .map_err(|e| fail("read", e));
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(|e| fail("list", e))? {
+            let entry = entry.map_err(|e| fail("list", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type().map_err(|e| fail("stat in", e))?.is_dir();
+            let bytes = if is_dir {
+                None
+            } else {
+                Some(std::fs::read(entry.path()).map_err(|e| fail("read in", e))?)
+            };
+            files.push((name, bytes));
+        }
+        files.sort();
+        Ok(OnDisk::Dir(files))
+    }
+
+    /// Fails unless `path` still holds what `self` recorded.
+    pub(crate) fn unchanged(&self, path: &Path, what: &str) -> Result<(), Failure> {
+        let now = OnDisk::read(path)?;
+        if now == *self {
+            return Ok(());
+        }
+        Err(Failure::new(format!(
+            "{what}: expected {} to be left as it was ({}), found {}",
+            path.display(),
+            self.describe(),
+            now.describe()
+        )))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            OnDisk::Missing => "nothing".into(),
+            OnDisk::File(bytes) => format!("a file holding {}", show(bytes)),
+            OnDisk::Dir(files) => {
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|(name, bytes)| match bytes {
+                        Some(b) => format!("{name} ({} bytes)", b.len()),
+                        None => format!("{name}/"),
+                    })
+                    .collect();
+                format!("a directory holding [{}]", names.join(", "))
+            }
+        }
+    }
+}
+
 /// A directory the test owns, removed when dropped.
 pub(crate) struct Scratch {
     dir: tempfile::TempDir,
@@ -255,7 +359,12 @@ impl Scratch {
 
     /// The database directory: a not-yet-existing child, so opening must create it.
     pub(crate) fn db(&self) -> PathBuf {
-        self.dir.path().join("db")
+        self.path("db")
+    }
+
+    /// Another not-yet-existing child, named `name`.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 }
 
@@ -273,10 +382,30 @@ impl Db {
             path.display(),
             harness.name()
         ))?;
-        Ok(Db {
+        Ok(Db::from_store(store))
+    }
+
+    /// Opens `path` with `options`, on the engine itself.
+    pub(crate) async fn open_with(
+        harness: &dyn DirectHarness,
+        path: &Path,
+        options: &OpenOptions,
+    ) -> Result<Db, Failure> {
+        let store = harness.open_with(path, options).await.ctx(format!(
+            "open {} on {} with {}",
+            path.display(),
+            harness.name(),
+            show_options(options)
+        ))?;
+        Ok(Db::from_store(store))
+    }
+
+    /// A store opened by the test itself.
+    pub(crate) fn from_store(store: Box<dyn KvStore>) -> Db {
+        Db {
             store: Arc::from(store),
             closed: false,
-        })
+        }
     }
 
     /// The store, to share with spawned tasks.

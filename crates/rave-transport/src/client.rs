@@ -98,8 +98,9 @@ type IterItem = Result<(Vec<Entry>, bool)>;
 
 struct IterSlot {
     tx: mpsc::UnboundedSender<IterItem>,
-    /// Entries the server may still send: granted minus received.
-    outstanding: u64,
+    /// Credit the server has left, in bytes of [`wire::entry_cost`]: granted minus received.
+    /// Negative by at most one entry: the server may send an entry while this is positive.
+    balance: i64,
     /// Since when the iterator has been waiting for a chunk with nothing buffered (for the
     /// watchdog); `None` while it has entries or is not being read.
     waiting_since: Option<Instant>,
@@ -365,14 +366,15 @@ impl Shared {
                     // Closed by the user while the chunk was in flight.
                     return Ok(());
                 };
-                let received = entries.len() as u64;
-                if received > slot.outstanding {
-                    return Err(Error::protocol(format!(
-                        "the leader sent {received} entries of iterator {iter} with only {} granted",
-                        slot.outstanding
-                    )));
+                for entry in &entries {
+                    if slot.balance <= 0 {
+                        return Err(Error::protocol(format!(
+                            "the leader sent entries of iterator {iter} beyond the credit granted"
+                        )));
+                    }
+                    let cost = wire::entry_cost(entry);
+                    slot.balance -= i64::try_from(cost).unwrap_or(i64::MAX);
                 }
-                slot.outstanding -= received;
                 slot.waiting_since = None;
                 let _ = slot.tx.send(Ok((entries, end)));
                 if end {
@@ -552,7 +554,7 @@ impl Client {
     /// snapshot surface here.
     pub async fn open_iterator(&self, range: Range) -> Result<RemoteIter> {
         let handle = &self.handle;
-        let window = handle.limits.iter_window.max(1);
+        let window = handle.limits.iter_window_bytes.max(1);
         let id = handle.next_id();
         let frame = handle.encode(&ClientMessage::IterOpen {
             iter: id,
@@ -569,7 +571,7 @@ impl Client {
                 id,
                 IterSlot {
                     tx,
-                    outstanding: u64::from(window),
+                    balance: i64::from(window),
                     // Set by `fill`, which starts its own clock first.
                     waiting_since: None,
                 },
@@ -818,8 +820,8 @@ impl KvStore for Client {
     }
 }
 
-/// An iterator streamed from the leader with credit-based flow control: it never holds more
-/// than [`Limits::iter_window`] entries that the user has not consumed.
+/// An iterator streamed from the leader with credit-based flow control: the entries it holds
+/// that the user has not consumed cost at most [`Limits::iter_window_bytes`] plus one entry.
 ///
 /// On connection loss it first hands out the entries it already received, then fails with
 /// [`Error::LeaderLost`]. Dropping it closes it on the leader.
@@ -832,8 +834,9 @@ pub struct RemoteIter {
     ended: bool,
     /// A terminal error, repeated by every later call.
     failed: Option<Error>,
-    /// Entries handed out since credit was last granted back.
-    unacked: u32,
+    /// The cost of the entries handed out since credit was last granted back.
+    unacked: u64,
+    /// The window, in bytes of [`wire::entry_cost`].
     window: u32,
 }
 
@@ -904,17 +907,18 @@ impl RemoteIter {
 
     /// Grants credit back once half the window has been consumed, so the leader streams ahead
     /// while the user works, and the buffer never exceeds the window.
-    fn consumed(&mut self, n: usize) {
+    fn consumed(&mut self, entries: &[Entry]) {
         if self.ended {
             return;
         }
-        self.unacked = self
-            .unacked
-            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
-        if self.unacked < (self.window / 2).max(1) {
+        let cost: u64 = entries.iter().map(wire::entry_cost).sum();
+        self.unacked = self.unacked.saturating_add(cost);
+        if self.unacked < u64::from(self.window / 2).max(1) {
             return;
         }
-        let credit = std::mem::take(&mut self.unacked);
+        // Never more than a u32 at once; the rest waits for the next grant.
+        let credit = u32::try_from(self.unacked).unwrap_or(u32::MAX);
+        self.unacked -= u64::from(credit);
         let Ok(frame) = self.handle.encode(&ClientMessage::IterCredit {
             iter: self.id,
             credit,
@@ -927,7 +931,7 @@ impl RemoteIter {
                 return;
             };
             // Recorded before sending, so the reader never sees entries it cannot account for.
-            slot.outstanding += u64::from(credit);
+            slot.balance += i64::from(credit);
         }
         let _ = self.handle.send(&frame);
     }
@@ -945,7 +949,7 @@ impl KvIterator for RemoteIter {
         self.fill().await?;
         let n = max.max(1).min(self.buf.len());
         let chunk: Vec<Entry> = self.buf.drain(..n).collect();
-        self.consumed(n);
+        self.consumed(&chunk);
         Ok(chunk)
     }
 }

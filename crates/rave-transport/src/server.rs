@@ -20,11 +20,11 @@
 //! Shutdown of [`serve`] is signalled with a `tokio_util::sync::CancellationToken` (available
 //! without any extra tokio-util feature).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -294,43 +294,36 @@ impl Ctx {
     }
 }
 
-/// Credit of one iterator, in entries: granted by the follower, spent by the iterator task.
+/// Credit of one iterator, in bytes of [`wire::entry_cost`]: granted by the follower, spent by
+/// the iterator task. The balance may go negative by one entry (see [`wire`]'s protocol notes).
 #[derive(Default)]
 struct Credit {
-    available: AtomicU64,
+    balance: AtomicI64,
     granted: Notify,
 }
 
 impl Credit {
     fn grant(&self, n: u32) {
-        let _ = self
-            .available
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
-                Some(a.saturating_add(u64::from(n)))
-            });
+        self.balance.fetch_add(i64::from(n), Ordering::AcqRel);
         // Stores a wakeup when the task is not waiting yet, so no grant is missed.
         self.granted.notify_one();
     }
 
-    /// Waits until some credit is available; returns it, capped at `max`.
-    async fn wait(&self, max: usize) -> usize {
+    /// Waits until the balance is positive; returns it.
+    async fn wait(&self) -> u64 {
         loop {
-            let available = self.available.load(Ordering::Acquire);
-            if available > 0 {
-                return usize::try_from(available).unwrap_or(usize::MAX).min(max);
+            let balance = self.balance.load(Ordering::Acquire);
+            if balance > 0 {
+                return balance.unsigned_abs();
             }
             self.granted.notified().await;
         }
     }
 
-    /// Only the iterator task spends, and never more than it saw available.
-    fn spend(&self, n: usize) {
-        let n = u64::try_from(n).unwrap_or(u64::MAX);
-        let _ = self
-            .available
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
-                Some(a.saturating_sub(n))
-            });
+    /// Only the iterator task spends.
+    fn spend(&self, cost: u64) {
+        self.balance
+            .fetch_sub(i64::try_from(cost).unwrap_or(i64::MAX), Ordering::AcqRel);
     }
 }
 
@@ -617,7 +610,8 @@ async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
     }
 }
 
-/// Streams one iterator to the follower, never beyond its credit.
+/// Streams one iterator to the follower, never beyond its credit: an entry goes out only while
+/// the balance is positive, so the follower's buffer stays within its window plus one entry.
 async fn run_iterator(ctx: &Ctx, iter: u64, range: rave_api::Range, credit: &Credit) {
     let iter_error = |e: &Error| ServerMessage::IterError {
         iter,
@@ -640,54 +634,73 @@ async fn run_iterator(ctx: &Ctx, iter: u64, range: rave_api::Range, credit: &Cre
         .chunk_bytes
         .min(ctx.limits.max_frame.saturating_sub(CHUNK_OVERHEAD))
         .max(1);
+    // Entries read from the store but not sent yet (the credit ran out in the middle of them).
+    let mut pending: VecDeque<Entry> = VecDeque::new();
+    let mut exhausted = false;
     loop {
-        let want = credit.wait(ctx.limits.chunk_entries.max(1)).await;
-        let read = AssertUnwindSafe(cursor.next_chunk(want))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(Error::other("the store panicked")));
-        let mut entries = match read {
-            Ok(entries) => entries,
-            Err(e) => {
-                finish_iterator(ctx, &e, iter_error(&e)).await;
-                return;
-            }
-        };
-        // A store that returns more than asked must not make us exceed the credit.
-        entries.truncate(want);
-        let mut end = entries.is_empty();
-        if let Some(left) = remaining.as_mut() {
-            *left = left.saturating_sub(entries.len() as u64);
-            end |= *left == 0;
-        }
-        credit.spend(entries.len());
-        let frames = split_entries(entries, budget);
-        let last = frames.len().saturating_sub(1);
-        for (i, entries) in frames.into_iter().enumerate() {
-            let message = ServerMessage::IterChunk {
-                iter,
-                entries,
-                end: end && i == last,
-            };
-            let frame = match wire::encode(&message) {
-                Ok(frame) if frame.len() <= ctx.limits.max_frame => frame,
-                Ok(frame) => {
-                    let e = Error::invalid(format!(
-                        "an entry of {} bytes does not fit in a frame (limit {})",
-                        frame.len(),
-                        ctx.limits.max_frame
-                    ));
-                    finish_iterator(ctx, &e, iter_error(&e)).await;
-                    return;
-                }
+        let mut available = credit.wait().await;
+        if pending.is_empty() && !exhausted {
+            let read = AssertUnwindSafe(cursor.next_chunk(ctx.limits.chunk_entries.max(1)))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(Error::other("the store panicked")));
+            let mut entries = match read {
+                Ok(entries) => entries,
                 Err(e) => {
                     finish_iterator(ctx, &e, iter_error(&e)).await;
                     return;
                 }
             };
-            if !ctx.send(frame).await {
+            exhausted = entries.is_empty();
+            if let Some(left) = remaining.as_mut() {
+                // A store that returns more than asked must not make us exceed the limit.
+                entries.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= entries.len() as u64;
+                exhausted |= *left == 0;
+            }
+            pending.extend(entries);
+        }
+        // One frame: entries while the balance lasts (the first one always: the balance is
+        // positive) and the frame's byte budget holds.
+        let mut frame_entries = Vec::new();
+        let mut frame_size = 0;
+        while let Some(entry) = pending.front() {
+            let size = wire::entry_wire_size(entry);
+            if !frame_entries.is_empty() && (available == 0 || frame_size + size > budget) {
+                break;
+            }
+            let cost = wire::entry_cost(entry);
+            available = available.saturating_sub(cost);
+            credit.spend(cost);
+            frame_size += size;
+            if let Some(entry) = pending.pop_front() {
+                frame_entries.push(entry);
+            }
+        }
+        let end = exhausted && pending.is_empty();
+        let message = ServerMessage::IterChunk {
+            iter,
+            entries: frame_entries,
+            end,
+        };
+        let frame = match wire::encode(&message) {
+            Ok(frame) if frame.len() <= ctx.limits.max_frame => frame,
+            Ok(frame) => {
+                let e = Error::invalid(format!(
+                    "an entry of {} bytes does not fit in a frame (limit {})",
+                    frame.len(),
+                    ctx.limits.max_frame
+                ));
+                finish_iterator(ctx, &e, iter_error(&e)).await;
                 return;
             }
+            Err(e) => {
+                finish_iterator(ctx, &e, iter_error(&e)).await;
+                return;
+            }
+        };
+        if !ctx.send(frame).await {
+            return;
         }
         if end {
             return;
@@ -709,47 +722,9 @@ async fn finish_iterator(ctx: &Ctx, error: &Error, message: ServerMessage) {
     }
 }
 
-/// Splits `entries` into frames of at most `budget` estimated bytes, at least one entry each
-/// (an empty input gives one empty frame, which carries the end marker).
-fn split_entries(entries: Vec<Entry>, budget: usize) -> Vec<Vec<Entry>> {
-    let mut frames = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for entry in entries {
-        let entry_size = wire::entry_wire_size(&entry);
-        if !current.is_empty() && size + entry_size > budget {
-            frames.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += entry_size;
-        current.push(entry);
-    }
-    if !current.is_empty() || frames.is_empty() {
-        frames.push(current);
-    }
-    frames
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_respects_the_budget_and_keeps_order() {
-        let entries: Vec<Entry> = (0..10u8)
-            .map(|i| Entry::new(vec![i], vec![0; 79]))
-            .collect();
-        // 1 + 79 + 21 = 101 bytes each.
-        let frames = split_entries(entries.clone(), 250);
-        assert_eq!(
-            frames.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![2, 2, 2, 2, 2]
-        );
-        assert_eq!(frames.concat(), entries);
-        let frames = split_entries(entries.clone(), 10);
-        assert_eq!(frames.len(), 10, "one entry per frame even over budget");
-        assert_eq!(split_entries(Vec::new(), 10), vec![Vec::<Entry>::new()]);
-    }
 
     #[test]
     fn entry_size_estimate_is_an_upper_bound() {

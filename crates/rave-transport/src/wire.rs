@@ -24,11 +24,14 @@
 //! 2. Point operations: [`ClientMessage::Request`] with a client-chosen `id`; the server answers
 //!    [`ServerMessage::Response`] with the same `id`. Requests are pipelined and replies may come
 //!    in any order.
-//! 3. Iterators: [`ClientMessage::IterOpen`] grants an initial credit (in entries);
-//!    the server streams [`ServerMessage::IterChunk`]s, never more entries in total than the
-//!    credit granted so far; the client grants more with [`ClientMessage::IterCredit`] as its
-//!    user consumes, and ends early with [`ClientMessage::IterClose`]. The last chunk has
-//!    `end = true`; a failure ends the iterator with [`ServerMessage::IterError`].
+//! 3. Iterators: [`ClientMessage::IterOpen`] grants an initial credit, in bytes of
+//!    [`entry_cost`]; the server streams [`ServerMessage::IterChunk`]s and may send an entry only
+//!    while what it has sent so far costs less than the credit granted so far (so it overdraws
+//!    by at most one entry, which lets an entry larger than the whole window through); the client
+//!    grants more with [`ClientMessage::IterCredit`] as its user consumes, and ends early with
+//!    [`ClientMessage::IterClose`]. The last chunk has `end = true`; a failure ends the iterator
+//!    with [`ServerMessage::IterError`]. Credit in bytes keeps a follower's buffer bounded in
+//!    bytes whatever the entries' sizes, and lets small entries stream in long runs.
 //! 4. [`ServerMessage::Event`] is reserved for server-initiated messages; a client ignores topics
 //!    it does not know.
 
@@ -44,7 +47,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub const MAGIC: u32 = u32::from_be_bytes(*b"RAVE");
 
 /// The protocol version this crate speaks. Peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// How deep a body may nest. Our messages nest a handful of levels; the limit stops a hostile
 /// body from recursing deeply while an unknown field is skipped.
@@ -65,9 +68,10 @@ pub struct Limits {
     /// The byte budget of one iterator frame (default 1 MiB); a frame always carries at least
     /// one entry.
     pub chunk_bytes: usize,
-    /// The client's iterator window: the most entries a follower has granted but not yet
-    /// consumed, so the most it ever buffers per iterator (default 512).
-    pub iter_window: u32,
+    /// The client's iterator window, in bytes of [`entry_cost`]: the most a follower has
+    /// granted but not yet consumed, so, with at most one entry more, the most it buffers per
+    /// iterator (default 1 MiB).
+    pub iter_window_bytes: u32,
     /// The most requests one connection may have running on the server (default 1024); beyond
     /// it the server stops reading that socket until some finish. The same number caps the
     /// iterators open at once on one connection.
@@ -87,7 +91,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             chunk_entries: 256,
             chunk_bytes: 1 << 20,
-            iter_window: 512,
+            iter_window_bytes: 1 << 20,
             max_in_flight: 1024,
             call_timeout: None,
         }
@@ -128,14 +132,15 @@ pub enum ClientMessage {
         iter: u64,
         /// What to iterate.
         range: Range,
-        /// How many entries the server may send before more credit arrives.
+        /// How many bytes of entries ([`entry_cost`]) the server may send before more credit
+        /// arrives.
         credit: u32,
     },
-    /// Lets the server send `credit` more entries of iterator `iter`.
+    /// Lets the server send `credit` more bytes of entries ([`entry_cost`]) of iterator `iter`.
     IterCredit {
         /// The iterator.
         iter: u64,
-        /// Additional entries.
+        /// Additional bytes.
         credit: u32,
     },
     /// Ends iterator `iter` early and releases its snapshot.
@@ -297,6 +302,12 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> rave_api::Result<T> {
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_DEPTH);
     T::deserialize(&mut de).map_err(|e| Error::protocol(format!("undecodable message: {e}")))
+}
+
+/// What an entry costs against an iterator's credit: its bytes plus a fixed 16 for its framing,
+/// so that even empty entries (key-only or value-only projections of empty values) are paid for.
+pub fn entry_cost(entry: &Entry) -> u64 {
+    (entry.key.len() + entry.value.len()) as u64 + 16
 }
 
 /// An upper bound of the encoded size of `entry` inside an [`ServerMessage::IterChunk`] (field

@@ -346,3 +346,43 @@ pub(crate) async fn abandoned_iterators(h: &dyn Harness) -> TestResult {
     db.close().await?;
     Ok(Outcome::Passed)
 }
+
+/// Scans much longer than any engine's read-ahead window (5000 entries, about 4 MiB) in both
+/// directions, with bounds inside the data and limits: each chunk holds at most what was asked,
+/// and together they give the model's sequence.
+pub(crate) async fn long_scans(h: &dyn Harness) -> TestResult {
+    const N: u32 = 5000;
+    let scratch = Scratch::new()?;
+    let db = Db::open(h, &scratch.db()).await?;
+    let key = |i: u32| i.to_be_bytes().to_vec();
+    let mut model = Model::new();
+    for start in (0..N).step_by(1000) {
+        let ops: Vec<BatchOp> = (start..start + 1000)
+            .map(|i| {
+                // Values of 0 to 1500 bytes, so that windows fill by bytes as well as by count.
+                let len = (i % 7) as usize * 250;
+                BatchOp::put(key(i), vec![(i % 251) as u8; len])
+            })
+            .collect();
+        db.batch(ops.clone())
+            .await
+            .ctx(format!("batch of keys {start}..{}", start + 1000))?;
+        model.apply(&ops);
+    }
+    for (range, chunk) in [
+        (Range::all(), 333),
+        (Range::all().gte(key(100)).reverse(), 333),
+        (Range::all().reverse(), 1000),
+        (Range::all().gt(key(1234)).lt(key(4321)).reverse(), 1000),
+        (Range::all().lte(key(4000)).reverse().limit(3000), 777),
+        (Range::all().gte(key(2500)).keys_only(), 5000),
+        (Range::all().values_only().reverse(), 64),
+        (Range::all().gt(key(2000)).lt(key(2100)).reverse(), 1),
+    ] {
+        db.check_range(&model, &range, chunk)
+            .await
+            .map_err(|f| f.context(format!("a scan in chunks of {chunk}")))?;
+    }
+    db.close().await?;
+    Ok(Outcome::Passed)
+}

@@ -15,13 +15,13 @@ pub(crate) use basic::{
 pub(crate) use batch::{batch_atomic_under_snapshots, batch_mixed, concurrent_writes};
 pub(crate) use clear::clear_ranges;
 pub(crate) use iterators::{
-    abandoned_iterators, concurrent_iterators, next_vs_next_chunk, snapshot_isolation,
+    abandoned_iterators, concurrent_iterators, long_scans, next_vs_next_chunk, snapshot_isolation,
 };
 pub(crate) use lifecycle::{
     close_twice, close_with_open_iterators, closed_operations, reopen_persistence,
 };
 pub(crate) use random::randomized_model;
 pub(crate) use ranges::{
-    keys_only_values_only, range_empty_and_inverted, range_limits, range_paired_bounds,
-    range_prefixes, range_single_bounds, reverse_order,
+    binary_edge_bounds, keys_only_values_only, range_empty_and_inverted, range_limits,
+    range_paired_bounds, range_prefixes, range_single_bounds, reverse_order,
 };

@@ -1,7 +1,7 @@
 //! Iterator ranges: every bound alone and in pairs, empty and inverted ranges, prefixes,
 //! reverse, limits and projections. Expectations come from the model.
 
-use rave_api::{Entry, Range};
+use rave_api::{BatchOp, Entry, Range};
 
 use crate::support::{
     Ctx, Db, Failure, Scratch, collect, drain, ensure, entry, expect_entries, show_range,
@@ -329,6 +329,168 @@ pub(crate) async fn keys_only_values_only(h: &dyn Harness) -> TestResult {
     let got = drain(&mut *iter, 1, "a values-only iterator").await?;
     expect_entries("values only, limit 1", &got, &[entry(b"", b"v-a")])?;
     drop(iter);
+    db.close().await?;
+    Ok(Outcome::Passed)
+}
+
+/// Keys at every edge a bound can hit: the empty key, 0x00 and 0xff bytes, a key followed by
+/// its immediate successor (`a`, `a\x00`), runs of 0xff.
+const EDGE_KEYS: [&[u8]; 14] = [
+    b"",
+    b"\x00",
+    b"\x00\x00",
+    b"\x01",
+    b"a",
+    b"a\x00",
+    b"a\x00\x01",
+    b"ab",
+    b"a\xff",
+    b"b",
+    b"\xff",
+    b"\xff\x00",
+    b"\xff\xff",
+    b"\xff\xff\xff",
+];
+
+/// Bounds around [`EDGE_KEYS`]: stored keys and absent ones between and beyond them.
+const EDGE_PROBES: [&[u8]; 13] = [
+    b"",
+    b"\x00",
+    b"\x00\x01",
+    b"a",
+    b"a\x00",
+    b"a\x00\x00",
+    b"aa",
+    b"ab",
+    b"c",
+    b"\xff",
+    b"\xff\x01",
+    b"\xff\xff",
+    b"\xff\xff\xff\xff",
+];
+
+fn edge_model() -> Model {
+    let mut model = Model::new();
+    for key in EDGE_KEYS {
+        model.put(key, &[b"v:", key].concat());
+    }
+    model
+}
+
+/// Every bound kind, alone and in pairs, in both directions, over keys at the byte edges (the
+/// empty key, 0x00, 0xff, a key and its immediate successor), where engines translate bounds
+/// into their own seek and stop keys; then limits, projections and clear over the same keys.
+pub(crate) async fn binary_edge_bounds(h: &dyn Harness) -> TestResult {
+    let scratch = Scratch::new()?;
+    let db = Db::open(h, &scratch.db()).await?;
+    let mut model = edge_model();
+    let ops: Vec<BatchOp> = model
+        .entries()
+        .into_iter()
+        .map(|e| BatchOp::put(e.key, e.value))
+        .collect();
+    db.batch(ops).await.ctx("batch of the edge keys")?;
+
+    // A few spelled out, so that the model is checked too.
+    for (range, keys) in [
+        (
+            Range::all().gt("a").lt("b"),
+            &[&b"a\x00"[..], b"a\x00\x01", b"ab", b"a\xff"][..],
+        ),
+        (
+            Range::all().gt("a").lte("ab").reverse(),
+            &[&b"ab"[..], b"a\x00\x01", b"a\x00"][..],
+        ),
+        (
+            Range::all().gte("a").lt("ab").reverse(),
+            &[&b"a\x00\x01"[..], b"a\x00", b"a"][..],
+        ),
+        (Range::all().lte("").reverse(), &[&b""[..]][..]),
+        (Range::all().lt(b"\x00".to_vec()), &[&b""[..]][..]),
+        (
+            Range::all().gt(b"\xff\xff".to_vec()),
+            &[&b"\xff\xff\xff"[..]][..],
+        ),
+        (
+            Range::all().gte(b"\xff".to_vec()).reverse().limit(2),
+            &[&b"\xff\xff\xff"[..], b"\xff\xff"][..],
+        ),
+        (Range::all().gt("a").lt(b"a\x00".to_vec()), &[][..]),
+        (
+            Range::all()
+                .gt("a")
+                .gte(b"a\x00\x01".to_vec())
+                .lt("b")
+                .lte("ab")
+                .reverse(),
+            &[&b"ab"[..], b"a\x00\x01"][..],
+        ),
+    ] {
+        let expected: Vec<Entry> = keys
+            .iter()
+            .map(|k| entry(k, &[b"v:", *k].concat()))
+            .collect();
+        let got = collect(&*db, range.clone(), 3).await?;
+        expect_entries(
+            format!("iterator over {}", show_range(&range)),
+            &got,
+            &expected,
+        )?;
+    }
+
+    let mut n = 0;
+    for lo in EDGE_PROBES {
+        for hi in EDGE_PROBES {
+            for (lower, upper) in [
+                (Bound::Gt, Bound::Lt),
+                (Bound::Gt, Bound::Lte),
+                (Bound::Gte, Bound::Lt),
+                (Bound::Gte, Bound::Lte),
+            ] {
+                let range = with_bound(with_bound(Range::all(), lower, lo), upper, hi);
+                for range in directions(range) {
+                    n += 1;
+                    db.check_range(&model, &range, 1 + n % 5).await?;
+                }
+            }
+        }
+        for bound in BOUNDS {
+            let range = with_bound(Range::all(), bound, lo);
+            for range in [range.clone(), range.clone().limit(1), range.limit(3)] {
+                for range in directions(range) {
+                    n += 1;
+                    db.check_range(&model, &range, 1 + n % 3).await?;
+                }
+            }
+        }
+    }
+    for range in [
+        Range::prefix("a").values_only(),
+        Range::prefix(b"\xff".to_vec()).keys_only().reverse(),
+        Range::prefix(b"\x00".to_vec()).reverse().limit(1),
+        Range::prefix(b"a\x00".to_vec()),
+    ] {
+        db.check_range(&model, &range, 2).await?;
+    }
+
+    // Clear with the same edges: the two highest keys below "b", then everything up to and
+    // including the empty key, then an exclusive range around a key and its successor.
+    for range in [
+        Range::all().lt("b").reverse().limit(2),
+        Range::all().lte(""),
+        Range::all().gt("a").lt(b"a\x00\x01".to_vec()),
+        Range::all()
+            .gte(b"\xff".to_vec())
+            .lt(b"\xff\xff\xff".to_vec()),
+    ] {
+        db.clear(range.clone())
+            .await
+            .ctx(format!("clear {}", show_range(&range)))?;
+        model.clear(&range);
+        db.check_state(&model)
+            .await
+            .map_err(|f| f.context(format!("after clear {}", show_range(&range))))?;
+    }
     db.close().await?;
     Ok(Outcome::Passed)
 }

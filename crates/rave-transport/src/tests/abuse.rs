@@ -308,7 +308,7 @@ async fn reply(framed: &mut Wire, message: ServerMessage) {
 #[tokio::test]
 async fn a_lying_leader_costs_the_connection_not_a_panic() {
     let limits = Limits {
-        iter_window: 4,
+        iter_window_bytes: cost(0, 4),
         ..Limits::default()
     };
     let (a, b) = UnixStream::pair().unwrap();
@@ -359,13 +359,13 @@ async fn a_lying_leader_costs_the_connection_not_a_panic() {
         )
         .await;
         // Then an iterator: more entries than the window grants.
-        let Some(ClientMessage::IterOpen {
-            iter, credit: 4, ..
-        }) = next_request(&mut framed).await
+        let Some(ClientMessage::IterOpen { iter, credit, .. }) = next_request(&mut framed).await
         else {
-            panic!("expected IterOpen with the window as credit")
+            panic!("expected IterOpen")
         };
-        let entries = (0..5).map(|i| Entry::new(key(i), b"v".to_vec())).collect();
+        assert_eq!(credit, cost(0, 4), "the window as credit");
+        // Twice what the credit allows (one entry of overdraft is within the rules).
+        let entries = (0..8).map(|i| Entry::new(key(i), b"v".to_vec())).collect();
         reply(
             &mut framed,
             ServerMessage::IterChunk {

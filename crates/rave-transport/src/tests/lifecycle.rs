@@ -18,7 +18,7 @@ async fn shutting_the_server_down_fails_pending_calls_with_leader_lost() {
     let store = TestStore::new();
     fill(&*store, 100).await;
     let limits = Limits {
-        iter_window: 10,
+        iter_window_bytes: cost(0, 10),
         ..Limits::default()
     };
     let server = Server::start(store.clone(), &limits);
@@ -99,7 +99,7 @@ async fn close_fails_everything_with_closed_and_ends_the_connection() {
     let store = TestStore::new();
     fill(&*store, 100).await;
     let limits = Limits {
-        iter_window: 4,
+        iter_window_bytes: cost(0, 4),
         ..Limits::default()
     };
     let (client, server) = pair_with(store.clone(), &limits).await;
@@ -135,7 +135,7 @@ async fn dropping_every_handle_ends_the_connection() {
     let store = TestStore::new();
     fill(&*store, 100).await;
     let limits = Limits {
-        iter_window: 4,
+        iter_window_bytes: cost(0, 4),
         ..Limits::default()
     };
     let (client, server) = pair_with(store.clone(), &limits).await;
@@ -159,7 +159,7 @@ async fn a_vanished_follower_releases_its_requests_and_iterators() {
     let store = TestStore::new();
     fill(&*store, 100).await;
     let limits = Limits {
-        iter_window: 4,
+        iter_window_bytes: cost(0, 4),
         ..Limits::default()
     };
     let (a, b) = UnixStream::pair().unwrap();
@@ -192,7 +192,7 @@ async fn a_connection_future_dropped_mid_flight_leaves_nothing_behind() {
     let store = TestStore::new();
     fill(&*store, 100).await;
     let limits = Limits {
-        iter_window: 4,
+        iter_window_bytes: cost(0, 4),
         ..Limits::default()
     };
     let (a, b) = UnixStream::pair().unwrap();

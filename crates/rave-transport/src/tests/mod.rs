@@ -270,6 +270,14 @@ fn key(i: usize) -> Vec<u8> {
     format!("k{i:06}").into_bytes()
 }
 
+/// The credit, in bytes, that entries `from..to` of [`fill`] cost.
+fn cost(from: usize, to: usize) -> u32 {
+    (from..to)
+        .map(|i| Entry::new(key(i), format!("v{i}").into_bytes()))
+        .map(|e| u32::try_from(wire::entry_cost(&e)).unwrap())
+        .sum()
+}
+
 async fn fill(store: &dyn KvStore, n: usize) {
     let ops = (0..n)
         .map(|i| BatchOp::put(key(i), format!("v{i}")))

@@ -221,7 +221,8 @@ async fn ten_thousand_entries_stream_in_order_through_a_small_window() {
     let store = TestStore::new();
     fill(&*store, 10_000).await;
     let limits = Limits {
-        iter_window: 8,
+        // About eight entries.
+        iter_window_bytes: cost(0, 8),
         chunk_entries: 3,
         ..Limits::default()
     };
@@ -256,10 +257,11 @@ async fn the_server_never_sends_beyond_the_credit() {
     let server = Server::start(store.clone(), &limits);
     let mut raw = server.raw(&limits).await;
     raw.hello().await;
+    // Exactly what the first five entries cost.
     raw.send(&ClientMessage::IterOpen {
         iter: 1,
         range: Range::all(),
-        credit: 5,
+        credit: cost(0, 5),
     })
     .await;
 
@@ -286,18 +288,32 @@ async fn the_server_never_sends_beyond_the_credit() {
         let before = received.len();
         raw.send(&ClientMessage::IterCredit {
             iter: 1,
-            credit: extra,
+            credit: cost(before, before + extra),
         })
         .await;
         drain(&mut raw, &mut received).await;
-        assert_eq!(
-            received.len() - before,
-            extra as usize,
-            "exactly the granted credit"
-        );
+        assert_eq!(received.len() - before, extra, "exactly the granted credit");
     }
+    // One byte of credit lets one whole entry through (an entry larger than the window must
+    // not block the stream), and no more.
+    raw.send(&ClientMessage::IterCredit { iter: 1, credit: 1 })
+        .await;
+    drain(&mut raw, &mut received).await;
+    assert_eq!(received.len(), 20, "one entry on one byte of credit");
+    // That entry overdrew the credit: paying the debt alone sends nothing.
+    raw.send(&ClientMessage::IterCredit {
+        iter: 1,
+        credit: cost(19, 20) - 1,
+    })
+    .await;
+    drain(&mut raw, &mut received).await;
+    assert_eq!(
+        received.len(),
+        20,
+        "credit that only pays the debt sends nothing"
+    );
     let keys: Vec<Vec<u8>> = received.into_iter().map(|e| e.key).collect();
-    assert_eq!(keys, (0..19).map(key).collect::<Vec<_>>());
+    assert_eq!(keys, (0..20).map(key).collect::<Vec<_>>());
 
     // Closing releases the snapshot; the connection stays usable.
     assert_eq!(store.live_iters(), 1);
@@ -323,12 +339,46 @@ async fn the_server_never_sends_beyond_the_credit() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn large_values_stream_within_a_window_of_bytes() {
+    // Twenty values of 200 KiB; one MiB of credit lets five through, and a sixth on the
+    // overdraft, not twenty: the follower's buffer is bounded in bytes, not in entries.
+    let store = TestStore::new();
+    let value = vec![7u8; 200 << 10];
+    let ops = (0..20)
+        .map(|i| BatchOp::put(key(i), value.clone()))
+        .collect();
+    store.batch(ops).await.unwrap();
+    let limits = Limits::default();
+    let server = Server::start(store.clone(), &limits);
+    let mut raw = server.raw(&limits).await;
+    raw.hello().await;
+    raw.send(&ClientMessage::IterOpen {
+        iter: 1,
+        range: Range::all(),
+        credit: 1 << 20,
+    })
+    .await;
+    let mut received = 0;
+    while let Some(message) = raw.recv_within(Duration::from_millis(300)).await {
+        match message {
+            ServerMessage::IterChunk { entries, end, .. } => {
+                assert!(!end);
+                received += entries.len();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(received, 6);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iterator_ranges_directions_limits_and_projections_match_the_store() {
     let store = TestStore::new();
     fill(&*store, 300).await;
     let limits = Limits {
-        iter_window: 16,
+        iter_window_bytes: cost(0, 16),
         chunk_entries: 7,
         ..Limits::default()
     };
@@ -375,7 +425,7 @@ async fn an_iterator_dropped_early_is_closed_on_the_server() {
     let store = TestStore::new();
     fill(&*store, 1000).await;
     let limits = Limits {
-        iter_window: 10,
+        iter_window_bytes: cost(0, 10),
         ..Limits::default()
     };
     let (client, _server) = pair_with(store.clone(), &limits).await;
@@ -468,7 +518,7 @@ async fn too_many_iterators_on_one_connection_are_refused() {
     // A window smaller than the data keeps each iterator open on the server, waiting for credit.
     let limits = Limits {
         max_in_flight: 3,
-        iter_window: 4,
+        iter_window_bytes: cost(0, 4),
         ..Limits::default()
     };
     let (client, _server) = pair_with(store, &limits).await;
