@@ -89,13 +89,38 @@ pub fn read_leader_record(dir: &Path) -> io::Result<Option<LeaderRecord>> {
     }
 }
 
+/// The record's text, fixed-width (32 bytes) so that a rewrite in place always covers the
+/// whole previous record.
+fn record_text(record: LeaderRecord) -> String {
+    format!("{:020} {:010}\n", record.epoch, record.pid)
+}
+
 fn write_leader_record(dir: &Path, record: LeaderRecord) -> io::Result<()> {
-    // Write-then-rename, so a crash mid-write never leaves a torn record (epochs must not reset).
+    let text = record_text(record);
+    let path = dir.join(LEADER_FILE);
     let tmp = dir.join(format!("{LEADER_FILE}.tmp"));
-    let mut file = File::create(&tmp)?;
-    writeln!(file, "{} {}", record.epoch, record.pid)?;
+    match write_then_rename(&tmp, &path, &text) {
+        // A full disk has no room for a new file, but the record already has its block: rewrite
+        // it in place, so that a full disk still lets a new leader serve reads. (A 32-byte write
+        // at offset 0 lies within one sector, which disks write whole.)
+        Err(e) if e.kind() == io::ErrorKind::StorageFull && path.exists() => {
+            let _ = fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), "disk full: rewriting the leader record in place");
+            let mut file = OpenOptions::new().write(true).open(&path)?;
+            file.write_all(text.as_bytes())?;
+            file.set_len(text.len() as u64)?;
+            file.sync_all()
+        }
+        other => other,
+    }
+}
+
+/// Write-then-rename, so a crash mid-write never leaves a torn record (epochs must not reset).
+fn write_then_rename(tmp: &Path, path: &Path, text: &str) -> io::Result<()> {
+    let mut file = File::create(tmp)?;
+    file.write_all(text.as_bytes())?;
     file.sync_all()?;
-    fs::rename(&tmp, dir.join(LEADER_FILE))
+    fs::rename(tmp, path)
 }
 
 #[cfg(test)]
@@ -115,6 +140,16 @@ mod tests {
         let record = read_leader_record(dir.path()).unwrap().unwrap();
         assert_eq!(record.epoch, 2);
         assert_eq!(record.pid, std::process::id());
+    }
+
+    #[test]
+    fn records_of_the_older_free_format_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(LEADER_FILE), "7 4242\n").unwrap();
+        let lock = DirLock::try_acquire(dir.path()).unwrap().unwrap();
+        assert_eq!(lock.epoch(), 8);
+        let text = fs::read_to_string(dir.path().join(LEADER_FILE)).unwrap();
+        assert_eq!(text.len(), 32, "{text:?}");
     }
 
     #[test]
