@@ -86,7 +86,7 @@ pub struct LevelDbEngine {
     /// Set when a write failed: rusty-leveldb may then hold it in its memtable without having
     /// logged it (db_impl.rs `write` inserts before it appends to the log) and would reuse its
     /// sequence numbers, so no further write is accepted on this handle.
-    failed: RefCell<Option<String>>,
+    failed: RefCell<Option<Error>>,
 }
 
 impl LevelDbEngine {
@@ -201,11 +201,21 @@ impl Engine for LevelDbEngine {
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
         if let Some(cause) = self.failed.borrow().as_ref() {
-            return Err(Error::other(format!(
+            let message = format!(
                 "leveldb {}: writes are disabled after an earlier write failed ({cause}); \
                  reopen the database",
                 self.dir.display()
-            )));
+            );
+            // The same kind as the first failure (a full disk stays an `Io` error of kind
+            // `StorageFull`), so callers can tell why.
+            return Err(match cause {
+                Error::Io { kind, .. } => Error::Io {
+                    kind: *kind,
+                    message,
+                },
+                Error::Corruption { .. } => Error::corruption(message),
+                _ => Error::other(message),
+            });
         }
         let mut batch = WriteBatch::default();
         for op in ops {
@@ -234,7 +244,7 @@ impl Engine for LevelDbEngine {
         });
         if let Err(e) = &result {
             tracing::error!(dir = %dir.display(), error = %e, "leveldb write failed; further writes refused");
-            *self.failed.borrow_mut() = Some(e.to_string());
+            *self.failed.borrow_mut() = Some(e.clone());
         }
         result
     }
