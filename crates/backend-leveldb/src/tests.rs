@@ -322,9 +322,23 @@ fn a_failed_write_disables_writes() {
     let dir = tempfile::tempdir().unwrap();
     let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
     engine.write(&[BatchOp::put("a", "1")]).unwrap();
-    *engine.failed.borrow_mut() = Some("disk full".into());
+    *engine.failed.borrow_mut() = Some(Error::Io {
+        kind: std::io::ErrorKind::StorageFull,
+        message: "disk full".into(),
+    });
     let err = engine.write(&[BatchOp::put("b", "2")]).unwrap_err();
     assert!(err.to_string().contains("reopen"), "{err}");
+    // The first failure's kind, not a generic one.
+    assert!(
+        matches!(
+            err,
+            Error::Io {
+                kind: std::io::ErrorKind::StorageFull,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(engine.get(b"a").unwrap(), Some(b"1".to_vec()));
 }
 
