@@ -59,7 +59,9 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut capabilities = B::default().capabilities();
+        // A rave handle's reads go through the facade (and, on a follower, the socket): they
+        // never complete on the caller's thread the way the engine's shared reader does.
+        let mut capabilities = B::default().capabilities().with_concurrent_reads(false);
         if self.mode == Mode::Failover {
             capabilities.snapshots = false;
         }

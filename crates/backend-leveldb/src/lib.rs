@@ -65,6 +65,8 @@ impl Backend for LevelDbBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // No concurrent reads: rusty-leveldb's database is not `Send`, so point reads stay on
+        // the engine thread.
         Capabilities::full()
     }
 

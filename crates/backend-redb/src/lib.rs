@@ -66,7 +66,8 @@ impl Backend for RedbBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full()
+        // Point reads run on the callers' threads through the shared reader.
+        Capabilities::full().with_concurrent_reads(true)
     }
 
     fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {

@@ -1,12 +1,13 @@
 //! What is specific to the redb engine: its identity, its busy-directory message, its damaged
-//! data file, and writes reaching that file. The behaviour every engine shares is checked by
-//! rave-conformance in `tests/conformance.rs` (the behaviour suite and the engine contract).
+//! data file, writes reaching that file, and its shared reader after close. The behaviour every
+//! engine shares is checked by rave-conformance in `tests/conformance.rs` (the behaviour suite
+//! and the engine contract, whose shared-read tests run here: redb has `concurrent_reads`).
 
 use std::path::Path;
 
 use rave_api::{Backend, BatchOp, Error, ErrorKind, KvStore, OpenOptions};
-use rave_backend_redb::{DATA_FILE, RedbBackend};
-use rave_conformance::{BackendHarness, damage};
+use rave_backend_redb::{DATA_FILE, RedbBackend, RedbEngine};
+use rave_conformance::{BackendHarness, Outcome, damage, shared_reads};
 
 fn open(path: &Path) -> rave_api::Result<rave_api::engine_thread::EngineStore> {
     RedbBackend.open(path, &OpenOptions::default())
@@ -23,7 +24,10 @@ fn refused<T>(result: rave_api::Result<T>) -> Error {
 #[test]
 fn backend_identity() {
     assert_eq!(RedbBackend.name(), "redb");
-    assert_eq!(RedbBackend.capabilities(), rave_api::Capabilities::full());
+    assert_eq!(
+        RedbBackend.capabilities(),
+        rave_api::Capabilities::full().with_concurrent_reads(true)
+    );
 }
 
 /// The engine contract checks the kind (`ResourceBusy`); this checks redb's words for it.
@@ -106,4 +110,17 @@ async fn acknowledged_writes_are_in_the_file() {
         "the value is not in the file yet"
     );
     store.close().await.unwrap();
+}
+
+/// A copy of redb's shared reader kept after the engine closed reads nothing and holds nothing:
+/// the `Database` it shares with the engine is gone, so the file (and redb's lock on it) is
+/// free. Checked on `RedbEngine` itself: through the store no reader outlives the close.
+#[test]
+fn a_leftover_shared_reader_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = shared_reads::leftover_reader_holds_nothing("redb", || {
+        rave_api::dir::prepare(dir.path(), &OpenOptions::default(), "redb")?;
+        RedbEngine::open(dir.path(), &OpenOptions::default())
+    });
+    assert_eq!(outcome, Ok(Outcome::Passed));
 }

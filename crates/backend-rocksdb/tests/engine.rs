@@ -48,7 +48,10 @@ fn files_starting_with(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn names_itself_and_offers_everything() {
     assert_eq!(RocksDbBackend.name(), "rocksdb");
-    assert_eq!(RocksDbBackend::new().capabilities(), Capabilities::full());
+    assert_eq!(
+        RocksDbBackend::new().capabilities(),
+        Capabilities::full().with_concurrent_reads(true)
+    );
 }
 
 /// RocksDB's files go in the directory itself, next to the engine record, not in a

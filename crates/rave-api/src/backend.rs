@@ -26,6 +26,10 @@ impl Default for OpenOptions {
 
 /// What an engine supports, so that the conformance suite runs only the tests that apply (the
 /// way abstract-level's `supports` manifest gates its suite).
+///
+/// Start from [`Capabilities::full`] or [`Capabilities::in_memory`] and add the optional ones
+/// with the `with_*` methods (the struct is `#[non_exhaustive]`, so other crates cannot build it
+/// field by field), e.g. `Capabilities::full().with_concurrent_reads(true)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -35,15 +39,25 @@ pub struct Capabilities {
     pub snapshots: bool,
     /// An acknowledged write survives the crash (SIGKILL) of the writing process.
     pub crash_durable: bool,
+    /// Point reads (`get`, `get_many`) are answered on the caller's thread, without queueing
+    /// behind writes: the returned future completes on its first poll, even while a commit is
+    /// running. An [`EngineStore`](crate::engine_thread::EngineStore) offers this when its engine
+    /// has a [`SharedReader`](crate::engine_thread::SharedReader). Optional (off in
+    /// [`Capabilities::full`]); the conformance suite's engine contract then also checks that
+    /// such reads see every acknowledged write and stop cleanly at close.
+    pub concurrent_reads: bool,
 }
 
 impl Capabilities {
-    /// Everything a real on-disk engine offers.
+    /// What every real on-disk engine offers: persistence, snapshots and crash durability.
+    /// Optional extras ([`Capabilities::concurrent_reads`]) are off, so an engine that returns
+    /// `full()` is not held to them; add them with the `with_*` methods.
     pub const fn full() -> Self {
         Capabilities {
             persistent: true,
             snapshots: true,
             crash_durable: true,
+            concurrent_reads: false,
         }
     }
 
@@ -53,7 +67,14 @@ impl Capabilities {
             persistent: false,
             snapshots: true,
             crash_durable: false,
+            concurrent_reads: false,
         }
+    }
+
+    /// These capabilities with [`Capabilities::concurrent_reads`] set to `yes`.
+    pub const fn with_concurrent_reads(mut self, yes: bool) -> Self {
+        self.concurrent_reads = yes;
+        self
     }
 }
 

@@ -21,6 +21,20 @@ pub enum BatchOp {
 }
 
 impl BatchOp {
+    /// Applies `ops` in order to an ordered map (a reference model, an in-memory engine).
+    pub fn apply_all(ops: &[BatchOp], map: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
+        for op in ops {
+            match op {
+                BatchOp::Put { key, value } => {
+                    map.insert(key.clone(), value.clone());
+                }
+                BatchOp::Del { key } => {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
     /// A put of `key` = `value`.
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
         BatchOp::Put {

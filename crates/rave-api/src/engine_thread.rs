@@ -520,17 +520,7 @@ mod tests {
                 self.gate.recv().unwrap();
             }
             // Applied (so visible to the reader) before `write` returns.
-            let mut map = self.state.map.lock().unwrap();
-            for op in ops {
-                match op {
-                    BatchOp::Put { key, value } => {
-                        map.insert(key.clone(), value.clone());
-                    }
-                    BatchOp::Del { key } => {
-                        map.remove(key);
-                    }
-                }
-            }
+            BatchOp::apply_all(ops, &mut self.state.map.lock().unwrap());
             Ok(())
         }
 

@@ -42,17 +42,7 @@ impl Engine for MemoryEngine {
     }
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
-        let mut map = self.map.borrow_mut();
-        for op in ops {
-            match op {
-                BatchOp::Put { key, value } => {
-                    map.insert(key.clone(), value.clone());
-                }
-                BatchOp::Del { key } => {
-                    map.remove(key);
-                }
-            }
-        }
+        BatchOp::apply_all(ops, &mut self.map.borrow_mut());
         Ok(())
     }
 

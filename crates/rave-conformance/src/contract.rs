@@ -5,7 +5,7 @@
 //!
 //! The expected error kinds come from the contract ([`OpenOptions`], [`rave_api::dir`]), never
 //! from the engine under test. A non-persistent engine ignores its directory, so every test
-//! is skipped there.
+//! is skipped there. The tests of shared point reads live in [`crate::shared_reads`].
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,6 +16,13 @@ use crate::support::{
     Ctx, Db, Failure, OnDisk, Scratch, ensure, expect_refused, expect_value, show_options, skip,
 };
 use crate::{DirectHarness, Model, Outcome, TestResult};
+
+// The engine contract's tests of point reads that bypass the engine thread.
+pub(crate) use crate::shared_reads::{
+    closing_during_shared_reads_releases_the_directory,
+    shared_point_reads_complete_on_their_first_poll,
+    shared_reads_see_acknowledged_writes_from_every_task,
+};
 
 /// A name no real engine records: a directory marked with it belongs to someone else.
 const FOREIGN_ENGINE: &str = "rave-conformance-foreign-engine";

@@ -14,6 +14,8 @@
 //!   opened directly through a [`DirectHarness`], does with the directory it owns (open
 //!   options, a file or another engine's directory in its place, a second open while the first
 //!   is open). It does not apply to rave handles, where a second open becomes a follower;
+//! - [`shared_reads`] checks point reads that bypass the engine thread (in the engine contract,
+//!   and on an engine's shared reader itself);
 //! - [`crash`] proves that acknowledged writes survive `kill -9`;
 //! - [`damage`] says what must follow when an engine's own tests damage its files.
 //!
@@ -53,8 +55,10 @@
 //!
 //! # The engine contract
 //!
-//! Run by [`backend_suite!`] on an engine opened directly; every test needs `persistent`.
-//! Expected error kinds come from [`rave_api::OpenOptions`] and [`rave_api::dir`].
+//! Run by [`backend_suite!`] on an engine opened directly. The directory tests need
+//! `persistent`, the shared-read tests `concurrent_reads` (point reads answered on the caller's
+//! thread, see [`shared_reads`]). Expected error kinds come from [`rave_api::OpenOptions`] and
+//! [`rave_api::dir`].
 //!
 //! | test | checks |
 //! | --- | --- |
@@ -64,6 +68,9 @@
 //! | `other_engines_directories_are_refused` | another engine's directory (its record, or a plain redb/LevelDB/RocksDB layout) is `WrongEngine` naming both engines, untouched; this engine's directory records its name, so the others refuse it |
 //! | `busy_directory_is_refused_until_released` | a second open while the first store is open is an I/O error of kind `ResourceBusy` and does not disturb the first; the directory opens at once after close, and soon after a drop |
 //! | `sync_option_round_trip` | writes of every kind made with `sync` read back after reopening without it, and the other way round |
+//! | `shared_point_reads_complete_on_their_first_poll` | `get` and `get_many` complete on their first poll (no wait for the engine thread) in an empty store, after every kind of write and during a 4 MiB batch's commit, seeing every acknowledged write; after close they fail with `Closed` (`concurrent_reads`) |
+//! | `shared_reads_see_acknowledged_writes_from_every_task` | tasks reading a counter while it is written never see a value older than the last acknowledged one; concurrent writers read their own writes back (`concurrent_reads`) |
+//! | `closing_during_shared_reads_releases_the_directory` | closing while threads and tasks read ends every reader with `Closed`, and the directory reopens at once with its data, five rounds (`concurrent_reads`, `persistent`) |
 
 #![warn(missing_docs)]
 
@@ -74,6 +81,7 @@ pub mod damage;
 mod harness;
 mod model;
 mod report;
+pub mod shared_reads;
 mod support;
 
 pub use harness::{BackendHarness, DirectHarness, Harness};
@@ -244,6 +252,9 @@ macro_rules! __with_backend_test_names {
             other_engines_directories_are_refused
             busy_directory_is_refused_until_released
             sync_option_round_trip
+            shared_point_reads_complete_on_their_first_poll
+            shared_reads_see_acknowledged_writes_from_every_task
+            closing_during_shared_reads_releases_the_directory
         }
     };
 }

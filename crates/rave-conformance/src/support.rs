@@ -95,11 +95,13 @@ pub(crate) use ensure;
 
 /// Says on stderr (and in the log) that a test does not apply, and returns the outcome.
 pub(crate) fn skip(harness: &dyn Harness, test: &str, reason: &str) -> TestResult {
-    tracing::info!(test, harness = %harness.name(), reason, "skipped");
-    eprintln!(
-        "rave-conformance: {test} skipped on {}: {reason}",
-        harness.name()
-    );
+    skip_named(&harness.name(), test, reason)
+}
+
+/// [`skip`] for a test run on something named `name` rather than on a harness.
+pub(crate) fn skip_named(name: &str, test: &str, reason: &str) -> TestResult {
+    tracing::info!(test, harness = name, reason, "skipped");
+    eprintln!("rave-conformance: {test} skipped on {name}: {reason}");
     Ok(Outcome::Skipped(reason.to_string()))
 }
 

@@ -294,6 +294,23 @@ async fn connecting_to_something_that_is_not_a_leader_fails_fast() {
 
 type Wire = Framed<UnixStream, LengthDelimitedCodec>;
 
+/// Plays a leader's side of the handshake: expects Hello, answers Welcome.
+async fn welcome(framed: &mut Wire, epoch: u64, pid: u32) {
+    assert!(matches!(
+        next_request(framed).await,
+        Some(ClientMessage::Hello { .. })
+    ));
+    reply(
+        framed,
+        ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            epoch,
+            pid,
+        },
+    )
+    .await;
+}
+
 async fn next_request(framed: &mut Wire) -> Option<ClientMessage> {
     match framed.next().await {
         Some(Ok(frame)) => Some(wire::decode(&frame).unwrap()),
@@ -315,19 +332,7 @@ async fn a_lying_leader_costs_the_connection_not_a_panic() {
     let codec = limits.codec();
     let fake = tokio::spawn(async move {
         let mut framed = Framed::new(b, codec);
-        assert!(matches!(
-            next_request(&mut framed).await,
-            Some(ClientMessage::Hello { .. })
-        ));
-        reply(
-            &mut framed,
-            ServerMessage::Welcome {
-                version: PROTOCOL_VERSION,
-                epoch: 3,
-                pid: 9,
-            },
-        )
-        .await;
+        welcome(&mut framed, 3, 9).await;
         // An unknown event and a reply nobody asked for are ignored.
         reply(
             &mut framed,
@@ -404,19 +409,7 @@ async fn a_silent_leader_times_calls_and_iterators_out_and_the_connection_surviv
     let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let fake = tokio::spawn(async move {
         let mut framed = Framed::new(b, codec);
-        assert!(matches!(
-            next_request(&mut framed).await,
-            Some(ClientMessage::Hello { .. })
-        ));
-        reply(
-            &mut framed,
-            ServerMessage::Welcome {
-                version: PROTOCOL_VERSION,
-                epoch: 1,
-                pid: 1,
-            },
-        )
-        .await;
+        welcome(&mut framed, 1, 1).await;
         loop {
             tokio::select! {
                 request = next_request(&mut framed) => if request.is_none() { break },
