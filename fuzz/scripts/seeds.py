@@ -16,6 +16,8 @@ import msgpack
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "corpus")
 MAGIC = struct.unpack(">I", b"RAVE")[0]
+# rave_transport::PROTOCOL_VERSION (2: iterator credit counts bytes of entries).
+VERSION = 2
 
 
 def enc(obj):
@@ -31,10 +33,11 @@ def rng(gt=None, gte=None, lt=None, lte=None, reverse=False, limit=None, project
             "projection": projection}
 
 
-hello = enc({"Hello": {"magic": MAGIC, "version": 1}})
+hello = enc({"Hello": {"magic": MAGIC, "version": VERSION}})
 client = [
     hello,
-    enc({"Hello": {"magic": 0xDEADBEEF, "version": 1}}),
+    enc({"Hello": {"magic": 0xDEADBEEF, "version": VERSION}}),
+    enc({"Hello": {"magic": MAGIC, "version": 1}}),
     enc({"Request": {"id": 1, "op": "Ping"}}),
     enc({"Request": {"id": 2, "op": {"Get": {"key": b"k1"}}}}),
     enc({"Request": {"id": 3, "op": {"GetMany": {"keys": [b"k1", b"", b"k2"]}}}}),
@@ -43,7 +46,7 @@ client = [
     enc({"Request": {"id": 6, "op": {"Batch": {"ops": [
         {"Put": {"key": b"a", "value": b"1"}}, {"Del": {"key": b"b"}}]}}}}),
     enc({"Request": {"id": 7, "op": {"Clear": {"range": rng(gte=b"a", lt=b"z")}}}}),
-    enc({"IterOpen": {"iter": 1, "range": rng(), "credit": 512}}),
+    enc({"IterOpen": {"iter": 1, "range": rng(), "credit": 1048576}}),
     enc({"IterOpen": {"iter": 2, "range": rng(gt=b"a", lte=b"k", reverse=True, limit=10,
                                                projection="KeysOnly"), "credit": 1}}),
     enc({"IterOpen": {"iter": 3, "range": rng(projection="ValuesOnly"), "credit": 0}}),
@@ -51,7 +54,7 @@ client = [
     enc({"IterClose": {"iter": 1}}),
 ]
 server = [
-    enc({"Welcome": {"version": 1, "epoch": 7, "pid": 4242}}),
+    enc({"Welcome": {"version": VERSION, "epoch": 7, "pid": 4242}}),
     enc({"Refused": {"message": "bad magic"}}),
     enc({"Response": {"id": 1, "result": {"Ok": "Done"}}}),
     enc({"Response": {"id": 2, "result": {"Ok": {"Value": b"v"}}}}),

@@ -7,7 +7,8 @@
 //!   waiting (point reads of an engine with concurrent readers, pings), and runs one task per
 //!   request that must wait (pipelining: replies go out as they finish, in any order); it stops
 //!   reading its socket while [`Limits::max_in_flight`] request tasks are running;
-//! - runs one task per open iterator, which never sends more entries than the follower granted;
+//! - runs one task per open iterator, which never sends beyond the credit the follower granted
+//!   (in bytes of entries, one entry of overdraft);
 //! - writes every frame itself (tasks hand theirs over a bounded channel), one flush per burst,
 //!   so a follower that stops reading stalls only its own connection, in bounded memory;
 //! - ends every task it started when it ends, whether the follower left, broke the protocol, or
