@@ -5,10 +5,13 @@
 //! when its stdin closes, so it never outlives a harness that was killed either.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rave::{Error, Result};
+use rave::{Backend, Error, Rave, RaveOptions, Result, Role};
+
+use crate::engines::EngineName;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -54,6 +57,23 @@ impl Helper {
             child,
             what,
         })
+    }
+
+    /// Spawns a leader of `dir` on `engine` that first writes the data set `data` (the leader
+    /// helper's flags without their dashes, e.g. `[("keys", 1000), ("value-size", 100)]`).
+    pub fn leader(engine: EngineName, dir: &Path, data: &[(&str, usize)]) -> Result<Helper> {
+        let mut args = vec![
+            "leader".to_string(),
+            "--backend".into(),
+            engine.to_string(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ];
+        for (flag, value) in data {
+            args.push(format!("--{flag}"));
+            args.push(value.to_string());
+        }
+        Helper::spawn("leader", args)
     }
 
     /// The helper's process id (none once it was reaped).
@@ -161,4 +181,16 @@ pub fn temp_dir() -> Result<tempfile::TempDir> {
         .prefix("rave-bench-")
         .tempdir()
         .map_err(|e| Error::io("create a temporary directory", &e))
+}
+
+/// Opens a handle on `dir` with `options`; it must follow (a leader helper serves `dir`).
+pub async fn follow<B: Backend + Default>(dir: &Path, options: RaveOptions) -> Result<Rave<B>> {
+    let db = Rave::<B>::open(dir, options)?;
+    let role = db.ready().await?;
+    if role != Role::Follower {
+        return Err(Error::other(format!(
+            "expected to follow, but this handle is {role}"
+        )));
+    }
+    Ok(db)
 }

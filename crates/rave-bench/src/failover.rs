@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use rave::{Backend, Error, KvStore, Rave, RaveOptions, Result, Role};
+use rave::{Backend, Error, KvStore, RaveOptions, Result};
 
-use crate::child::{Helper, SHORT, temp_dir};
+use crate::child::{Helper, SHORT, follow, temp_dir};
 use crate::cli::Sizes;
 use crate::engines::{self, EngineName, with_engine};
 use crate::leader::open_bare;
@@ -28,28 +28,6 @@ pub async fn measure(engine: EngineName, sizes: &Sizes) -> Result<Vec<Figure>> {
     with_engine!(engine, B => measure_with::<B>(engine, sizes).await)
 }
 
-fn spawn_leader(
-    engine: EngineName,
-    dir: &std::path::Path,
-    keys: usize,
-    sizes: &Sizes,
-) -> Result<Helper> {
-    Helper::spawn(
-        "leader",
-        [
-            "leader".to_string(),
-            "--backend".into(),
-            engine.to_string(),
-            "--dir".into(),
-            dir.display().to_string(),
-            "--keys".into(),
-            keys.to_string(),
-            "--value-size".into(),
-            sizes.value_size.to_string(),
-        ],
-    )
-}
-
 /// One failover: milliseconds from SIGKILL to the first get served by the next leader.
 async fn failover_once<B: Backend + Default>(
     engine: EngineName,
@@ -57,15 +35,13 @@ async fn failover_once<B: Backend + Default>(
     keys: usize,
     sizes: &Sizes,
 ) -> Result<f64> {
-    let mut leader = spawn_leader(engine, dir, keys, sizes)?;
+    let mut leader = Helper::leader(
+        engine,
+        dir,
+        &[("keys", keys), ("value-size", sizes.value_size)],
+    )?;
     leader.expect("ready", SHORT).await?;
-    let db = Rave::<B>::open(dir, RaveOptions::default())?;
-    let role = db.ready().await?;
-    if role != Role::Follower {
-        return Err(Error::other(format!(
-            "expected to follow, but this handle is {role}"
-        )));
-    }
+    let db = follow::<B>(dir, RaveOptions::default()).await?;
     let key = engines::key(0);
     db.get(&key).await?;
     let before = db.epoch();
@@ -96,7 +72,11 @@ async fn crashed_open<B: Backend + Default>(
     dir: &std::path::Path,
     sizes: &Sizes,
 ) -> Result<f64> {
-    let mut leader = spawn_leader(engine, dir, 0, sizes)?;
+    let mut leader = Helper::leader(
+        engine,
+        dir,
+        &[("keys", 0), ("value-size", sizes.value_size)],
+    )?;
     leader.expect("ready", SHORT).await?;
     leader.kill()?;
     leader.reap(SHORT).await?;

@@ -12,12 +12,12 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rave::{Backend, Error, KvStore, Rave, RaveOptions, Result, Role};
+use rave::{Backend, Error, KvStore, Rave, RaveOptions, Result};
 use rave_transport::wire::{self, ClientMessage, Op, Reply, ServerMessage};
 use rave_transport::{Client, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::child::{Helper, SHORT, temp_dir};
+use crate::child::{Helper, SHORT, follow, temp_dir};
 use crate::cli::Sizes;
 use crate::engines::{self, EngineName, KeyGen, with_engine};
 use crate::redis::{self, Redis};
@@ -67,28 +67,13 @@ async fn measure_with<B: Backend + Default>(
 ) -> Result<Vec<Figure>> {
     let tmp = temp_dir()?;
     let dir = tmp.path().join("db");
-    let mut leader = Helper::spawn(
-        "leader",
-        [
-            "leader".to_string(),
-            "--backend".into(),
-            engine.to_string(),
-            "--dir".into(),
-            dir.display().to_string(),
-            "--keys".into(),
-            sizes.keys.to_string(),
-            "--value-size".into(),
-            sizes.value_size.to_string(),
-        ],
+    let mut leader = Helper::leader(
+        engine,
+        &dir,
+        &[("keys", sizes.keys), ("value-size", sizes.value_size)],
     )?;
     leader.expect("ready", SHORT).await?;
-    let db = Rave::<B>::open(&dir, RaveOptions::default())?;
-    let role = db.ready().await?;
-    if role != Role::Follower {
-        return Err(Error::other(format!(
-            "expected to follow, but this handle is {role}"
-        )));
-    }
+    let db = follow::<B>(&dir, RaveOptions::default()).await?;
 
     let (request, response) = frame_sizes(sizes.value_size)?;
     let socket = tmp.path().join("ping.sock");
@@ -376,13 +361,7 @@ async fn current_thread_gets<B: Backend + Default>(
             .build()
             .map_err(|e| Error::io("start a current-thread runtime", &e))?;
         rt.block_on(async {
-            let db = Rave::<B>::open(&dir, RaveOptions::default())?;
-            let role = db.ready().await?;
-            if role != Role::Follower {
-                return Err(Error::other(format!(
-                    "expected to follow, but this handle is {role}"
-                )));
-            }
+            let db = follow::<B>(&dir, RaveOptions::default()).await?;
             sequential_gets(&db, n.min(1_000), keys, seed + 1).await?;
             let (lat, _) = sequential_gets(&db, n, keys, seed).await?;
             db.close().await?;

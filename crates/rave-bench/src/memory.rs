@@ -33,19 +33,10 @@ pub async fn measure(engine: EngineName, sizes: &Sizes) -> Result<Vec<Figure>> {
         idle.push(rss_mib(&bare)?);
         bare.stop().await;
 
-        let mut leader = Helper::spawn(
-            "leader",
-            [
-                "leader".to_string(),
-                "--backend".into(),
-                engine.to_string(),
-                "--dir".into(),
-                dir_arg.clone(),
-                "--keys".into(),
-                sizes.keys.to_string(),
-                "--value-size".into(),
-                sizes.value_size.to_string(),
-            ],
+        let mut leader = Helper::leader(
+            engine,
+            &dir,
+            &[("keys", sizes.keys), ("value-size", sizes.value_size)],
         )?;
         leader.expect("ready", SHORT).await?;
         tokio::time::sleep(SETTLE).await;

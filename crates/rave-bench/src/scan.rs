@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use rave::{Backend, Error, KvStore, Rave, RaveOptions, Result, Role};
+use rave::{Backend, Error, KvStore, Rave, RaveOptions, Result};
 
-use crate::child::{Helper, field, temp_dir};
+use crate::child::{Helper, field, follow, temp_dir};
 use crate::cli::Sizes;
 use crate::engines::{EngineName, with_engine};
 use crate::helper::scan_all;
@@ -31,26 +31,9 @@ async fn measure_with<B: Backend + Default>(
 ) -> Result<Vec<Figure>> {
     let tmp = temp_dir()?;
     let dir = tmp.path().join("db");
-    let mut leader = Helper::spawn(
-        "leader",
-        [
-            "leader".to_string(),
-            "--backend".into(),
-            engine.to_string(),
-            "--dir".into(),
-            dir.display().to_string(),
-            "--small".into(),
-            sizes.scan_entries.to_string(),
-        ],
-    )?;
+    let mut leader = Helper::leader(engine, &dir, &[("small", sizes.scan_entries)])?;
     leader.expect("ready", SCAN_LIMIT).await?;
-    let db = Rave::<B>::open(&dir, RaveOptions::default())?;
-    let role = db.ready().await?;
-    if role != Role::Follower {
-        return Err(Error::other(format!(
-            "expected to follow, but this handle is {role}"
-        )));
-    }
+    let db = follow::<B>(&dir, RaveOptions::default()).await?;
     // A second follower with a wider iterator window: how much the default window bounds P7.
     let mut wide_options = RaveOptions::default();
     wide_options.limits.iter_window_bytes = WIDE_WINDOW;
