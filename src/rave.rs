@@ -10,8 +10,8 @@ use rave_election::Role;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::core::{Core, Opener, drive};
 use crate::iter::ResumingIter;
+use crate::leadership::{Leadership, Opener, drive};
 use crate::{DefaultBackend, RaveOptions};
 
 /// A handle on a database directory shared by any number of processes.
@@ -21,7 +21,7 @@ use crate::{DefaultBackend, RaveOptions};
 /// its background task; a leader's followers then elect a new leader. It must be used within a
 /// Tokio runtime.
 pub struct Rave<B: Backend = DefaultBackend> {
-    core: Arc<Core>,
+    core: Arc<Leadership>,
     owner: Arc<Owner>,
     _backend: PhantomData<fn() -> B>,
 }
@@ -38,7 +38,7 @@ impl<B: Backend> Clone for Rave<B> {
 
 /// Ends the driver when the last clone of a handle goes away.
 struct Owner {
-    core: Arc<Core>,
+    core: Arc<Leadership>,
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -69,7 +69,7 @@ impl<B: Backend> Rave<B> {
             let store = backend.open(path, open_options)?;
             Ok(Arc::new(store) as Arc<dyn KvStore>)
         });
-        let core = Arc::new(Core::new(dir, options, opener));
+        let core = Arc::new(Leadership::new(dir, options, opener));
         let driver = runtime.spawn(drive(core.clone()));
         Ok(Rave {
             owner: Arc::new(Owner {

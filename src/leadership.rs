@@ -1,9 +1,9 @@
 //! The state machine of one handle: elect, lead or follow, hand operations a store, re-elect.
 //!
-//! Operations never talk to the election directly. They ask [`Core::acquire`] for a ticket (the
-//! store to use now: the local engine when leading, the client when following) and report a lost
-//! leader with [`Core::lost`]. One background task, [`drive`], runs the election and changes the
-//! state.
+//! Operations never talk to the election directly. They ask [`Leadership::acquire`] for a
+//! ticket (the store to use now: the local engine when leading, the client when following) and
+//! report a lost leader with [`Leadership::lost`]. One background task, [`drive`], runs the
+//! election and changes the state.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -53,7 +53,7 @@ struct State {
     epoch: Option<u64>,
 }
 
-pub(crate) struct Core {
+pub(crate) struct Leadership {
     pub dir: PathBuf,
     pub options: RaveOptions,
     opener: Opener,
@@ -63,9 +63,9 @@ pub(crate) struct Core {
     pub cancel: CancellationToken,
 }
 
-impl Core {
+impl Leadership {
     pub fn new(dir: PathBuf, options: RaveOptions, opener: Opener) -> Self {
-        Core {
+        Leadership {
             dir,
             options,
             opener,
@@ -306,7 +306,7 @@ impl Core {
 }
 
 /// The election loop of one handle; returns when the handle closes.
-pub(crate) async fn drive(core: Arc<Core>) {
+pub(crate) async fn drive(core: Arc<Leadership>) {
     let mut backoff = Backoff::default();
     while !core.cancel.is_cancelled() {
         if let Some((client, epoch)) = try_follow(&core).await {
@@ -348,7 +348,7 @@ pub(crate) async fn drive(core: Arc<Core>) {
     }
 }
 
-async fn sleep_or_cancel(core: &Core, delay: Duration) {
+async fn sleep_or_cancel(core: &Leadership, delay: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = core.cancel.cancelled() => {}
@@ -356,7 +356,7 @@ async fn sleep_or_cancel(core: &Core, delay: Duration) {
 }
 
 /// Connects and shakes hands with the leader, if one serves.
-async fn try_follow(core: &Core) -> Option<(Client, u64)> {
+async fn try_follow(core: &Leadership) -> Option<(Client, u64)> {
     let path = rave_election::socket_path(&core.dir).ok()?;
     let stream = rave_election::connect(&path).await.ok()?;
     let limits = rave_transport::Limits {
@@ -374,7 +374,7 @@ async fn try_follow(core: &Core) -> Option<(Client, u64)> {
 
 /// Leads until the handle closes: opens the engine, listens, serves, then steps down cleanly
 /// (socket removed while the lock is still held, engine closed, lock released last).
-async fn lead(core: &Arc<Core>, lock: DirLock) -> Result<()> {
+async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     let epoch = lock.epoch();
     let opener = core.clone();
     let store = tokio::task::spawn_blocking(move || opener.open_engine())
