@@ -18,6 +18,7 @@
 mod backend;
 mod batch;
 pub mod dir;
+pub mod engine_backend;
 pub mod engine_thread;
 mod error;
 mod memory;
@@ -26,6 +27,7 @@ mod store;
 
 pub use backend::{Backend, Capabilities, OpenOptions};
 pub use batch::BatchOp;
+pub use engine_backend::{EngineBackend, EngineOp};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::{MemoryBackend, MemoryEngine};
 pub use range::{Projection, Range};
