@@ -90,12 +90,29 @@ fn write_engine_record(path: &Path, engine: &str) -> Result<()> {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(format!("{engine}\n").as_bytes())?;
         file.sync_all()?;
-        fs::rename(&tmp, path.join(ENGINE_FILE))
+        fs::rename(&tmp, path.join(ENGINE_FILE))?;
+        // The rename is durable only once the directory is synced (power loss could otherwise
+        // leave a database without its engine record).
+        sync_dir(path)
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(format!("write {}", path.join(ENGINE_FILE).display()), &e)
     })
+}
+
+/// Makes a directory's entries (a rename, a new file) durable. Windows has no directory fsync
+/// (NTFS journals renames), so there it does nothing.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,12 @@ pub trait KvStore: Send + Sync + 'static {
     async fn batch(&self, ops: Vec<BatchOp>) -> Result<()>;
 
     /// An iterator over `range`, seeing a snapshot taken when it is created.
+    ///
+    /// **Through a rave handle the snapshot lasts only while one leader lives.** When the leader
+    /// changes under an open iterator, the iterator resumes on the new leader after the last key
+    /// it handed out, in a new snapshot taken at the moment of resuming: it never repeats or
+    /// skips a key, but entries not yet read may reflect writes made after the iterator was
+    /// created. Engines used directly keep one snapshot for the iterator's whole life.
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>>;
 
     /// Removes every key in `range` (its direction and limit say which ones when limited).

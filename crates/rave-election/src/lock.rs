@@ -115,12 +115,29 @@ fn write_leader_record(dir: &Path, record: LeaderRecord) -> io::Result<()> {
     }
 }
 
-/// Write-then-rename, so a crash mid-write never leaves a torn record (epochs must not reset).
+/// Write-then-rename, so a crash mid-write never leaves a torn record (epochs must not reset),
+/// then an fsync of the directory, so the rename itself survives power loss: without it a new
+/// leader's record could vanish on a power cut and the next leader would reuse its epoch.
 fn write_then_rename(tmp: &Path, path: &Path, text: &str) -> io::Result<()> {
     let mut file = File::create(tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
-    fs::rename(tmp, path)
+    fs::rename(tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Makes the directory's entries (a rename, a new file) durable. Windows has no directory fsync
+/// (renames are journaled by NTFS), so there it does nothing.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
