@@ -40,8 +40,10 @@ impl<B: EngineBackend> Backend for B {
         B::NAME
     }
 
+    /// The engine's own, plus [`Capabilities::exactly_once`]: every [`EngineStore`] keeps the
+    /// records.
     fn capabilities(&self) -> Capabilities {
-        B::CAPABILITIES
+        B::CAPABILITIES.with_exactly_once(true)
     }
 
     fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {
