@@ -24,6 +24,7 @@ mod iter;
 mod leadership;
 mod options;
 mod rave;
+mod stamp;
 
 pub use options::RaveOptions;
 pub use rave::Rave;
