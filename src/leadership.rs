@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rave_api::{Error, KvStore, OpenOptions, Result};
+use rave_api::{Error, KvStore, OpenOptions, Result, Write};
 use rave_election::{Backoff, DirLock, Role};
 use rave_transport::{Client, ServerInfo};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::RaveOptions;
+use crate::stamp::Stamper;
 
 /// Opens the engine when this handle becomes leader (blocking).
 pub(crate) type Opener = Arc<dyn Fn(&Path, &OpenOptions) -> Result<Arc<dyn KvStore>> + Send + Sync>;
@@ -61,6 +62,8 @@ pub(crate) struct Leadership {
     role: watch::Sender<Role>,
     /// Cancelled when the handle closes or its last clone is dropped: ends the driver.
     pub cancel: CancellationToken,
+    /// Numbers this handle's writes, so a re-sent write is applied once.
+    stamper: Arc<Stamper>,
 }
 
 impl Leadership {
@@ -77,6 +80,7 @@ impl Leadership {
             }),
             role: watch::Sender::new(Role::Electing),
             cancel: CancellationToken::new(),
+            stamper: Arc::new(Stamper::new()),
         }
     }
 
@@ -168,6 +172,19 @@ impl Leadership {
                 other => return other,
             }
         }
+    }
+
+    /// Runs one write exactly once: numbered before its first send, re-sent with the same
+    /// stamp to whichever leader comes next, so a leader that already applied it answers from
+    /// its records instead of applying it again.
+    pub async fn write(&self, write: Write) -> Result<()> {
+        let ticket = self.stamper.begin();
+        self.run(|s| {
+            let write = write.clone();
+            let stamp = ticket.stamp();
+            async move { (*s).write_stamped(stamp?, write).await }
+        })
+        .await
     }
 
     pub fn is_closed(&self) -> bool {

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rave_api::{BatchOp, Error, KvIterator, KvStore, Range, Result};
+use rave_api::{BatchOp, Error, KvIterator, KvStore, Range, Result, Write, WriteStamp};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -226,6 +226,12 @@ impl KvStore for Client {
 
     async fn clear(&self, range: Range) -> Result<()> {
         self.call(Op::Clear { range }).await.and_then(expect_done)
+    }
+
+    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
+        self.call(Op::Write { stamp, write })
+            .await
+            .and_then(expect_done)
     }
 
     async fn close(&self) -> Result<()> {

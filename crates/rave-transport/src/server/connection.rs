@@ -314,6 +314,10 @@ async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
         Op::Del { key } => store.del(&key).await.map(|()| Reply::Done),
         Op::Batch { ops } => store.batch(ops).await.map(|()| Reply::Done),
         Op::Clear { range } => store.clear(range).await.map(|()| Reply::Done),
+        Op::Write { stamp, write } => store
+            .write_stamped(stamp, write)
+            .await
+            .map(|()| Reply::Done),
         Op::Ping => Ok(Reply::Done),
     }
 }
