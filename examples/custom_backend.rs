@@ -8,7 +8,8 @@
 //! either the whole record or a torn tail, which the next open cuts off: batches are atomic and
 //! acknowledged writes survive `kill -9`. (No compaction: the log only grows.)
 //!
-//! `rave_api::engine_thread` does the rest: the engine runs on a thread of its own, writes are
+//! `rave_api::EngineBackend` and `rave_api::engine_thread` do the rest: the directory is checked
+//! and recorded, the engine runs on a thread of its own, writes are
 //! group-committed, iterators are read in chunks, limits and projections are applied.
 //!
 //! ```sh
@@ -27,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 
-use rave_api::engine_thread::{Engine, EngineIter, EngineStore};
-use rave_api::{Backend, BatchOp, Capabilities, Error, OpenOptions, Range, Result};
+use rave_api::engine_thread::{Engine, EngineIter};
+use rave_api::{BatchOp, Capabilities, EngineBackend, Error, OpenOptions, Range, Result};
 use rave_conformance::BackendHarness;
 use rave_conformance::crash::{self, Kill9};
 
@@ -43,24 +44,16 @@ const HEADER: usize = 12;
 #[derive(Clone, Copy, Debug, Default)]
 struct AppendLogBackend;
 
-impl Backend for AppendLogBackend {
-    type Store = EngineStore;
+// `EngineBackend` gives the `Backend` impl: it refuses a file, another engine's directory, a
+// missing database without create_if_missing..., records our name, and opens the engine on a
+// thread of its own.
+impl EngineBackend for AppendLogBackend {
+    const NAME: &'static str = NAME;
+    const CAPABILITIES: Capabilities = Capabilities::full();
+    type Engine = LogEngine;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::full()
-    }
-
-    fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {
-        // Refuses a file, another engine's directory, a missing database without
-        // create_if_missing..., then records our name.
-        rave_api::dir::prepare(path, options, NAME)?;
-        let log = path.join(LOG_FILE);
-        let sync = options.sync;
-        EngineStore::spawn(NAME, move || LogEngine::open(log, sync))
+    fn open_engine(dir: &Path, options: &OpenOptions) -> Result<LogEngine> {
+        LogEngine::open(dir.join(LOG_FILE), options.sync)
     }
 }
 

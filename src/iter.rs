@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rave_api::{Entry, Error, KvIterator, Projection, Range, Result};
 
-use crate::core::Core;
+use crate::leadership::Leadership;
 
 /// An iterator of a [`crate::Rave`] handle.
 ///
@@ -15,7 +15,7 @@ use crate::core::Core;
 /// not handed out are dropped with it, so nothing is returned twice and nothing is skipped.
 /// Across a resume the snapshot is the new leader's, taken at the moment of resuming.
 pub(crate) struct ResumingIter {
-    core: Arc<Core>,
+    core: Arc<Leadership>,
     /// The user's range, with keys always requested (resuming needs them).
     range: Range,
     /// What the user asked to see.
@@ -26,7 +26,7 @@ pub(crate) struct ResumingIter {
 }
 
 impl ResumingIter {
-    pub async fn open(core: Arc<Core>, range: Range) -> Result<Self> {
+    pub async fn open(core: Arc<Leadership>, range: Range) -> Result<Self> {
         let projection = range.projection;
         let mut wire_range = range;
         if projection == Projection::ValuesOnly {
@@ -53,7 +53,7 @@ impl ResumingIter {
 }
 
 /// Opens `range` on whoever leads now (waiting for an election if needed).
-async fn open_on_leader(core: &Core, range: Range) -> Result<Box<dyn KvIterator>> {
+async fn open_on_leader(core: &Leadership, range: Range) -> Result<Box<dyn KvIterator>> {
     core.run(|store| {
         let range = range.clone();
         async move { (*store).iterator(range).await }

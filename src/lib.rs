@@ -20,13 +20,14 @@
 
 #![warn(missing_docs)]
 
-mod core;
-mod handle;
 mod iter;
+mod leadership;
 mod options;
+mod rave;
+mod stamp;
 
-pub use handle::Rave;
 pub use options::RaveOptions;
+pub use rave::Rave;
 pub use rave_api::*;
 pub use rave_election::Role;
 

@@ -2,33 +2,13 @@
 //! errors.
 
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use rave_api::Error;
 use rusty_leveldb::{Status, StatusCode};
 
 /// What was being done when an error happened; it decides how some codes read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Op {
-    Open,
-    Read,
-    Write,
-    Iterate,
-    Close,
-}
-
-impl Op {
-    fn as_str(self) -> &'static str {
-        match self {
-            Op::Open => "open",
-            Op::Read => "read",
-            Op::Write => "write",
-            Op::Iterate => "iterate",
-            Op::Close => "close",
-        }
-    }
-}
+pub(crate) use rave_api::EngineOp as Op;
 
 /// Maps a rusty-leveldb status to a rave error. `dir` is the database directory.
 pub(crate) fn map(status: &Status, op: Op, dir: &Path) -> Error {
@@ -102,29 +82,13 @@ fn io_kind(message: &str) -> io::ErrorKind {
 /// Runs `f`, turning a panic into [`Error::Corruption`].
 ///
 /// rusty-leveldb asserts on and unwraps what it reads from disk (and debug builds panic on a
-/// block entry they cannot parse, block.rs `advance`), so damaged files can make it panic. A
-/// panic must never take the engine thread, or the leader process, down with it.
+/// block entry they cannot parse, block.rs `advance`), so damaged files can make it panic.
 pub(crate) fn guard<T>(
     op: Op,
     dir: &Path,
     f: impl FnOnce() -> rave_api::Result<T>,
 ) -> rave_api::Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let detail = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            tracing::error!(dir = %dir.display(), op = op.as_str(), detail, "rusty-leveldb panicked");
-            Err(Error::corruption(format!(
-                "leveldb {} {}: the engine failed on damaged data ({detail})",
-                op.as_str(),
-                dir.display()
-            )))
-        }
-    }
+    rave_api::engine_backend::guard("leveldb", op, dir, f)
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rave_api::engine_thread::{Engine, EngineStore};
-use rave_api::{Backend, BatchOp, Capabilities, Error, OpenOptions, Range, Result};
+use rave_api::engine_thread::Engine;
+use rave_api::{BatchOp, Capabilities, EngineBackend, Error, OpenOptions, Range, Result};
 use rusty_leveldb::{DB, WriteBatch};
 
 use crate::env::{Files, RaveEnv};
@@ -57,24 +57,16 @@ impl LevelDbBackend {
     }
 }
 
-impl Backend for LevelDbBackend {
-    type Store = EngineStore;
+impl EngineBackend for LevelDbBackend {
+    const NAME: &'static str = NAME;
+    type Engine = LevelDbEngine;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
+    // No concurrent reads: rusty-leveldb's database is not `Send`, so point reads stay on
+    // the engine thread.
+    const CAPABILITIES: Capabilities = Capabilities::full();
 
-    fn capabilities(&self) -> Capabilities {
-        // No concurrent reads: rusty-leveldb's database is not `Send`, so point reads stay on
-        // the engine thread.
-        Capabilities::full()
-    }
-
-    fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {
-        rave_api::dir::prepare(path, options, NAME)?;
-        let dir = path.to_path_buf();
-        let options = options.clone();
-        EngineStore::spawn(NAME, move || LevelDbEngine::open(&dir, &options))
+    fn open_engine(dir: &Path, options: &OpenOptions) -> Result<LevelDbEngine> {
+        LevelDbEngine::open(dir, options)
     }
 }
 

@@ -26,7 +26,7 @@ fn backend_identity() {
     assert_eq!(LevelDbBackend.name(), "leveldb");
     assert_eq!(
         LevelDbBackend.capabilities(),
-        rave_api::Capabilities::full()
+        rave_api::Capabilities::full().with_exactly_once(true)
     );
 }
 

@@ -1,16 +1,15 @@
 //! redb errors as typed [`rave_api::Error`]s, and a guard that turns redb panics into errors.
 
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use rave_api::Error;
+use rave_api::{EngineOp, Error};
 
-/// Maps any redb error (they all convert into [`redb::Error`]) to a rave error. `what` says what
+/// Maps any redb error (they all convert into [`redb::Error`]) to a rave error. `op` says what
 /// was being done and `file` is the database file, both for the message.
-pub(crate) fn map(err: impl Into<redb::Error>, what: &str, file: &Path) -> Error {
+pub(crate) fn map(err: impl Into<redb::Error>, op: EngineOp, file: &Path) -> Error {
     let err: redb::Error = err.into();
-    let context = format!("redb {what} {}", file.display());
+    let context = format!("redb {} {}", op.as_str(), file.display());
     match err {
         // redb reports a file that is not a redb database at all (bad magic number, a header
         // that does not parse) as an I/O error of kind InvalidData (see `StorageError::
@@ -51,26 +50,11 @@ pub(crate) fn map(err: impl Into<redb::Error>, what: &str, file: &Path) -> Error
 /// Runs `f`, turning a panic inside redb into a [`Error::Corruption`].
 ///
 /// redb trusts the pages it reads: a file damaged outside redb can make it panic (its own docs
-/// say so for `Database::open`, and debug builds assert on "impossible" states), and a panic must
-/// never take the engine thread, or the leader process, down with it.
+/// say so for `Database::open`, and debug builds assert on "impossible" states).
 pub(crate) fn guard<T>(
-    what: &str,
+    op: EngineOp,
     file: &Path,
     f: impl FnOnce() -> rave_api::Result<T>,
 ) -> rave_api::Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let detail = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            tracing::error!(file = %file.display(), what, detail, "redb panicked");
-            Err(Error::corruption(format!(
-                "redb {what} {}: the engine failed on damaged data ({detail})",
-                file.display()
-            )))
-        }
-    }
+    rave_api::engine_backend::guard("redb", op, file, f)
 }

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use rave_api::engine_thread::{Engine, EngineIter, EngineStore, SharedReader};
-use rave_api::{Backend, BatchOp, Capabilities, Error, OpenOptions, Range, Result};
+use rave_api::engine_thread::{Engine, EngineIter, SharedReader};
+use rave_api::{BatchOp, Capabilities, EngineBackend, EngineOp, Error, OpenOptions, Range, Result};
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
 /// The engine's name, as recorded in the directory.
@@ -58,23 +58,15 @@ impl RedbBackend {
     }
 }
 
-impl Backend for RedbBackend {
-    type Store = EngineStore;
+impl EngineBackend for RedbBackend {
+    const NAME: &'static str = NAME;
+    type Engine = RedbEngine;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
+    // Point reads run on the callers' threads through the shared reader.
+    const CAPABILITIES: Capabilities = Capabilities::full().with_concurrent_reads(true);
 
-    fn capabilities(&self) -> Capabilities {
-        // Point reads run on the callers' threads through the shared reader.
-        Capabilities::full().with_concurrent_reads(true)
-    }
-
-    fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {
-        rave_api::dir::prepare(path, options, NAME)?;
-        let dir = path.to_path_buf();
-        let options = options.clone();
-        EngineStore::spawn(NAME, move || RedbEngine::open(&dir, &options))
+    fn open_engine(dir: &Path, options: &OpenOptions) -> Result<RedbEngine> {
+        RedbEngine::open(dir, options)
     }
 }
 
@@ -134,9 +126,9 @@ impl Shared {
     }
 
     /// Runs `f` on a read snapshot that holds every commit made before the call, from any thread.
-    fn read<T>(&self, what: &str, f: impl FnOnce(&Table) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, op: EngineOp, f: impl FnOnce(&Table) -> Result<T>) -> Result<T> {
         let file = &self.file;
-        error::guard(what, file, || {
+        error::guard(op, file, || {
             self.with_db(|db| {
                 // Loaded before the snapshot is looked up or taken: a snapshot taken after this
                 // load holds every commit counted in `generation`.
@@ -150,11 +142,9 @@ impl Shared {
                 let table = match cached {
                     Some(table) => table,
                     None => {
-                        let txn = db.begin_read().map_err(|e| error::map(e, what, file))?;
-                        let table = Arc::new(
-                            txn.open_table(TABLE)
-                                .map_err(|e| error::map(e, what, file))?,
-                        );
+                        let txn = db.begin_read().map_err(|e| error::map(e, op, file))?;
+                        let table =
+                            Arc::new(txn.open_table(TABLE).map_err(|e| error::map(e, op, file))?);
                         // Cached unless a commit came in the meantime (the next read would not
                         // use it, and it would pin pages).
                         if self.generation.load(Ordering::Acquire) == generation {
@@ -186,12 +176,12 @@ impl Shared {
 
 impl SharedReader for Shared {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read("get", |table| lookup(table, key, &self.file))
+        self.read(EngineOp::Read, |table| lookup(table, key, &self.file))
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         // One snapshot for all of them.
-        self.read("get", |table| {
+        self.read(EngineOp::Read, |table| {
             keys.iter()
                 .map(|key| lookup(table, key, &self.file))
                 .collect()
@@ -204,7 +194,7 @@ impl RedbEngine {
     /// [`rave_api::dir::prepare`] has already checked. Blocking.
     pub fn open(dir: &Path, options: &OpenOptions) -> Result<Self> {
         let file = dir.join(DATA_FILE);
-        let db = error::guard("open", &file, || {
+        let db = error::guard(EngineOp::Open, &file, || {
             let builder = redb::Builder::new();
             let opened = if options.create_if_missing {
                 // Creates the file, or opens it when it holds a database.
@@ -220,7 +210,7 @@ impl RedbEngine {
                         path: dir.to_path_buf(),
                     }
                 }
-                e => error::map(e, "open", &file),
+                e => error::map(e, EngineOp::Open, &file),
             })
         })?;
         let engine = RedbEngine {
@@ -232,7 +222,7 @@ impl RedbEngine {
             }),
         };
         // Create the table now, so that reads on an empty database find it.
-        engine.commit("create table", |_| Ok(()))?;
+        engine.commit(EngineOp::Open, |_| Ok(()))?;
         tracing::debug!(file = %engine.shared.file.display(), "redb opened");
         Ok(engine)
     }
@@ -240,32 +230,30 @@ impl RedbEngine {
     /// Runs `f` in a write transaction on the table and commits it durably.
     fn commit(
         &self,
-        what: &str,
+        op: EngineOp,
         f: impl FnOnce(&mut redb::Table<&'static [u8], &'static [u8]>) -> Result<()>,
     ) -> Result<()> {
         let shared = &self.shared;
         // The cached snapshot would only pin pages this commit could otherwise reuse.
         shared.drop_snapshot();
         let file = &shared.file;
-        let result = error::guard(what, file, || {
+        let result = error::guard(op, file, || {
             shared.with_db(|db| {
-                let mut txn = db.begin_write().map_err(|e| error::map(e, what, file))?;
+                let mut txn = db.begin_write().map_err(|e| error::map(e, op, file))?;
                 // Immediate is redb's default; it is set here because crash durability rests on
                 // it: the commit fsyncs before returning. Dropping `txn` on an error aborts it.
                 txn.set_durability(Durability::Immediate)
-                    .map_err(|e| error::map(e, what, file))?;
+                    .map_err(|e| error::map(e, op, file))?;
                 // After a crash the next leader opens this file; without quick repair redb walks
                 // the whole database to rebuild its allocator (failover time grew with the file:
                 // ~300 ms at 160 MB in the torture runs). Saving the allocator state with each
                 // commit keeps recovery near-constant; group commit amortises the extra cost.
                 txn.set_quick_repair(true);
                 {
-                    let mut table = txn
-                        .open_table(TABLE)
-                        .map_err(|e| error::map(e, what, file))?;
+                    let mut table = txn.open_table(TABLE).map_err(|e| error::map(e, op, file))?;
                     f(&mut table)?;
                 }
-                txn.commit().map_err(|e| error::map(e, what, file))
+                txn.commit().map_err(|e| error::map(e, op, file))
             })
         });
         // After the commit (failed or not: a snapshot taken during it is stale either way) and
@@ -279,7 +267,7 @@ impl RedbEngine {
 fn lookup(table: &Table, key: &[u8], file: &Path) -> Result<Option<Vec<u8>>> {
     Ok(table
         .get(key)
-        .map_err(|e| error::map(e, "get", file))?
+        .map_err(|e| error::map(e, EngineOp::Read, file))?
         .map(|value| value.value().to_vec()))
 }
 
@@ -300,18 +288,18 @@ impl Engine for RedbEngine {
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
         let file = &self.shared.file;
-        self.commit("write", |table| {
+        self.commit(EngineOp::Write, |table| {
             for op in ops {
                 match op {
                     BatchOp::Put { key, value } => {
                         table
                             .insert(key.as_slice(), value.as_slice())
-                            .map_err(|e| error::map(e, "write", file))?;
+                            .map_err(|e| error::map(e, EngineOp::Write, file))?;
                     }
                     BatchOp::Del { key } => {
                         table
                             .remove(key.as_slice())
-                            .map_err(|e| error::map(e, "write", file))?;
+                            .map_err(|e| error::map(e, EngineOp::Write, file))?;
                     }
                 }
             }
@@ -322,18 +310,18 @@ impl Engine for RedbEngine {
     fn iter<'a>(&'a self, range: &Range) -> Result<RedbIter<'a>> {
         // A fresh read transaction: the snapshot is the state after every acknowledged write.
         let file = &self.shared.file;
-        let inner = error::guard("iterate", file, || {
+        let inner = error::guard(EngineOp::Iterate, file, || {
             self.shared.with_db(|db| {
                 let txn = db
                     .begin_read()
-                    .map_err(|e| error::map(e, "iterate", file))?;
+                    .map_err(|e| error::map(e, EngineOp::Iterate, file))?;
                 let table = txn
                     .open_table(TABLE)
-                    .map_err(|e| error::map(e, "iterate", file))?;
+                    .map_err(|e| error::map(e, EngineOp::Iterate, file))?;
                 // The range owns its read transaction (reference counted), so it outlives both.
                 table
                     .range::<&[u8]>((range.lower(), range.upper()))
-                    .map_err(|e| error::map(e, "iterate", file))
+                    .map_err(|e| error::map(e, EngineOp::Iterate, file))
             })
         })?;
         Ok(RedbIter {
@@ -355,8 +343,8 @@ impl Engine for RedbEngine {
         shared.drop_snapshot();
         let file = &shared.file;
         let result = match db {
-            Some(db) => error::guard("close", file, || {
-                db.close().map_err(|e| error::map(e, "close", file))
+            Some(db) => error::guard(EngineOp::Close, file, || {
+                db.close().map_err(|e| error::map(e, EngineOp::Close, file))
             }),
             None => Ok(()),
         };
@@ -380,7 +368,7 @@ impl EngineIter for RedbIter<'_> {
         };
         let reverse = self.reverse;
         let file = self.file;
-        let result = error::guard("iterate", file, || {
+        let result = error::guard(EngineOp::Iterate, file, || {
             let item = if reverse {
                 inner.next_back()
             } else {
@@ -389,7 +377,7 @@ impl EngineIter for RedbIter<'_> {
             match item {
                 None => Ok(None),
                 Some(Ok((key, value))) => Ok(Some((key.value().to_vec(), value.value().to_vec()))),
-                Some(Err(e)) => Err(error::map(e, "iterate", file)),
+                Some(Err(e)) => Err(error::map(e, EngineOp::Iterate, file)),
             }
         });
         if result.is_err() {

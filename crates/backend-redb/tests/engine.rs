@@ -26,7 +26,9 @@ fn backend_identity() {
     assert_eq!(RedbBackend.name(), "redb");
     assert_eq!(
         RedbBackend.capabilities(),
-        rave_api::Capabilities::full().with_concurrent_reads(true)
+        rave_api::Capabilities::full()
+            .with_concurrent_reads(true)
+            .with_exactly_once(true)
     );
 }
 

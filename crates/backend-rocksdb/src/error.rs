@@ -12,26 +12,7 @@ use rave_api::Error;
 use rocksdb::ErrorKind as RocksKind;
 
 /// What rave was doing when RocksDB failed, for the message and for the open-only cases.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Op {
-    Open,
-    Read,
-    Write,
-    Iterate,
-    Close,
-}
-
-impl Op {
-    fn as_str(self) -> &'static str {
-        match self {
-            Op::Open => "open",
-            Op::Read => "read",
-            Op::Write => "write",
-            Op::Iterate => "iterate",
-            Op::Close => "close",
-        }
-    }
-}
+pub(crate) use rave_api::EngineOp as Op;
 
 /// Maps a RocksDB error raised while doing `op` on the database in `path`.
 pub(crate) fn map(err: &rocksdb::Error, op: Op, path: &Path) -> Error {

@@ -14,7 +14,8 @@ use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode, ReadOptions
 use crate::error::{self, Op};
 
 /// An iterator over a snapshot of one [`Range`].
-pub(crate) struct RocksIter<'a> {
+// `pub` (in a private module) because it is the public `RocksEngine`'s `Engine::Iter`.
+pub struct RocksIter<'a> {
     /// Declared before `_snapshot`, so dropped first: the snapshot outlives its reader.
     inner: DBIteratorWithThreadMode<'a, DB>,
     /// Held so that the view the iterator reads stays pinned (and visible to compaction as a

@@ -23,8 +23,8 @@ mod iter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use rave_api::engine_thread::{Engine, EngineStore, SharedReader};
-use rave_api::{Backend, BatchOp, Capabilities, Error, OpenOptions, Range, Result};
+use rave_api::engine_thread::{Engine, SharedReader};
+use rave_api::{BatchOp, Capabilities, EngineBackend, Error, OpenOptions, Range, Result};
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 
 use crate::error::Op;
@@ -55,28 +55,20 @@ impl RocksDbBackend {
     }
 }
 
-impl Backend for RocksDbBackend {
-    type Store = EngineStore;
+impl EngineBackend for RocksDbBackend {
+    const NAME: &'static str = NAME;
+    type Engine = RocksEngine;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
+    // Point reads run on the callers' threads through the shared reader.
+    const CAPABILITIES: Capabilities = Capabilities::full().with_concurrent_reads(true);
 
-    fn capabilities(&self) -> Capabilities {
-        // Point reads run on the callers' threads through the shared reader.
-        Capabilities::full().with_concurrent_reads(true)
-    }
-
-    fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {
-        rave_api::dir::prepare(path, options, NAME)?;
-        let path = path.to_path_buf();
-        let options = options.clone();
-        EngineStore::spawn(NAME, move || RocksEngine::open(path, &options))
+    fn open_engine(dir: &Path, options: &OpenOptions) -> Result<RocksEngine> {
+        RocksEngine::open(dir.to_path_buf(), options)
     }
 }
 
 /// An open RocksDB database, driven from the engine thread.
-struct RocksEngine {
+pub struct RocksEngine {
     /// The engine's own handle. At close it is the last one (the reader's is taken first), so
     /// dropping it closes the database and releases RocksDB's `LOCK`.
     db: Arc<DB>,

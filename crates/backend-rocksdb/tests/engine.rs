@@ -50,7 +50,9 @@ fn names_itself_and_offers_everything() {
     assert_eq!(RocksDbBackend.name(), "rocksdb");
     assert_eq!(
         RocksDbBackend::new().capabilities(),
-        Capabilities::full().with_concurrent_reads(true)
+        Capabilities::full()
+            .with_concurrent_reads(true)
+            .with_exactly_once(true)
     );
 }
 

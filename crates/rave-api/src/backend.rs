@@ -46,6 +46,11 @@ pub struct Capabilities {
     /// [`Capabilities::full`]); the conformance suite's engine contract then also checks that
     /// such reads see every acknowledged write and stop cleanly at close.
     pub concurrent_reads: bool,
+    /// A write re-sent with the same [`crate::WriteStamp`] is applied once
+    /// ([`crate::KvStore::write_stamped`]): every [`EngineStore`](crate::engine_thread::EngineStore)
+    /// offers this. Optional (off in [`Capabilities::full`]); without it a write retried after a
+    /// failover may be applied twice, and the conformance suite skips its exactly-once checks.
+    pub exactly_once: bool,
 }
 
 impl Capabilities {
@@ -58,6 +63,7 @@ impl Capabilities {
             snapshots: true,
             crash_durable: true,
             concurrent_reads: false,
+            exactly_once: false,
         }
     }
 
@@ -68,7 +74,14 @@ impl Capabilities {
             snapshots: true,
             crash_durable: false,
             concurrent_reads: false,
+            exactly_once: false,
         }
+    }
+
+    /// These capabilities with [`Capabilities::exactly_once`] set to `yes`.
+    pub const fn with_exactly_once(mut self, yes: bool) -> Self {
+        self.exactly_once = yes;
+        self
     }
 
     /// These capabilities with [`Capabilities::concurrent_reads`] set to `yes`.

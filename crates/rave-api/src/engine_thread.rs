@@ -35,6 +35,9 @@ use std::sync::{Arc, PoisonError, RwLock, mpsc};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
+use crate::commit::{Group, prepare};
+use crate::keyspace::{Side, raw_ranges, to_raw};
+use crate::once::{Records, Write, WriteStamp};
 use crate::{BatchOp, Entry, Error, KvIterator, KvStore, Range, Result};
 
 /// The most bytes of writes merged into one group commit.
@@ -117,8 +120,8 @@ type Opened = Result<Option<Arc<dyn SharedReader>>>;
 enum Command {
     Get(Vec<u8>, Reply<Option<Vec<u8>>>),
     GetMany(Vec<Vec<u8>>, Reply<Vec<Option<Vec<u8>>>>),
-    Write(Vec<BatchOp>, Reply<()>),
-    Clear(Range, Reply<()>),
+    Write(Option<WriteStamp>, Vec<BatchOp>, Reply<()>),
+    Clear(Option<WriteStamp>, Range, Reply<()>),
     OpenIter(u64, Range, Reply<()>),
     NextChunk(u64, usize, Reply<Vec<Entry>>),
     DropIter(u64),
@@ -150,15 +153,17 @@ impl EngineStore {
         let (opened_tx, opened_rx) = mpsc::sync_channel::<Opened>(1);
         std::thread::Builder::new()
             .name(format!("rave-{name}"))
-            .spawn(move || match open() {
-                Ok(engine) => {
-                    let _ = opened_tx.send(Ok(engine.shared_reader()));
-                    run(engine, rx);
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                }
-            })
+            .spawn(
+                move || match open().and_then(|engine| Ok((prepare(&engine)?, engine))) {
+                    Ok((records, engine)) => {
+                        let _ = opened_tx.send(Ok(engine.shared_reader()));
+                        run(engine, records, rx);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                },
+            )
             .map_err(|e| Error::io("spawn the engine thread", &e))?;
         let shared = opened_rx
             .recv()
@@ -200,14 +205,22 @@ impl EngineStore {
 #[async_trait]
 impl KvStore for EngineStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = to_raw(key);
         // No await before the shared read: with a shared reader this completes on its first poll.
-        if let Some(result) = self.read_shared(|reader| reader.get(key)) {
+        if let Some(result) = self.read_shared(|reader| reader.get(&key)) {
             return result;
         }
-        self.call(|r| Command::Get(key.to_vec(), r)).await
+        self.call(|r| Command::Get(key.into_owned(), r)).await
     }
 
     async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mapped: Vec<Vec<u8>>;
+        let keys = if keys.iter().any(|k| k.first() == Some(&0xFF)) {
+            mapped = keys.iter().map(|k| to_raw(k).into_owned()).collect();
+            &mapped[..]
+        } else {
+            keys
+        };
         if let Some(result) = self.read_shared(|reader| reader.get_many(keys)) {
             return result;
         }
@@ -215,12 +228,12 @@ impl KvStore for EngineStore {
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.call(|r| Command::Write(vec![BatchOp::put(key, value)], r))
+        self.call(|r| Command::Write(None, vec![BatchOp::put(key, value)], r))
             .await
     }
 
     async fn del(&self, key: &[u8]) -> Result<()> {
-        self.call(|r| Command::Write(vec![BatchOp::del(key)], r))
+        self.call(|r| Command::Write(None, vec![BatchOp::del(key)], r))
             .await
     }
 
@@ -228,7 +241,16 @@ impl KvStore for EngineStore {
         if ops.is_empty() {
             return Ok(());
         }
-        self.call(|r| Command::Write(ops, r)).await
+        self.call(|r| Command::Write(None, ops, r)).await
+    }
+
+    /// Applies `write` once per stamp: a stamp already applied (recorded in the engine, by this
+    /// leader or an earlier one) is answered without applying it again.
+    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
+        match write {
+            Write::Batch(ops) => self.call(|r| Command::Write(Some(stamp), ops, r)).await,
+            Write::Clear(range) => self.call(|r| Command::Clear(Some(stamp), range, r)).await,
+        }
     }
 
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
@@ -245,7 +267,7 @@ impl KvStore for EngineStore {
     }
 
     async fn clear(&self, range: Range) -> Result<()> {
-        self.call(|r| Command::Clear(range, r)).await
+        self.call(|r| Command::Clear(None, range, r)).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -293,10 +315,12 @@ impl Drop for EngineIterator {
     }
 }
 
-/// An open iterator on the engine thread.
+/// An open iterator on the engine thread: the engine iterators of the user range's parts (at most
+/// two, one on each side of rave's reserved keys, opened together so they share one snapshot),
+/// walked in order.
 struct Cursor<I> {
-    /// `None` once exhausted (or for an empty range).
-    iter: Option<I>,
+    /// The parts not yet exhausted, the current one first.
+    parts: std::collections::VecDeque<(Side, I)>,
     remaining: Option<u64>,
     range: Range,
 }
@@ -309,14 +333,18 @@ impl<I: EngineIter> Cursor<I> {
         }
         let mut chunk = Vec::with_capacity(want.min(1024));
         while chunk.len() < want {
-            let Some(iter) = self.iter.as_mut() else {
+            let Some((side, iter)) = self.parts.front_mut() else {
                 break;
             };
             match iter.next_entry()? {
                 Some((key, value)) => {
                     let projection = self.range.projection;
                     chunk.push(Entry {
-                        key: if projection.keys() { key } else { Vec::new() },
+                        key: if projection.keys() {
+                            side.user_key(key)
+                        } else {
+                            Vec::new()
+                        },
                         value: if projection.values() {
                             value
                         } else {
@@ -324,13 +352,15 @@ impl<I: EngineIter> Cursor<I> {
                         },
                     });
                 }
-                None => self.iter = None,
+                None => {
+                    self.parts.pop_front();
+                }
             }
         }
         if let Some(remaining) = self.remaining.as_mut() {
             *remaining -= chunk.len() as u64;
             if *remaining == 0 {
-                self.iter = None;
+                self.parts.clear();
             }
         }
         Ok(chunk)
@@ -338,20 +368,21 @@ impl<I: EngineIter> Cursor<I> {
 }
 
 fn open_cursor<E: Engine>(engine: &E, range: Range) -> Result<Cursor<E::Iter<'_>>> {
-    let iter = if range.is_empty() {
-        None
-    } else {
-        Some(engine.iter(&range)?)
-    };
+    let mut parts = std::collections::VecDeque::new();
+    if !range.is_empty() {
+        for (side, raw) in raw_ranges(&range) {
+            parts.push_back((side, engine.iter(&raw)?));
+        }
+    }
     Ok(Cursor {
-        iter,
+        parts,
         remaining: range.limit,
         range,
     })
 }
 
-/// Deletes the keys of `range` (honouring its direction and limit) in one atomic write.
-fn clear<E: Engine>(engine: &E, range: Range) -> Result<()> {
+/// The deletes that clear `range` (honouring its direction and limit), as user keys.
+fn clear_ops<E: Engine>(engine: &E, range: Range) -> Result<Vec<BatchOp>> {
     let mut keys_only = range;
     keys_only.projection = crate::Projection::KeysOnly;
     let mut cursor = open_cursor(engine, keys_only)?;
@@ -363,14 +394,10 @@ fn clear<E: Engine>(engine: &E, range: Range) -> Result<()> {
         }
         ops.extend(chunk.into_iter().map(|e| BatchOp::Del { key: e.key }));
     }
-    drop(cursor);
-    if ops.is_empty() {
-        return Ok(());
-    }
-    engine.write(&ops)
+    Ok(ops)
 }
 
-fn run<E: Engine>(engine: E, rx: mpsc::Receiver<Command>) {
+fn run<E: Engine>(engine: E, mut records: Records, rx: mpsc::Receiver<Command>) {
     let mut cursors: HashMap<u64, Cursor<E::Iter<'_>>> = HashMap::new();
     let mut held_back: Option<Command> = None;
     let mut close_reply = None;
@@ -389,17 +416,16 @@ fn run<E: Engine>(engine: E, rx: mpsc::Receiver<Command>) {
             Command::GetMany(keys, reply) => {
                 let _ = reply.send(engine.get_many(&keys));
             }
-            Command::Write(ops, reply) => {
+            Command::Write(stamp, ops, reply) => {
                 // Group commit: merge the writes already queued behind this one.
-                let mut ops = ops;
-                let mut bytes: usize = ops.iter().map(BatchOp::payload_len).sum();
-                let mut replies = vec![reply];
+                let mut group = Group::new();
+                group.add(&records, stamp, reply, || Ok(ops));
+                let mut bytes: usize = group.ops().iter().map(BatchOp::payload_len).sum();
                 while bytes < MAX_GROUP_BYTES {
                     match rx.try_recv() {
-                        Ok(Command::Write(more, reply)) => {
+                        Ok(Command::Write(stamp, more, reply)) => {
                             bytes += more.iter().map(BatchOp::payload_len).sum::<usize>();
-                            ops.extend(more);
-                            replies.push(reply);
+                            group.add(&records, stamp, reply, || Ok(more));
                         }
                         Ok(other) => {
                             held_back = Some(other);
@@ -408,16 +434,16 @@ fn run<E: Engine>(engine: E, rx: mpsc::Receiver<Command>) {
                         Err(_) => break,
                     }
                 }
-                let result = engine.write(&ops);
-                if replies.len() > 1 {
-                    tracing::trace!(writers = replies.len(), ops = ops.len(), "group commit");
-                }
-                for reply in replies {
-                    let _ = reply.send(result.clone());
+                for (reply, result) in group.commit(&engine, &mut records) {
+                    let _ = reply.send(result);
                 }
             }
-            Command::Clear(range, reply) => {
-                let _ = reply.send(clear(&engine, range));
+            Command::Clear(stamp, range, reply) => {
+                let mut group = Group::new();
+                group.add(&records, stamp, reply, || clear_ops(&engine, range));
+                for (reply, result) in group.commit(&engine, &mut records) {
+                    let _ = reply.send(result);
+                }
             }
             Command::OpenIter(id, range, reply) => {
                 let result = open_cursor(&engine, range).map(|cursor| {
@@ -578,6 +604,8 @@ mod tests {
     #[tokio::test]
     async fn point_reads_do_not_queue_behind_a_commit() {
         let (store, state, entered, gate) = spawn();
+        // The open reads the layout record on the engine thread; no user read does.
+        let opening_reads = state.engine_reads.load(Ordering::SeqCst);
         let store = Arc::new(store);
         store.put(b"a", b"1").await.unwrap();
         // Read after the acknowledgement: sees the write, without the engine thread.
@@ -604,7 +632,7 @@ mod tests {
         writer.await.unwrap().unwrap();
         // Acknowledged, so visible.
         assert_eq!(first_poll(store.get(b"slow")).unwrap(), Some(b"2".to_vec()));
-        assert_eq!(state.engine_reads.load(Ordering::SeqCst), 0);
+        assert_eq!(state.engine_reads.load(Ordering::SeqCst), opening_reads);
         assert_eq!(state.shared_reads.load(Ordering::SeqCst), 5);
         store.close().await.unwrap();
     }

@@ -37,6 +37,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The operation is not supported by this engine.
     Unsupported,
+    /// A re-sent write was refused rather than risk applying it twice (see `rave_api::once`).
+    RetryRefused,
     /// Anything else an engine reports.
     Other,
 }
@@ -57,6 +59,7 @@ impl ErrorKind {
             ErrorKind::DoesNotExist => "DoesNotExist",
             ErrorKind::AlreadyExists => "AlreadyExists",
             ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::RetryRefused => "RetryRefused",
             ErrorKind::Other => "Other",
         }
     }
@@ -159,6 +162,13 @@ pub enum Error {
         /// What is not supported.
         message: String,
     },
+    /// A re-sent write was refused rather than risk applying it twice: its answer had already
+    /// been delivered, or its exactly-once record had expired. It was not applied by this send.
+    #[error("write not re-applied: {message}")]
+    RetryRefused {
+        /// Why.
+        message: String,
+    },
     /// Anything else an engine reports.
     #[error("{message}")]
     Other {
@@ -184,6 +194,7 @@ impl Error {
             Error::DoesNotExist { .. } => ErrorKind::DoesNotExist,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::RetryRefused { .. } => ErrorKind::RetryRefused,
             Error::Other { .. } => ErrorKind::Other,
         }
     }

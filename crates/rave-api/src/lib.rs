@@ -17,16 +17,22 @@
 
 mod backend;
 mod batch;
+mod commit;
 pub mod dir;
+pub mod engine_backend;
 pub mod engine_thread;
 mod error;
+pub mod keyspace;
 mod memory;
+pub mod once;
 mod range;
 mod store;
 
 pub use backend::{Backend, Capabilities, OpenOptions};
 pub use batch::BatchOp;
+pub use engine_backend::{EngineBackend, EngineOp};
 pub use error::{Error, ErrorKind, Result};
 pub use memory::{MemoryBackend, MemoryEngine};
+pub use once::{ClientId, Write, WriteStamp};
 pub use range::{Projection, Range};
 pub use store::{DEFAULT_CHUNK, Entry, KvIterator, KvStore};

@@ -20,7 +20,7 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::in_memory()
+        Capabilities::in_memory().with_exactly_once(true)
     }
 
     fn open(&self, _path: &Path, _options: &OpenOptions) -> Result<EngineStore> {

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{BatchOp, Range, Result};
+use crate::{BatchOp, Range, Result, Write, WriteStamp};
 
 /// How many entries [`KvIterator::collect_all`] asks for at a time.
 pub const DEFAULT_CHUNK: usize = 256;
@@ -64,6 +64,18 @@ pub trait KvStore: Send + Sync + 'static {
     /// Removes every key in `range` (its direction and limit say which ones when limited).
     async fn clear(&self, range: Range) -> Result<()>;
 
+    /// Applies `write` at most once per `stamp`: sent again with the same stamp (a retry after
+    /// a failover), an applied write is answered without being applied a second time (see
+    /// [`crate::once`]). Stores whose [`crate::Capabilities::exactly_once`] is off apply it
+    /// each time it is sent (this default).
+    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
+        let _ = stamp;
+        match write {
+            Write::Batch(ops) => self.batch(ops).await,
+            Write::Clear(range) => self.clear(range).await,
+        }
+    }
+
     /// Closes the store. Later operations fail with [`crate::Error::Closed`]; closing twice is
     /// not an error.
     async fn close(&self) -> Result<()>;
@@ -118,6 +130,9 @@ impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
     async fn clear(&self, range: Range) -> Result<()> {
         (**self).clear(range).await
     }
+    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
+        (**self).write_stamped(stamp, write).await
+    }
     async fn close(&self) -> Result<()> {
         (**self).close().await
     }
@@ -145,6 +160,9 @@ impl<S: KvStore + ?Sized> KvStore for Box<S> {
     }
     async fn clear(&self, range: Range) -> Result<()> {
         (**self).clear(range).await
+    }
+    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
+        (**self).write_stamped(stamp, write).await
     }
     async fn close(&self) -> Result<()> {
         (**self).close().await

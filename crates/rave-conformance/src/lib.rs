@@ -192,6 +192,7 @@ macro_rules! __with_test_names {
             close_twice
             close_with_open_iterators
             reopen_persistence
+            exactly_once_writes
             randomized_model
         }
     };

@@ -39,7 +39,9 @@ impl Backend for ClaimsConcurrentReads {
     }
 
     fn capabilities(&self) -> rave_api::Capabilities {
-        rave_api::Capabilities::in_memory().with_concurrent_reads(true)
+        rave_api::Capabilities::in_memory()
+            .with_concurrent_reads(true)
+            .with_exactly_once(true)
     }
 
     fn open(

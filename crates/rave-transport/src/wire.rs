@@ -38,7 +38,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rave_api::{BatchOp, Entry, Error, ErrorKind, Range};
+use rave_api::{BatchOp, Entry, Error, ErrorKind, Range, Write, WriteStamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
@@ -47,7 +47,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub const MAGIC: u32 = u32::from_be_bytes(*b"RAVE");
 
 /// The protocol version this crate speaks. Peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// How deep a body may nest. Our messages nest a handful of levels; the limit stops a hostile
 /// body from recursing deeply while an unknown field is skipped.
@@ -192,6 +192,14 @@ pub enum Op {
     },
     /// Does nothing; replies [`Reply::Done`]. Proves the leader is alive and answering.
     Ping,
+    /// [`rave_api::KvStore::write_stamped`]: a write applied once per stamp, however often it
+    /// is re-sent (protocol 3); replies [`Reply::Done`].
+    Write {
+        /// Which write of which handle.
+        stamp: WriteStamp,
+        /// What to apply.
+        write: Write,
+    },
 }
 
 /// A message from the leader to a follower.

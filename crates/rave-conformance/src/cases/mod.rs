@@ -6,6 +6,7 @@ mod batch;
 mod clear;
 mod iterators;
 mod lifecycle;
+mod once;
 mod random;
 mod ranges;
 
@@ -20,6 +21,7 @@ pub(crate) use iterators::{
 pub(crate) use lifecycle::{
     close_twice, close_with_open_iterators, closed_operations, reopen_persistence,
 };
+pub(crate) use once::exactly_once_writes;
 pub(crate) use random::randomized_model;
 pub(crate) use ranges::{
     binary_edge_bounds, keys_only_values_only, range_empty_and_inverted, range_limits,

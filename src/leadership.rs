@@ -1,9 +1,9 @@
 //! The state machine of one handle: elect, lead or follow, hand operations a store, re-elect.
 //!
-//! Operations never talk to the election directly. They ask [`Core::acquire`] for a ticket (the
-//! store to use now: the local engine when leading, the client when following) and report a lost
-//! leader with [`Core::lost`]. One background task, [`drive`], runs the election and changes the
-//! state.
+//! Operations never talk to the election directly. They ask [`Leadership::acquire`] for a
+//! ticket (the store to use now: the local engine when leading, the client when following) and
+//! report a lost leader with [`Leadership::lost`]. One background task, [`drive`], runs the
+//! election and changes the state.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rave_api::{Error, KvStore, OpenOptions, Result};
+use rave_api::{Error, KvStore, OpenOptions, Result, Write};
 use rave_election::{Backoff, DirLock, Role};
 use rave_transport::{Client, ServerInfo};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::RaveOptions;
+use crate::stamp::Stamper;
 
 /// Opens the engine when this handle becomes leader (blocking).
 pub(crate) type Opener = Arc<dyn Fn(&Path, &OpenOptions) -> Result<Arc<dyn KvStore>> + Send + Sync>;
@@ -53,7 +54,7 @@ struct State {
     epoch: Option<u64>,
 }
 
-pub(crate) struct Core {
+pub(crate) struct Leadership {
     pub dir: PathBuf,
     pub options: RaveOptions,
     opener: Opener,
@@ -61,11 +62,13 @@ pub(crate) struct Core {
     role: watch::Sender<Role>,
     /// Cancelled when the handle closes or its last clone is dropped: ends the driver.
     pub cancel: CancellationToken,
+    /// Numbers this handle's writes, so a re-sent write is applied once.
+    stamper: Arc<Stamper>,
 }
 
-impl Core {
+impl Leadership {
     pub fn new(dir: PathBuf, options: RaveOptions, opener: Opener) -> Self {
-        Core {
+        Leadership {
             dir,
             options,
             opener,
@@ -77,6 +80,7 @@ impl Core {
             }),
             role: watch::Sender::new(Role::Electing),
             cancel: CancellationToken::new(),
+            stamper: Arc::new(Stamper::new()),
         }
     }
 
@@ -168,6 +172,19 @@ impl Core {
                 other => return other,
             }
         }
+    }
+
+    /// Runs one write exactly once: numbered before its first send, re-sent with the same
+    /// stamp to whichever leader comes next, so a leader that already applied it answers from
+    /// its records instead of applying it again.
+    pub async fn write(&self, write: Write) -> Result<()> {
+        let ticket = self.stamper.begin();
+        self.run(|s| {
+            let write = write.clone();
+            let stamp = ticket.stamp();
+            async move { (*s).write_stamped(stamp?, write).await }
+        })
+        .await
     }
 
     pub fn is_closed(&self) -> bool {
@@ -306,7 +323,7 @@ impl Core {
 }
 
 /// The election loop of one handle; returns when the handle closes.
-pub(crate) async fn drive(core: Arc<Core>) {
+pub(crate) async fn drive(core: Arc<Leadership>) {
     let mut backoff = Backoff::default();
     while !core.cancel.is_cancelled() {
         if let Some((client, epoch)) = try_follow(&core).await {
@@ -348,7 +365,7 @@ pub(crate) async fn drive(core: Arc<Core>) {
     }
 }
 
-async fn sleep_or_cancel(core: &Core, delay: Duration) {
+async fn sleep_or_cancel(core: &Leadership, delay: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = core.cancel.cancelled() => {}
@@ -356,7 +373,7 @@ async fn sleep_or_cancel(core: &Core, delay: Duration) {
 }
 
 /// Connects and shakes hands with the leader, if one serves.
-async fn try_follow(core: &Core) -> Option<(Client, u64)> {
+async fn try_follow(core: &Leadership) -> Option<(Client, u64)> {
     let path = rave_election::socket_path(&core.dir).ok()?;
     let stream = rave_election::connect(&path).await.ok()?;
     let limits = rave_transport::Limits {
@@ -374,7 +391,7 @@ async fn try_follow(core: &Core) -> Option<(Client, u64)> {
 
 /// Leads until the handle closes: opens the engine, listens, serves, then steps down cleanly
 /// (socket removed while the lock is still held, engine closed, lock released last).
-async fn lead(core: &Arc<Core>, lock: DirLock) -> Result<()> {
+async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     let epoch = lock.epoch();
     let opener = core.clone();
     let store = tokio::task::spawn_blocking(move || opener.open_engine())

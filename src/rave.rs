@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rave_api::{Backend, BatchOp, Error, KvIterator, KvStore, Range, Result};
+use rave_api::{Backend, BatchOp, Error, KvIterator, KvStore, Range, Result, Write, WriteStamp};
 use rave_election::Role;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::core::{Core, Opener, drive};
 use crate::iter::ResumingIter;
+use crate::leadership::{Leadership, Opener, drive};
 use crate::{DefaultBackend, RaveOptions};
 
 /// A handle on a database directory shared by any number of processes.
@@ -21,7 +21,7 @@ use crate::{DefaultBackend, RaveOptions};
 /// its background task; a leader's followers then elect a new leader. It must be used within a
 /// Tokio runtime.
 pub struct Rave<B: Backend = DefaultBackend> {
-    core: Arc<Core>,
+    core: Arc<Leadership>,
     owner: Arc<Owner>,
     _backend: PhantomData<fn() -> B>,
 }
@@ -38,7 +38,7 @@ impl<B: Backend> Clone for Rave<B> {
 
 /// Ends the driver when the last clone of a handle goes away.
 struct Owner {
-    core: Arc<Core>,
+    core: Arc<Leadership>,
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -69,7 +69,7 @@ impl<B: Backend> Rave<B> {
             let store = backend.open(path, open_options)?;
             Ok(Arc::new(store) as Arc<dyn KvStore>)
         });
-        let core = Arc::new(Core::new(dir, options, opener));
+        let core = Arc::new(Leadership::new(dir, options, opener));
         let driver = runtime.spawn(drive(core.clone()));
         Ok(Rave {
             owner: Arc::new(Owner {
@@ -162,21 +162,19 @@ impl<B: Backend> KvStore for Rave<B> {
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.core
-            .run(|s| async move { (*s).put(key, value).await })
+            .write(Write::Batch(vec![BatchOp::put(key, value)]))
             .await
     }
 
     async fn del(&self, key: &[u8]) -> Result<()> {
-        self.core.run(|s| async move { (*s).del(key).await }).await
+        self.core.write(Write::Batch(vec![BatchOp::del(key)])).await
     }
 
     async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        self.core
-            .run(|s| {
-                let ops = ops.clone();
-                async move { (*s).batch(ops).await }
-            })
-            .await
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.core.write(Write::Batch(ops)).await
     }
 
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
@@ -186,10 +184,16 @@ impl<B: Backend> KvStore for Rave<B> {
     }
 
     async fn clear(&self, range: Range) -> Result<()> {
+        self.core.write(Write::Clear(range)).await
+    }
+
+    /// Applies `write` once under the caller's `stamp` (for callers that number their own
+    /// writes); [`KvStore::put`] and the other writes of a handle are already stamped.
+    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
         self.core
             .run(|s| {
-                let range = range.clone();
-                async move { (*s).clear(range).await }
+                let write = write.clone();
+                async move { (*s).write_stamped(stamp, write).await }
             })
             .await
     }

@@ -1,0 +1,219 @@
+//! The engine thread's writes: user keys mapped into the engine's key space, exactly-once
+//! records written in the same commit, and the layout migration at open.
+//!
+//! Everything here runs on the engine thread ([`crate::engine_thread`]); engines only ever see
+//! plain atomic writes of engine keys ([`Engine::write`]).
+
+use crate::engine_thread::{Engine, EngineIter};
+use crate::keyspace::{LAYOUT_KEY, to_raw};
+use crate::once::{Records, Staged, Verdict, WriteStamp, now_ms, record_ranges};
+use crate::{BatchOp, Error, Range, Result};
+
+/// The value of [`LAYOUT_KEY`] in a directory that follows [`crate::keyspace`]'s layout.
+const LAYOUT_V1: &[u8] = b"rave-keyspace-1";
+
+/// `ops` with their user keys mapped to engine keys, appended to `raw`.
+pub(crate) fn push_user_ops(raw: &mut Vec<BatchOp>, ops: Vec<BatchOp>) {
+    raw.extend(ops.into_iter().map(|op| match op {
+        BatchOp::Put { key, value } => BatchOp::Put {
+            key: map_owned(key),
+            value,
+        },
+        BatchOp::Del { key } => BatchOp::Del {
+            key: map_owned(key),
+        },
+    }));
+}
+
+fn map_owned(key: Vec<u8>) -> Vec<u8> {
+    match to_raw(&key) {
+        std::borrow::Cow::Borrowed(_) => key,
+        std::borrow::Cow::Owned(raw) => raw,
+    }
+}
+
+/// Readies a freshly opened engine: migrates an older directory to the key layout once, and
+/// loads the exactly-once records.
+pub(crate) fn prepare<E: Engine>(engine: &E) -> Result<Records> {
+    migrate_layout(engine)?;
+    let mut entries = Vec::new();
+    for range in record_ranges() {
+        let mut iter = engine.iter(&range)?;
+        while let Some(entry) = iter.next_entry()? {
+            entries.push(entry);
+        }
+    }
+    Records::load(entries)
+}
+
+/// A directory written before the key layout existed stores user keys beginning `0xFF`
+/// unescaped: rewrite them escaped, with the layout record, in one atomic write.
+fn migrate_layout<E: Engine>(engine: &E) -> Result<()> {
+    match engine.get(LAYOUT_KEY)? {
+        Some(value) if value == LAYOUT_V1 => return Ok(()),
+        Some(_) => {
+            return Err(Error::corruption(
+                "the key-layout record holds an unknown value (written by a newer rave?)",
+            ));
+        }
+        None => {}
+    }
+    // Every delete before every put: an escaped key may equal another legacy key
+    // (`0xFF` becomes `0xFF 0xFF`, itself a legacy key to move).
+    let mut deletes = Vec::new();
+    let mut puts = Vec::new();
+    let mut iter = engine.iter(&Range::all().gte(vec![0xFF]))?;
+    while let Some((key, value)) = iter.next_entry()? {
+        puts.push(BatchOp::put(to_raw(&key).into_owned(), value));
+        deletes.push(BatchOp::del(key));
+    }
+    drop(iter);
+    let moved = puts.len();
+    let mut ops = deletes;
+    ops.extend(puts);
+    ops.push(BatchOp::put(LAYOUT_KEY.to_vec(), LAYOUT_V1.to_vec()));
+    match engine.write(&ops) {
+        Ok(()) => {
+            if moved > 0 {
+                tracing::info!(
+                    keys = moved,
+                    "migrated user keys beginning 0xFF to the key layout"
+                );
+            }
+            Ok(())
+        }
+        // Nothing to move: the record can wait for a later open (a full disk must still let a
+        // leader serve reads).
+        Err(err) if moved == 0 => {
+            tracing::warn!(%err, "could not record the key layout; will retry at the next open");
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// One group commit being assembled: the engine operations of every write merged into it, the
+/// exactly-once records they need, and who to answer.
+pub(crate) struct Group<R> {
+    raw: Vec<BatchOp>,
+    staged: Staged,
+    /// Callers answered with the commit's result.
+    waiting: Vec<R>,
+    /// Callers answered at once (re-sent writes already applied, stale ones refused).
+    answered: Vec<(R, Result<()>)>,
+}
+
+impl<R> Group<R> {
+    pub fn new() -> Self {
+        Group {
+            raw: Vec::new(),
+            staged: Staged::default(),
+            waiting: Vec::new(),
+            answered: Vec::new(),
+        }
+    }
+
+    /// Adds one write; `ops` is called only when the write is to be applied (so a re-sent
+    /// `clear` does not even scan its range).
+    pub fn add(
+        &mut self,
+        records: &Records,
+        stamp: Option<WriteStamp>,
+        reply: R,
+        ops: impl FnOnce() -> Result<Vec<BatchOp>>,
+    ) {
+        if let Some(stamp) = &stamp {
+            match records.verdict(&self.staged, stamp) {
+                Verdict::Apply => {}
+                Verdict::InThisCommit => return self.waiting.push(reply),
+                Verdict::Applied => return self.answered.push((reply, Ok(()))),
+                Verdict::Stale => {
+                    return self.answered.push((
+                        reply,
+                        Err(Error::RetryRefused {
+                            message: format!(
+                                "write {} of this handle was re-sent after its answer was \
+                                 delivered; it was not applied again",
+                                stamp.seq
+                            ),
+                        }),
+                    ));
+                }
+            }
+        }
+        match ops() {
+            Ok(ops) => {
+                push_user_ops(&mut self.raw, ops);
+                if let Some(stamp) = stamp {
+                    records.stage(&mut self.staged, stamp);
+                }
+                self.waiting.push(reply);
+            }
+            Err(err) => self.answered.push((reply, Err(err))),
+        }
+    }
+
+    /// The engine operations merged so far.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.raw
+    }
+
+    /// Commits the group in one engine write (nothing to write: no engine call) and returns who
+    /// to answer with what.
+    pub fn commit<E: Engine>(mut self, engine: &E, records: &mut Records) -> Vec<(R, Result<()>)> {
+        let now = now_ms();
+        let meta = records.meta_ops(&mut self.staged, now);
+        let result = if self.raw.is_empty() && meta.is_empty() {
+            Ok(())
+        } else {
+            self.raw.extend(meta);
+            let result = engine.write(&self.raw);
+            if result.is_ok() {
+                records.commit(self.staged, now);
+            }
+            result
+        };
+        let mut answers = self.answered;
+        answers.extend(self.waiting.into_iter().map(|r| (r, result.clone())));
+        answers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine_thread::EngineStore;
+    use crate::{KvStore, MemoryEngine};
+
+    /// A directory written before the key layout existed (user keys beginning `0xFF` stored
+    /// as they are) reads back unchanged once opened, and records its layout.
+    #[tokio::test]
+    async fn an_older_directory_is_migrated_in_place() {
+        let legacy: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (vec![0xFF], b"2".to_vec()),
+            (vec![0xFF, 0x00, b'o'], b"3".to_vec()),
+            (vec![0xFF, 0xFF], b"4".to_vec()),
+        ];
+        let engine = MemoryEngine::default();
+        let ops: Vec<BatchOp> = legacy
+            .iter()
+            .map(|(k, v)| BatchOp::put(k.clone(), v.clone()))
+            .collect();
+        engine.write(&ops).unwrap();
+        let store = EngineStore::spawn("legacy", move || Ok(engine)).unwrap();
+        let mut iter = store.iterator(Range::all()).await.unwrap();
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = iter
+            .collect_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect();
+        assert_eq!(entries, legacy);
+        for (key, value) in &legacy {
+            assert_eq!(store.get(key).await.unwrap().as_ref(), Some(value));
+        }
+        store.close().await.unwrap();
+    }
+}

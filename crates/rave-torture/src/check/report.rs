@@ -1,0 +1,239 @@
+//! The summary: what the checker found, with a few examples of each violation, and the
+//! measurements that are not verdicts (failover times, how often the nemesis hit the moments
+//! that matter).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::Input;
+use super::ops::OpRec;
+use crate::history::{NemEvent, Op};
+
+/// What the checker found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Leader SIGKILLs.
+    pub kills: u64,
+    /// Acknowledged writes (puts and batches).
+    pub acked: u64,
+    /// Acknowledged writes missing from a final view (counted once across views).
+    pub lost: u64,
+    /// Pairs of overlapping leader terms, plus terms whose epoch did not grow.
+    pub overlapping_terms: u64,
+    /// Entries an iterator returned twice.
+    pub dup: u64,
+    /// Entries an iterator should have returned and did not.
+    pub skip: u64,
+    /// Operations that never ended in a process alive at the end.
+    pub hung: u64,
+    /// Reads that returned a value older than one acknowledged before they began.
+    pub stale: u64,
+    /// Batches seen partly (final state or a get_many of a group slot).
+    pub partial: u64,
+    /// Values nobody wrote.
+    pub phantom: u64,
+    /// Iterator entries outside their range.
+    pub stray: u64,
+    /// Iterator entries out of order.
+    pub disorder: u64,
+    /// Entries whose value does not match their key.
+    pub corrupt: u64,
+    /// Epochs that went backwards (in one process, or in the leader record).
+    pub epoch_regress: u64,
+    /// Workers that exited on their own, not by the nemesis nor cleanly.
+    pub crashed: u64,
+    /// Times no leader appeared for 20 s after a kill.
+    pub stalls: u64,
+    /// Operations whose process was killed mid-operation.
+    pub indeterminate: u64,
+    /// Operations that ended.
+    pub ops: u64,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The longest operation, in ms.
+    pub max_op_ms: f64,
+    /// Failover times (kill to the first successful operation served by a newer leader), ms.
+    pub failovers_ms: Vec<f64>,
+    /// Leader terms seen.
+    pub terms: u64,
+    /// Leader kills that landed while a batch was in flight.
+    pub kills_mid_batch: u64,
+    /// Leader kills that landed while a frozen-prefix iterator was open.
+    pub kills_mid_iter: u64,
+    /// Frozen-prefix iterators that completed across at least one leader kill.
+    pub iters_across_kills: u64,
+    /// The first violations, with their evidence.
+    pub examples: Vec<String>,
+    example_kinds: HashMap<String, usize>,
+}
+
+const MAX_PER_KIND: usize = 5;
+
+impl Report {
+    /// Keeps `text` as evidence, at most [`MAX_PER_KIND`] per kind of violation (the words
+    /// before the first `:`), so one flood does not hide the others.
+    pub(super) fn example(&mut self, text: String) {
+        let kind = text.split(':').next().unwrap_or("").to_string();
+        let n = self.example_kinds.entry(kind).or_insert(0);
+        *n += 1;
+        if *n <= MAX_PER_KIND {
+            self.examples.push(text);
+        }
+    }
+
+    /// Whether every invariant held.
+    pub fn ok(&self) -> bool {
+        [
+            self.lost,
+            self.overlapping_terms,
+            self.dup,
+            self.skip,
+            self.hung,
+            self.stale,
+            self.partial,
+            self.phantom,
+            self.stray,
+            self.disorder,
+            self.corrupt,
+            self.epoch_regress,
+            self.crashed,
+            self.stalls,
+        ]
+        .iter()
+        .all(|&n| n == 0)
+    }
+
+    /// A failover percentile (nearest rank), 0 when there is none.
+    pub fn failover_percentile(&self, p: f64) -> f64 {
+        let mut v = self.failovers_ms.clone();
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+
+    /// The final line.
+    pub fn summary(&self, backend: &str, seed: u64) -> String {
+        format!(
+            "torture: backend={backend} kills={} acked={} lost={} overlapping_terms={} dup={} skip={} hung={} failover_p50_ms={:.0} failover_p99_ms={:.0} seed={seed}",
+            self.kills,
+            self.acked,
+            self.lost,
+            self.overlapping_terms,
+            self.dup,
+            self.skip,
+            self.hung,
+            self.failover_percentile(50.0),
+            self.failover_percentile(99.0),
+        )
+    }
+
+    /// The other counters, one line.
+    pub fn details(&self) -> String {
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}:{n}"))
+            .collect();
+        format!(
+            "torture-detail: ops={} terms={} kills_mid_batch={} kills_mid_iter={} iters_across_kills={} stale={} partial={} phantom={} stray={} disorder={} corrupt={} epoch_regress={} crashed={} stalls={} indeterminate={} max_op_ms={:.0} errors={}",
+            self.ops,
+            self.terms,
+            self.kills_mid_batch,
+            self.kills_mid_iter,
+            self.iters_across_kills,
+            self.stale,
+            self.partial,
+            self.phantom,
+            self.stray,
+            self.disorder,
+            self.corrupt,
+            self.epoch_regress,
+            self.crashed,
+            self.stalls,
+            self.indeterminate,
+            self.max_op_ms,
+            if errors.is_empty() {
+                "-".to_string()
+            } else {
+                errors.join(",")
+            }
+        )
+    }
+}
+
+/// The failover time after each leader kill: until a write or read was served by another
+/// process in a later epoch.
+pub(super) fn failover(report: &mut Report, input: &Input, ops: &[OpRec]) {
+    let mut served: Vec<(u64, u32, u64)> = ops
+        .iter()
+        .filter(|o| o.ok())
+        .filter_map(|o| Some((o.end?, o.pid, o.epoch?)))
+        .collect();
+    served.sort_unstable();
+    for (t, ev) in &input.nemesis {
+        let NemEvent::Kill {
+            pid,
+            epoch: Some(killed),
+            target,
+            ..
+        } = ev
+        else {
+            continue;
+        };
+        if target != "leader" {
+            continue;
+        }
+        report.kills += 1;
+        let from = served.partition_point(|(end, _, _)| end <= t);
+        if let Some((end, _, _)) = served[from..]
+            .iter()
+            .find(|(_, p, e)| p != pid && e > killed)
+        {
+            report.failovers_ms.push((end - t) as f64 / 1e6);
+        }
+    }
+}
+
+/// How often the nemesis hit the moments that matter: kills during a batch, during a frozen
+/// iterator, and iterators that completed across a kill (so they resumed).
+pub(super) fn coverage(
+    report: &mut Report,
+    input: &Input,
+    ops: &[OpRec],
+    kill_time: &HashMap<u32, u64>,
+) {
+    let mut kills: Vec<u64> = input
+        .nemesis
+        .iter()
+        .filter_map(|(t, e)| match e {
+            NemEvent::Kill { target, .. } if target == "leader" => Some(*t),
+            _ => None,
+        })
+        .collect();
+    kills.sort_unstable();
+    let mut mid_batch = HashSet::new();
+    let mut mid_iter = HashSet::new();
+    for o in ops {
+        // An operation cut short by its process's death was in flight until that death.
+        let end = o
+            .end
+            .or_else(|| kill_time.get(&o.pid).copied())
+            .unwrap_or(u64::MAX);
+        let from = kills.partition_point(|k| *k < o.start);
+        let to = kills.partition_point(|k| *k <= end);
+        match o.op {
+            Op::Batch { .. } => mid_batch.extend(from..to),
+            Op::Frozen(_) => {
+                mid_iter.extend(from..to);
+                if to > from && o.ok() {
+                    report.iters_across_kills += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    report.kills_mid_batch = mid_batch.len() as u64;
+    report.kills_mid_iter = mid_iter.len() as u64;
+}
