@@ -10,6 +10,9 @@
 //! - A "directory" that is a regular file: `InvalidArgument`, exit 3.
 //! - A leader stopped with SIGSTOP: followers time out (`Timeout`), nobody else becomes leader,
 //!   and after SIGCONT everything works again.
+//!
+//! The tmpfs and the other user need root: without it those tests print why they are skipped
+//! and pass, except in CI (`CI` set), where a skip is a failure (`common::skip_or_fail`).
 
 #[macro_use]
 mod common;
@@ -20,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Engine, Proc, is_root, open_handle, other_user, run_rave, start_leader, tempdir, within,
+    Engine, Proc, is_root, open_handle, other_user, run_rave, skip_or_fail, start_leader, tempdir,
+    within,
 };
 use rave::{ErrorKind, KvStore, Range, Rave, RaveOptions, Role};
 
@@ -31,10 +35,6 @@ per_engine!(
     a_regular_file_is_not_a_database_directory,
     a_stopped_leader_times_out_followers_and_is_not_replaced,
 );
-
-fn skip(test: &str, why: &str) {
-    println!("skipped: {test}: {why}");
-}
 
 /// A tmpfs mounted on a directory, unmounted when dropped (lazily if something still holds a
 /// file open there).
@@ -137,7 +137,7 @@ async fn assert_all_readable<B: Engine>(db: &Rave<B>, acked: &[usize], what: &st
 async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     const TEST: &str = "a_full_disk_is_a_typed_io_error_and_loses_nothing";
     if !is_root() {
-        return skip(TEST, "not running as root: cannot mount a small tmpfs");
+        return skip_or_fail(TEST, "not running as root: cannot mount a small tmpfs");
     }
     let tmp = tempdir();
     let mnt = tmp.path().join("small");
@@ -145,7 +145,7 @@ async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     // Declared after `tmp`, so it is unmounted before the directory is removed.
     let _mount = match Tmpfs::mount(&mnt, "2m") {
         Ok(mount) => mount,
-        Err(why) => return skip(TEST, &why),
+        Err(why) => return skip_or_fail(TEST, &why),
     };
     let dir = mnt.join("db");
     // Room to free later, in case reopening needs some (LevelDB turns its log into a table
@@ -256,7 +256,7 @@ async fn a_directory_without_write_permission_is_a_permission_error<B: Engine>()
         let (uid, gid) = match other_user() {
             Ok(user) => user,
             Err(why) => {
-                return skip(
+                return skip_or_fail(
                     "a_directory_without_write_permission_is_a_permission_error",
                     &why,
                 );
@@ -305,7 +305,6 @@ async fn a_corrupt_database_is_a_corruption_error<B: Engine>() {
         .await
         .assert_code(0, "put");
     corrupt(&dir, B::CLI);
-    let started = Instant::now();
     let out = run_rave::<B>(&[], &dir, &["get", "k"], None).await;
     out.assert_code(3, "get on a corrupt database");
     assert!(
@@ -315,7 +314,6 @@ async fn a_corrupt_database_is_a_corruption_error<B: Engine>() {
     );
     assert!(!out.stderr.contains("panicked"), "stderr {:?}", out.stderr);
     assert!(out.text().is_empty(), "stdout {:?}", out.text());
-    assert!(started.elapsed() < Duration::from_secs(20));
     // The same through the API: a typed Corruption.
     let db = Rave::<B>::open(&dir, RaveOptions::default()).unwrap();
     let err = within("get", Duration::from_secs(20), db.get(b"k"))
@@ -396,7 +394,7 @@ async fn a_stopped_leader_times_out_followers_and_is_not_replaced<B: Engine>() {
     for round in 0..3 {
         for (name, db) in [("a", &a), ("b", &b)] {
             let started = Instant::now();
-            let err = within("a follower's get", Duration::from_secs(5), db.get(b"k"))
+            let err = within("a follower's get", Duration::from_secs(20), db.get(b"k"))
                 .await
                 .expect_err("a stopped leader answers nothing");
             assert_eq!(
@@ -404,7 +402,12 @@ async fn a_stopped_leader_times_out_followers_and_is_not_replaced<B: Engine>() {
                 ErrorKind::Timeout,
                 "{name} round {round}: {err:?}"
             );
-            assert!(started.elapsed() < Duration::from_secs(2));
+            // One op timeout (500 ms), not several: the bound leaves a loaded machine 9 s.
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(10),
+                "{name} round {round}: {took:?}"
+            );
             let err = within(
                 "a follower's put",
                 Duration::from_secs(5),

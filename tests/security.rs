@@ -12,7 +12,7 @@
 //!   follower never reads or never grants credit keep the leader's memory flat.
 //!
 //! The other-user tests need root (to create `rave-test-other` and become it); without root they
-//! print why they are skipped and pass.
+//! print why they are skipped and pass, except in CI (`CI` set), where a skip is a failure.
 
 #[macro_use]
 mod common;
@@ -23,7 +23,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Engine, OTHER_USER, Proc, open_handle, run_rave, start_leader, tempdir, within};
+use common::{
+    Engine, OTHER_USER, Proc, open_handle, run_rave, skip_or_fail, start_leader, tempdir, within,
+};
 use rave::{BatchOp, KvStore, RaveOptions, Role};
 use rave_transport::wire::{self, ClientMessage, MAGIC, PROTOCOL_VERSION, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,10 +49,6 @@ struct User {
 /// `rave-test-other`, created if needed; `Err` says why the test must be skipped.
 fn other_user() -> Result<User, String> {
     common::other_user().map(|(uid, gid)| User { uid, gid })
-}
-
-fn skip(test: &str, why: &str) {
-    println!("skipped: {test}: {why}");
 }
 
 /// The leader's resident memory, in KiB (VmRSS of /proc/<pid>/status).
@@ -110,6 +108,28 @@ async fn read_to_eof(stream: &mut UnixStream, limit: Duration) -> Vec<u8> {
     })
     .await;
     seen
+}
+
+/// Whether `stream` is still connected with nothing to read, asked of the socket itself at once
+/// (a peek that does not wait), not of the runtime, which may not have seen an EOF yet.
+fn still_open(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local buffer on a descriptor `stream` owns and keeps open.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    assert!(
+        n <= 0,
+        "the leader wrote to a client that has not said Hello"
+    );
+    n < 0 && err.kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// A raw client that completed the handshake.
@@ -330,7 +350,7 @@ fn rave_as<B: Engine>(user: User, dir: &Path, args: &[&str]) -> Proc {
 async fn another_user_can_neither_connect_nor_be_served<B: Engine>() {
     let user = match other_user() {
         Ok(user) => user,
-        Err(why) => return skip("another_user_can_neither_connect_nor_be_served", &why),
+        Err(why) => return skip_or_fail("another_user_can_neither_connect_nor_be_served", &why),
     };
     let tmp = tempdir();
     // Let the other user reach the directory, so that the socket's own mode is what stops it.
@@ -415,26 +435,25 @@ async fn silent_and_trickling_clients_are_dropped_and_block_no_one<B: Engine>() 
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            let seen = read_to_eof(&mut stream, Duration::from_secs(15)).await;
+            let seen = read_to_eof(&mut stream, Duration::from_secs(30)).await;
             (seen, started.elapsed())
         })
     };
-    // Both hold connections the leader has not finished; another client goes straight through.
+    // Both hold connections the leader has not finished; another client goes straight through:
+    // its get is done while the silent one is still connected (were it waiting behind the
+    // stalled handshakes, it would be done only after the leader dropped them).
     let out = run_rave::<B>(&[], &dir, &["get", "k"], None).await;
     out.assert_code(0, "get while two clients stall");
     assert_eq!(out.text(), "v\n");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "get took {:?}",
+        still_open(&silent),
+        "the get was served only after the silent client was dropped, {:?} after it connected",
         started.elapsed()
     );
     // The silent one is dropped at the handshake timeout (5 s), without a Welcome.
-    let seen = read_to_eof(&mut silent, Duration::from_secs(15)).await;
+    let seen = read_to_eof(&mut silent, Duration::from_secs(30)).await;
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_secs(4) && waited < Duration::from_secs(12),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(4), "{waited:?}");
     assert!(
         !messages(&seen)
             .iter()
@@ -442,10 +461,9 @@ async fn silent_and_trickling_clients_are_dropped_and_block_no_one<B: Engine>() 
         "{seen:?}"
     );
     // So is the trickler, before its Hello is complete.
-    let (seen, waited) = within("the trickler", Duration::from_secs(20), trickler)
+    let (seen, _) = within("the trickler", Duration::from_secs(30), trickler)
         .await
         .unwrap();
-    assert!(waited < Duration::from_secs(15), "{waited:?}");
     assert!(
         !messages(&seen)
             .iter()

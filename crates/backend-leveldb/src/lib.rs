@@ -22,6 +22,7 @@
 mod env;
 mod error;
 mod iter;
+mod posix_lock;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,8 @@ impl EngineBackend for LevelDbBackend {
 /// An open LevelDB database, driven from the engine thread.
 pub struct LevelDbEngine {
     db: RefCell<DB>,
+    /// LevelDB's own lock on `LOCK`, which other LevelDB programs take; released after `db`.
+    _posix_lock: posix_lock::PosixLock,
     dir: PathBuf,
     files: Rc<Files>,
     /// The snapshot iterator point reads use; dropped by every write (see `read`).
@@ -105,6 +108,7 @@ impl LevelDbEngine {
                 dir.display()
             )));
         }
+        let posix_lock = posix_lock::PosixLock::acquire(dir)?;
         let files = Rc::new(Files::default());
         let mut opt = rusty_leveldb::Options {
             create_if_missing: options.create_if_missing,
@@ -145,6 +149,7 @@ impl LevelDbEngine {
         tracing::debug!(dir = %dir.display(), sync = options.sync, "leveldb opened");
         Ok(LevelDbEngine {
             db: RefCell::new(db),
+            _posix_lock: posix_lock,
             dir: dir.to_path_buf(),
             files,
             reader: RefCell::new(None),

@@ -3,6 +3,7 @@
 //! is checked by rave-conformance in `tests/conformance.rs` (the behaviour suite and the engine
 //! contract).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rave_api::{Backend, BatchOp, Error, ErrorKind, KvStore, OpenOptions};
@@ -30,16 +31,28 @@ fn backend_identity() {
     );
 }
 
-/// More than rusty-leveldb's 4 MiB write buffer, so that table files exist.
-async fn fill(dir: &Path) {
+/// More than rusty-leveldb's 4 MiB write buffer, so that table files exist. Returns what it
+/// wrote.
+async fn fill(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let store = open(dir).unwrap();
+    let mut written = BTreeMap::new();
     for chunk in 0..30u32 {
-        let ops = (0..1000u32)
-            .map(|i| BatchOp::put(format!("key-{}", chunk * 1000 + i), vec![chunk as u8; 200]))
+        // Values differ from key to key, so that a value read under the wrong key shows.
+        let ops: Vec<_> = (0..1000u32)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                BatchOp::put(format!("key-{n}"), format!("{n:08}").repeat(25))
+            })
             .collect();
+        for op in &ops {
+            if let BatchOp::Put { key, value } = op {
+                written.insert(key.clone(), value.clone());
+            }
+        }
         store.batch(ops).await.unwrap();
     }
     store.close().await.unwrap();
+    written
 }
 
 fn files_named(dir: &Path, matches: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
@@ -102,7 +115,7 @@ async fn damaged_files_never_panic() {
     let harness = BackendHarness::new(LevelDbBackend);
     let dir = tempfile::tempdir().unwrap();
     let pristine = dir.path().join("pristine");
-    fill(&pristine).await;
+    let written = fill(&pristine).await;
     let tables = files_ending(&pristine, ".ldb");
     assert!(!tables.is_empty(), "the fill must write table files");
     let mut cases = Vec::new();
@@ -134,7 +147,7 @@ async fn damaged_files_never_panic() {
         copy_dir(&pristine, &db);
         let name = file.file_name().unwrap();
         std::fs::write(db.join(name), damaged).unwrap();
-        if let Err(failure) = damage::use_damaged(&harness, &db, b"key-0").await {
+        if let Err(failure) = damage::use_damaged(&harness, &db, &written).await {
             panic!("case {i}, {name:?}: {failure}");
         }
         std::fs::remove_dir_all(&db).unwrap();

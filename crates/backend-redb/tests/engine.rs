@@ -3,6 +3,7 @@
 //! engine shares is checked by rave-conformance in `tests/conformance.rs` (the behaviour suite
 //! and the engine contract, whose shared-read tests run here: redb has `concurrent_reads`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rave_api::{Backend, BatchOp, Error, ErrorKind, KvStore, OpenOptions};
@@ -42,15 +43,27 @@ async fn a_busy_directory_says_it_is_in_use() {
     first.close().await.unwrap();
 }
 
-async fn fill(dir: &Path) {
+/// Writes 1000 entries; returns them.
+async fn fill(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let store = open(dir).unwrap();
+    let mut written = BTreeMap::new();
     for chunk in 0..20u32 {
-        let ops = (0..50u32)
-            .map(|i| BatchOp::put(format!("key-{}", chunk * 50 + i), vec![chunk as u8; 200]))
+        // Values differ from key to key, so that a value read under the wrong key shows.
+        let ops: Vec<_> = (0..50u32)
+            .map(|i| {
+                let n = chunk * 50 + i;
+                BatchOp::put(format!("key-{n}"), format!("{n:08}").repeat(25))
+            })
             .collect();
+        for op in &ops {
+            if let BatchOp::Put { key, value } = op {
+                written.insert(key.clone(), value.clone());
+            }
+        }
         store.batch(ops).await.unwrap();
     }
     store.close().await.unwrap();
+    written
 }
 
 #[tokio::test]
@@ -71,7 +84,7 @@ async fn garbage_is_corruption() {
 async fn damaged_files_never_panic() {
     let harness = BackendHarness::new(RedbBackend);
     let dir = tempfile::tempdir().unwrap();
-    fill(dir.path()).await;
+    let written = fill(dir.path()).await;
     let file = dir.path().join(DATA_FILE);
     let pristine = std::fs::read(&file).unwrap();
     let mut cases: Vec<(String, Vec<u8>)> = vec![
@@ -91,7 +104,7 @@ async fn damaged_files_never_panic() {
     }
     for (what, bytes) in cases {
         std::fs::write(&file, &bytes).unwrap();
-        if let Err(failure) = damage::use_damaged(&harness, dir.path(), b"key-0").await {
+        if let Err(failure) = damage::use_damaged(&harness, dir.path(), &written).await {
             panic!("{what}: {failure}");
         }
     }

@@ -4,78 +4,190 @@
 //!
 //! ```no_run
 //! # async fn example(dir: &std::path::Path) {
+//! use std::collections::BTreeMap;
 //! use rave_conformance::{BackendHarness, damage};
-//! // ... damage the files in `dir` ...
+//! // ... write `written` into the database in `dir`, close it, damage its files ...
+//! let written = BTreeMap::from([(b"key-0".to_vec(), b"value".to_vec())]);
 //! let harness = BackendHarness::new(rave_api::MemoryBackend);
-//! if let Err(failure) = damage::use_damaged(&harness, dir, b"key-0").await {
+//! if let Err(failure) = damage::use_damaged(&harness, dir, &written).await {
 //!     panic!("{failure}");
 //! }
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use rave_api::{Error, ErrorKind, KvStore, Range, Result};
+use rave_api::{Entry, Error, ErrorKind, KvStore, Range, Result};
 
 use crate::DirectHarness;
 use crate::support::Failure;
 
-/// Opens the database in `path`, whose files a test has damaged, with default options, and
-/// uses it: a point read of `probe`, a full scan in each direction and a write, then closes it.
+/// How many of the written keys are read back one by one (spread evenly over them).
+const POINT_READS: usize = 256;
+
+/// Opens the database in `path`, whose files a test has damaged after writing exactly
+/// `written` into it, with default options, and uses it: a full scan in each direction, point
+/// reads of written keys, and a write read back; then closes it.
 ///
 /// The engine may make sense of what is left (every step works: `Ok(None)`) or refuse it (the
-/// open or a step fails with [`ErrorKind::Corruption`]: `Ok(Some(error))`). Anything else (an
-/// error of another kind, or a panic in the engine, which comes out as one) is a failure
-/// saying which step.
+/// open or a step fails with [`ErrorKind::Corruption`]: `Ok(Some(error))`). What it reads must
+/// be what was written: damage may lose entries, never change them. Anything else is a
+/// failure saying which step: an entry that was never written or has another value, a reverse
+/// scan that is not the forward scan reversed, a point read that disagrees with the scan, an
+/// error of another kind, or a panic in the engine (which comes out as an error).
 pub async fn use_damaged(
     harness: &dyn DirectHarness,
     path: &Path,
-    probe: &[u8],
+    written: &BTreeMap<Vec<u8>, Vec<u8>>,
 ) -> std::result::Result<Option<Error>, Failure> {
-    let corruption = |step: &str, e: Error| {
-        if e.kind() == ErrorKind::Corruption {
-            Ok(Some(e))
-        } else {
-            Err(Failure::new(format!(
-                "{step} of a damaged database in {}: expected success or an error of kind \
-                 Corruption, got kind {}: {e}",
-                path.display(),
-                e.kind()
-            )))
-        }
-    };
     let store = match harness
         .open_with(path, &rave_api::OpenOptions::default())
         .await
     {
         Ok(store) => store,
-        Err(e) => return corruption("the open", e),
+        Err(e) => return corruption(path, Step::Failed("the open", e)),
     };
-    let result = use_store(&*store, probe).await;
+    let result = use_store(&*store, written).await;
     // The close may fail too, on a store already broken: what counts is the steps.
     let _ = store.close().await;
     match result {
         Ok(()) => Ok(None),
-        Err((step, e)) => corruption(step, e),
+        Err(step) => corruption(path, step),
+    }
+}
+
+/// Why the use of a damaged store stopped.
+enum Step {
+    /// A step failed with this error.
+    Failed(&'static str, Error),
+    /// A step read something that was not written.
+    Wrong(String),
+}
+
+fn corruption(path: &Path, step: Step) -> std::result::Result<Option<Error>, Failure> {
+    match step {
+        Step::Failed(_, e) if e.kind() == ErrorKind::Corruption => Ok(Some(e)),
+        Step::Failed(step, e) => Err(Failure::new(format!(
+            "{step} of a damaged database in {}: expected success or an error of kind \
+             Corruption, got kind {}: {e}",
+            path.display(),
+            e.kind()
+        ))),
+        Step::Wrong(what) => Err(Failure::new(format!(
+            "a damaged database in {} silently read what was not written: {what}",
+            path.display()
+        ))),
     }
 }
 
 async fn use_store(
     store: &dyn KvStore,
-    probe: &[u8],
-) -> std::result::Result<(), (&'static str, Error)> {
-    async fn scan(store: &dyn KvStore, range: Range) -> Result<()> {
-        store.iterator(range).await?.collect_all().await.map(drop)
+    written: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> std::result::Result<(), Step> {
+    async fn scan(store: &dyn KvStore, range: Range) -> Result<Vec<Entry>> {
+        store.iterator(range).await?.collect_all().await
     }
-    store.get(probe).await.map_err(|e| ("a point read", e))?;
-    scan(store, Range::all())
+    let forward = scan(store, Range::all())
         .await
-        .map_err(|e| ("a forward scan", e))?;
-    scan(store, Range::all().reverse())
+        .map_err(|e| Step::Failed("a forward scan", e))?;
+    let read = survivors(&forward, written).map_err(Step::Wrong)?;
+    let mut reverse = scan(store, Range::all().reverse())
         .await
-        .map_err(|e| ("a reverse scan", e))?;
+        .map_err(|e| Step::Failed("a reverse scan", e))?;
+    reverse.reverse();
+    if reverse != forward {
+        return Err(Step::Wrong(format!(
+            "the reverse scan ({} entries) is not the forward scan ({} entries) reversed",
+            reverse.len(),
+            forward.len()
+        )));
+    }
+    let stride = (written.len() / POINT_READS).max(1);
+    for key in written.keys().step_by(stride) {
+        let got = store
+            .get(key)
+            .await
+            .map_err(|e| Step::Failed("a point read", e))?;
+        if got.as_deref() != read.get(key.as_slice()).copied() {
+            return Err(Step::Wrong(format!(
+                "a point read of {} gives {}, the scan {}",
+                show(key),
+                shown(got.as_deref()),
+                shown(read.get(key.as_slice()).copied())
+            )));
+        }
+    }
+    let (key, value) = (b"written after the damage", b"1");
     store
-        .put(b"written after the damage", b"1")
+        .put(key, value)
         .await
-        .map_err(|e| ("a write", e))
+        .map_err(|e| Step::Failed("a write", e))?;
+    let got = store
+        .get(key)
+        .await
+        .map_err(|e| Step::Failed("a read of that write", e))?;
+    if got.as_deref() != Some(&value[..]) {
+        return Err(Step::Wrong(format!(
+            "a write after the damage reads back as {}",
+            shown(got.as_deref())
+        )));
+    }
+    Ok(())
+}
+
+/// The entries of a forward scan as a map, checked against what was written: strictly
+/// ordered, each a written key with its written value.
+fn survivors<'a>(
+    scanned: &'a [Entry],
+    written: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> std::result::Result<BTreeMap<&'a [u8], &'a [u8]>, String> {
+    if let Some(pair) = scanned.windows(2).find(|w| w[0].key >= w[1].key) {
+        return Err(format!(
+            "the scan is out of order: {} then {}",
+            show(&pair[0].key),
+            show(&pair[1].key)
+        ));
+    }
+    for entry in scanned {
+        match written.get(&entry.key) {
+            None => return Err(format!("the scan has the key {}", show(&entry.key))),
+            Some(value) if *value != entry.value => {
+                let at = value
+                    .iter()
+                    .zip(&entry.value)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                return Err(format!(
+                    "the scan gives {} a value of {} bytes that differs from the {} written \
+                     at byte {at}: {} instead of {}",
+                    show(&entry.key),
+                    entry.value.len(),
+                    value.len(),
+                    show(&entry.value[at.min(entry.value.len())..]),
+                    show(&value[at.min(value.len())..])
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(scanned
+        .iter()
+        .map(|e| (e.key.as_slice(), e.value.as_slice()))
+        .collect())
+}
+
+/// Bytes for a message: escaped, and cut short when long.
+fn show(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(24)];
+    let more = if cut.len() < bytes.len() {
+        format!("... ({} bytes)", bytes.len())
+    } else {
+        String::new()
+    };
+    format!("\"{}\"{more}", cut.escape_ascii())
+}
+
+fn shown(value: Option<&[u8]>) -> String {
+    value.map_or_else(|| "nothing".to_string(), show)
 }

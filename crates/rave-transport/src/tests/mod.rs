@@ -21,8 +21,8 @@ use rave_api::{
 };
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
-use tokio_util::codec::Framed;
 use tokio_util::codec::LengthDelimitedCodec;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 
 use crate::wire::{self, ClientMessage, Limits, MAGIC, PROTOCOL_VERSION, ServerMessage};
@@ -56,17 +56,25 @@ fn memory() -> rave_api::engine_thread::EngineStore {
 /// - `!fail`: a corruption error;
 /// - `!closed`: the `Closed` error of a store that is shutting down;
 /// - `!panic`: panics;
-/// - `!task`: answers at once with the id of the tokio task that polled it.
+/// - `!task`: answers at once with the id of the tokio task that polled it;
+/// - `!gather`: answers once [`GATHER`] of them are being answered at once (so they finish only
+///   if the server runs that many requests together).
 struct TestStore {
     inner: rave_api::engine_thread::EngineStore,
     live_iters: Arc<AtomicUsize>,
+    /// How many `!gather` reads have started.
+    gathered: tokio::sync::watch::Sender<usize>,
 }
+
+/// How many `!gather` reads wait for each other.
+const GATHER: usize = 50;
 
 impl TestStore {
     fn new() -> Arc<Self> {
         Arc::new(TestStore {
             inner: memory(),
             live_iters: Arc::new(AtomicUsize::new(0)),
+            gathered: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -88,6 +96,12 @@ impl KvStore for TestStore {
             b"!closed" => Err(Error::Closed),
             b"!panic" => panic!("test store panics on purpose"),
             b"!task" => Ok(Some(format!("{:?}", tokio::task::try_id()).into_bytes())),
+            b"!gather" => {
+                let mut started = self.gathered.subscribe();
+                self.gathered.send_modify(|n| *n += 1);
+                let _ = started.wait_for(|n| *n >= GATHER).await;
+                Ok(Some(b"gathered".to_vec()))
+            }
             _ => self.inner.get(key).await,
         }
     }
@@ -249,6 +263,27 @@ impl Raw {
             Ok(Some(Ok(frame))) => Some(wire::decode(&frame).unwrap()),
             _ => None,
         }
+    }
+
+    /// Whether the peer still has the connection open and has sent nothing, asked of the socket
+    /// itself with a read that does not wait (the runtime may not have seen an EOF yet).
+    /// Returns `self` rebuilt around the same socket.
+    fn still_open(self) -> (bool, Raw) {
+        use std::io::Read;
+        let parts = self.framed.into_parts();
+        assert!(parts.read_buf.is_empty(), "the peer has sent something");
+        let mut socket = parts.io.into_std().unwrap();
+        let open = match socket.read(&mut [0u8; 1]) {
+            Ok(0) => false,
+            Ok(_) => panic!("the peer has sent something"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(_) => false,
+        };
+        let mut rebuilt =
+            FramedParts::new::<Bytes>(UnixStream::from_std(socket).unwrap(), parts.codec);
+        rebuilt.write_buf = parts.write_buf;
+        let framed = Framed::from_parts(rebuilt);
+        (open, Raw { framed })
     }
 
     /// Reads frames without decoding them until EOF (a fake leader ignoring its client).

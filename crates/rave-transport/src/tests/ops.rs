@@ -134,22 +134,17 @@ async fn replies_come_out_of_order_without_head_of_line_blocking() {
 
 #[tokio::test]
 async fn the_server_runs_many_requests_at_once() {
-    // 50 slow requests of 300 ms each finish together, not one after another.
+    // 50 requests that each answer only once all 50 are being answered: they finish (within
+    // `bounded`) only if the server runs them together, not one after another.
     let store = TestStore::new();
     let (client, _server) = pair_with(store, &Limits::default()).await;
-    let started = Instant::now();
-    let slow = (0..50).map(|_| {
+    let gathering = (0..GATHER).map(|_| {
         let client = client.clone();
-        async move { client.get(b"!slow").await }
+        async move { client.get(b"!gather").await }
     });
-    for result in bounded(futures::future::join_all(slow)).await {
-        assert_eq!(result.unwrap(), Some(b"slow".to_vec()));
+    for result in bounded(futures::future::join_all(gathering)).await {
+        assert_eq!(result.unwrap(), Some(b"gathered".to_vec()));
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
