@@ -16,8 +16,9 @@ import msgpack
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "corpus")
 MAGIC = struct.unpack(">I", b"RAVE")[0]
-# rave_transport::PROTOCOL_VERSION (2: iterator credit counts bytes of entries).
-VERSION = 2
+# rave_transport::PROTOCOL_VERSION (3: writes are one `Write` op, optionally stamped for
+# exactly-once delivery; 2: iterator credit counts bytes of entries).
+VERSION = 3
 
 
 def enc(obj):
@@ -41,11 +42,16 @@ client = [
     enc({"Request": {"id": 1, "op": "Ping"}}),
     enc({"Request": {"id": 2, "op": {"Get": {"key": b"k1"}}}}),
     enc({"Request": {"id": 3, "op": {"GetMany": {"keys": [b"k1", b"", b"k2"]}}}}),
-    enc({"Request": {"id": 4, "op": {"Put": {"key": b"k1", "value": b"v1"}}}}),
-    enc({"Request": {"id": 5, "op": {"Del": {"key": b"k1"}}}}),
-    enc({"Request": {"id": 6, "op": {"Batch": {"ops": [
-        {"Put": {"key": b"a", "value": b"1"}}, {"Del": {"key": b"b"}}]}}}}),
-    enc({"Request": {"id": 7, "op": {"Clear": {"range": rng(gte=b"a", lt=b"z")}}}}),
+    enc({"Request": {"id": 4, "op": {"Write": {"stamp": None, "write": {"Batch": [
+        {"Put": {"key": b"k1", "value": b"v1"}}]}}}}}),
+    enc({"Request": {"id": 5, "op": {"Write": {"stamp": None, "write": {"Batch": [
+        {"Del": {"key": b"k1"}}]}}}}}),
+    enc({"Request": {"id": 6, "op": {"Write": {"stamp": {"client": bytes(range(16)), "seq": 3,
+                                                        "floor": 2},
+                                              "write": {"Batch": [
+        {"Put": {"key": b"a", "value": b"1"}}, {"Del": {"key": b"b"}}]}}}}}),
+    enc({"Request": {"id": 7, "op": {"Write": {"stamp": None, "write": {
+        "Clear": rng(gte=b"a", lt=b"z")}}}}}),
     enc({"IterOpen": {"iter": 1, "range": rng(), "credit": 1048576}}),
     enc({"IterOpen": {"iter": 2, "range": rng(gt=b"a", lte=b"k", reverse=True, limit=10,
                                                projection="KeysOnly"), "credit": 1}}),

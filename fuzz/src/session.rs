@@ -147,23 +147,17 @@ impl OpSpec {
             OpSpec::GetMany(keys) => Op::GetMany {
                 keys: keys.iter().map(Key::bytes).collect(),
             },
-            OpSpec::Put(key, value) => Op::Put {
-                key: key.bytes(),
-                value: value.bytes(),
-            },
-            OpSpec::Del(key) => Op::Del { key: key.bytes() },
-            OpSpec::Batch(ops) => Op::Batch {
-                ops: ops
-                    .iter()
+            OpSpec::Put(key, value) => Op::put(key.bytes(), value.bytes()),
+            OpSpec::Del(key) => Op::del(key.bytes()),
+            OpSpec::Batch(ops) => Op::batch(
+                ops.iter()
                     .map(|(key, value)| match value {
                         Some(value) => BatchOp::put(key.bytes(), value.bytes()),
                         None => BatchOp::del(key.bytes()),
                     })
                     .collect(),
-            },
-            OpSpec::Clear(range) => Op::Clear {
-                range: range.range(),
-            },
+            ),
+            OpSpec::Clear(range) => Op::clear(range.range()),
             OpSpec::Ping => Op::Ping,
         }
     }

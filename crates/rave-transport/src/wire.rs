@@ -165,41 +165,45 @@ pub enum Op {
         #[serde(with = "bytes_seq")]
         keys: Vec<Vec<u8>>,
     },
-    /// [`rave_api::KvStore::put`]; replies [`Reply::Done`].
-    Put {
-        /// The key.
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        /// The value.
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
-    },
-    /// [`rave_api::KvStore::del`]; replies [`Reply::Done`].
-    Del {
-        /// The key.
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-    },
-    /// [`rave_api::KvStore::batch`]; replies [`Reply::Done`].
-    Batch {
-        /// The operations, applied atomically.
-        ops: Vec<BatchOp>,
-    },
-    /// [`rave_api::KvStore::clear`]; replies [`Reply::Done`].
-    Clear {
-        /// The keys to remove.
-        range: Range,
-    },
     /// Does nothing; replies [`Reply::Done`]. Proves the leader is alive and answering.
     Ping,
-    /// [`rave_api::KvStore::write_stamped`]: a write applied once per stamp, however often it
-    /// is re-sent (protocol 3); replies [`Reply::Done`].
+    /// A write (`put`, `del` and `batch` are [`Write::Batch`]es, `clear` is [`Write::Clear`]);
+    /// replies [`Reply::Done`]. With a stamp it is applied once per stamp however often it is
+    /// re-sent ([`rave_api::KvStore::write_stamped`]); without one, each time it arrives.
     Write {
-        /// Which write of which handle.
-        stamp: WriteStamp,
+        /// Which write of which handle, for exactly-once delivery.
+        stamp: Option<WriteStamp>,
         /// What to apply.
         write: Write,
     },
+}
+
+impl Op {
+    /// An unstamped put.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Op::batch(vec![BatchOp::put(key, value)])
+    }
+
+    /// An unstamped delete.
+    pub fn del(key: impl Into<Vec<u8>>) -> Self {
+        Op::batch(vec![BatchOp::del(key)])
+    }
+
+    /// An unstamped atomic batch.
+    pub fn batch(ops: Vec<BatchOp>) -> Self {
+        Op::Write {
+            stamp: None,
+            write: Write::Batch(ops),
+        }
+    }
+
+    /// An unstamped `clear`.
+    pub fn clear(range: Range) -> Self {
+        Op::Write {
+            stamp: None,
+            write: Write::Clear(range),
+        }
+    }
 }
 
 /// A message from the leader to a follower.

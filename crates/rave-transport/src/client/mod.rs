@@ -202,22 +202,15 @@ impl KvStore for Client {
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.call(Op::Put {
-            key: key.to_vec(),
-            value: value.to_vec(),
-        })
-        .await
-        .and_then(expect_done)
+        self.call(Op::put(key, value)).await.and_then(expect_done)
     }
 
     async fn del(&self, key: &[u8]) -> Result<()> {
-        self.call(Op::Del { key: key.to_vec() })
-            .await
-            .and_then(expect_done)
+        self.call(Op::del(key)).await.and_then(expect_done)
     }
 
     async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        self.call(Op::Batch { ops }).await.and_then(expect_done)
+        self.call(Op::batch(ops)).await.and_then(expect_done)
     }
 
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
@@ -225,13 +218,16 @@ impl KvStore for Client {
     }
 
     async fn clear(&self, range: Range) -> Result<()> {
-        self.call(Op::Clear { range }).await.and_then(expect_done)
+        self.call(Op::clear(range)).await.and_then(expect_done)
     }
 
     async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
-        self.call(Op::Write { stamp, write })
-            .await
-            .and_then(expect_done)
+        self.call(Op::Write {
+            stamp: Some(stamp),
+            write,
+        })
+        .await
+        .and_then(expect_done)
     }
 
     async fn close(&self) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
-use rave_api::{Error, ErrorKind, KvStore, Result};
+use rave_api::{Error, ErrorKind, KvStore, Result, Write};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -310,14 +310,21 @@ async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
     match op {
         Op::Get { key } => store.get(&key).await.map(Reply::Value),
         Op::GetMany { keys } => store.get_many(&keys).await.map(Reply::Values),
-        Op::Put { key, value } => store.put(&key, &value).await.map(|()| Reply::Done),
-        Op::Del { key } => store.del(&key).await.map(|()| Reply::Done),
-        Op::Batch { ops } => store.batch(ops).await.map(|()| Reply::Done),
-        Op::Clear { range } => store.clear(range).await.map(|()| Reply::Done),
-        Op::Write { stamp, write } => store
+        Op::Write {
+            stamp: Some(stamp),
+            write,
+        } => store
             .write_stamped(stamp, write)
             .await
             .map(|()| Reply::Done),
+        Op::Write {
+            stamp: None,
+            write: Write::Batch(ops),
+        } => store.batch(ops).await.map(|()| Reply::Done),
+        Op::Write {
+            stamp: None,
+            write: Write::Clear(range),
+        } => store.clear(range).await.map(|()| Reply::Done),
         Op::Ping => Ok(Reply::Done),
     }
 }

@@ -347,8 +347,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         key().prop_map(|key| Op::Get { key }),
         prop::collection::vec(key(), 0..4).prop_map(|keys| Op::GetMany { keys }),
-        (key(), value()).prop_map(|(key, value)| Op::Put { key, value }),
-        key().prop_map(|key| Op::Del { key }),
+        (key(), value()).prop_map(|(key, value)| Op::put(key, value)),
+        key().prop_map(|key| Op::del(key)),
         prop::collection::vec(
             prop_oneof![
                 (key(), value()).prop_map(|(k, v)| BatchOp::put(k, v)),
@@ -356,8 +356,8 @@ fn op() -> impl Strategy<Value = Op> {
             ],
             0..4
         )
-        .prop_map(|ops| Op::Batch { ops }),
-        range().prop_map(|range| Op::Clear { range }),
+        .prop_map(|ops| Op::batch(ops)),
+        range().prop_map(|range| Op::clear(range)),
         Just(Op::Ping),
     ]
 }

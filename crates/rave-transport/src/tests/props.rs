@@ -49,10 +49,10 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         bytes().prop_map(|key| Op::Get { key }),
         prop::collection::vec(bytes(), 0..5).prop_map(|keys| Op::GetMany { keys }),
-        (bytes(), bytes()).prop_map(|(key, value)| Op::Put { key, value }),
-        bytes().prop_map(|key| Op::Del { key }),
-        prop::collection::vec(batch_op(), 0..5).prop_map(|ops| Op::Batch { ops }),
-        range().prop_map(|range| Op::Clear { range }),
+        (bytes(), bytes()).prop_map(|(key, value)| Op::put(key, value)),
+        bytes().prop_map(|key| Op::del(key)),
+        prop::collection::vec(batch_op(), 0..5).prop_map(|ops| Op::batch(ops)),
+        range().prop_map(|range| Op::clear(range)),
         Just(Op::Ping),
     ]
 }
