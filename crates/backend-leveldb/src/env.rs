@@ -23,8 +23,12 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use rave_api::Error;
 use rusty_leveldb::env::{Env, FileLock, Logger, RandomAccess};
-use rusty_leveldb::{PosixDiskEnv, Result, Status};
+use rusty_leveldb::{PosixDiskEnv, Result, Status, StatusCode};
+
+use crate::checked_table::{CheckedTable, FOOTER_LEN};
+use crate::error::{self, Op};
 
 /// The state the engine shares with its environment (all on the engine thread).
 #[derive(Debug, Default)]
@@ -32,6 +36,8 @@ pub(crate) struct Files {
     open_iterators: Cell<usize>,
     /// A set: every compaction asks again to delete every obsolete file still on disk.
     deferred: RefCell<BTreeSet<PathBuf>>,
+    /// The first failed table read since the engine last asked (see the `checked_table` module).
+    damage: RefCell<Option<Error>>,
 }
 
 impl Files {
@@ -40,6 +46,29 @@ impl Files {
         self.open_iterators.set(self.open_iterators.get() + 1);
         Pin {
             files: Rc::clone(self),
+        }
+    }
+
+    /// Notes a failed table read that rusty-leveldb may drop; the first one is kept.
+    pub(crate) fn note_damage(&self, error: Error) {
+        let mut damage = self.damage.borrow_mut();
+        if damage.is_none() {
+            tracing::error!(error = %error, "leveldb: a table read failed");
+            *damage = Some(error);
+        }
+    }
+
+    /// The failed table read noted since the last call, if any. Every engine operation asks
+    /// when it ends, and fails with it: what rusty-leveldb returned then may lack entries.
+    pub(crate) fn take_damage(&self) -> Option<Error> {
+        self.damage.take()
+    }
+
+    /// Fails `result` with the damage noted during the operation that produced it, if any.
+    pub(crate) fn checked<T>(&self, result: rave_api::Result<T>) -> rave_api::Result<T> {
+        match self.take_damage() {
+            Some(error) => Err(error),
+            None => result,
         }
     }
 
@@ -67,6 +96,13 @@ impl Files {
 #[derive(Debug)]
 pub(crate) struct Pin {
     files: Rc<Files>,
+}
+
+impl Pin {
+    /// The engine's shared file state.
+    pub(crate) fn files(&self) -> &Files {
+        &self.files
+    }
 }
 
 impl Drop for Pin {
@@ -128,6 +164,19 @@ fn sync_parent(p: &Path) -> Result<()> {
         .map_err(|e| annotate(e, "sync directory", dir))
 }
 
+/// The error for a table file that the database refers to and cannot open.
+fn missing_table(status: &Status, p: &Path) -> Error {
+    if status.code == StatusCode::NotFound {
+        Error::corruption(format!(
+            "leveldb: the table file {} is missing ({})",
+            p.display(),
+            status.err
+        ))
+    } else {
+        error::map(status, Op::Read, p.parent().unwrap_or(p))
+    }
+}
+
 /// A table file: the kind of file an open iterator may still need.
 fn is_table(p: &Path) -> bool {
     matches!(
@@ -142,7 +191,26 @@ impl Env for RaveEnv {
     }
 
     fn open_random_access_file(&self, p: &Path) -> Result<Box<dyn RandomAccess>> {
-        self.inner.open_random_access_file(p)
+        if !is_table(p) {
+            return self.inner.open_random_access_file(p);
+        }
+        // A table that fails to open is dropped silently too (version.rs `VersionIter`).
+        let opened = self
+            .inner
+            .open_random_access_file(p)
+            .and_then(|file| Ok((file, self.inner.size_of(p)?)));
+        match opened {
+            Ok((file, size)) => Ok(Box::new(CheckedTable::new(
+                file,
+                size,
+                p,
+                Rc::clone(&self.files),
+            ))),
+            Err(status) => {
+                self.files.note_damage(missing_table(&status, p));
+                Err(status)
+            }
+        }
     }
 
     // Writable files always go through `SyncedFile`, with or without `sync`: rusty-leveldb's log
@@ -170,7 +238,22 @@ impl Env for RaveEnv {
     }
 
     fn size_of(&self, p: &Path) -> Result<usize> {
-        self.inner.size_of(p)
+        let size = self.inner.size_of(p);
+        if is_table(p) {
+            // The table cache asks before it opens a table, and gives up on an empty one without
+            // a word (table_cache.rs `open_table`).
+            match &size {
+                Ok(size) if *size < FOOTER_LEN => {
+                    self.files.note_damage(Error::corruption(format!(
+                        "leveldb: the table file {} is damaged: {size} bytes, less than a footer",
+                        p.display()
+                    )))
+                }
+                Ok(_) => {}
+                Err(status) => self.files.note_damage(missing_table(status, p)),
+            }
+        }
+        size
     }
 
     fn delete(&self, p: &Path) -> Result<()> {

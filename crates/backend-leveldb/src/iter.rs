@@ -51,7 +51,7 @@ pub struct LevelDbIter<'a> {
     mode: Mode,
     dir: &'a Path,
     // Declared after `it` so that the iterator (and the table files it holds) goes first.
-    _pin: Pin,
+    pin: Pin,
 }
 
 enum Mode {
@@ -92,18 +92,13 @@ impl<'a> LevelDbIter<'a> {
                 started: false,
             }
         };
-        LevelDbIter {
-            it,
-            mode,
-            dir,
-            _pin: pin,
-        }
+        LevelDbIter { it, mode, dir, pin }
     }
 }
 
 impl EngineIter for LevelDbIter<'_> {
     fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let LevelDbIter { it, mode, dir, .. } = self;
+        let LevelDbIter { it, mode, dir, pin } = self;
         let result = error::guard(Op::Iterate, dir, || {
             Ok(match mode {
                 Mode::Forward {
@@ -123,6 +118,8 @@ impl EngineIter for LevelDbIter<'_> {
                 Mode::Done => None,
             })
         });
+        // rusty-leveldb skips a table block it cannot read, or ends there: entries are missing.
+        let result = pin.files().checked(result);
         match result {
             Ok(Some((key, value))) => Ok(Some((Vec::from(key), Vec::from(value)))),
             // Once over, stay over: `advance` on an exhausted DBIterator starts again at the

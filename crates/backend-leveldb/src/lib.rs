@@ -19,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+mod checked_table;
 mod env;
 mod error;
 mod iter;
@@ -145,7 +146,9 @@ impl LevelDbEngine {
                 }
                 error::map(&status, Op::Open, dir)
             })
-        })?;
+        });
+        // Recovery may compact, reading tables.
+        let db = files.checked(db)?;
         tracing::debug!(dir = %dir.display(), sync = options.sync, "leveldb opened");
         Ok(LevelDbEngine {
             db: RefCell::new(db),
@@ -181,7 +184,12 @@ impl LevelDbEngine {
                     .map_err(|s| error::map(&s, Op::Read, dir))?,
             };
             let it = reader.insert(it);
-            f(it)
+            let result = self.files.checked(f(it));
+            if result.is_err() {
+                // Not kept for the next read.
+                reader.take();
+            }
+            result
         })
     }
 }
@@ -241,6 +249,9 @@ impl Engine for LevelDbEngine {
                 .map_err(|s| error::map(&s, Op::Write, dir))?;
             db.flush().map_err(|s| error::map(&s, Op::Write, dir))
         });
+        // A compaction during the write reads tables, and would write out only what it could
+        // read: the write fails, and so do all after it.
+        let result = self.files.checked(result);
         if let Err(e) = &result {
             tracing::error!(dir = %dir.display(), error = %e, "leveldb write failed; further writes refused");
             *self.failed.borrow_mut() = Some(e.clone());
@@ -250,7 +261,7 @@ impl Engine for LevelDbEngine {
 
     fn iter<'a>(&'a self, range: &Range) -> Result<LevelDbIter<'a>> {
         let dir = &self.dir;
-        error::guard(Op::Iterate, dir, || {
+        let iter = error::guard(Op::Iterate, dir, || {
             // Pinned first: table files of this snapshot stay until the iterator is dropped.
             let pin = self.files.pin();
             // `new_iter` takes a snapshot at the current sequence number; the iterator skips
@@ -268,7 +279,8 @@ impl Engine for LevelDbEngine {
                 dir,
                 pin,
             ))
-        })
+        });
+        self.files.checked(iter)
     }
 
     fn close(self) -> Result<()> {

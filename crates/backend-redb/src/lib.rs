@@ -15,10 +15,13 @@
 //!   a [`SharedReader`]: redb's read transactions are independent of the writer, so reads never
 //!   queue behind a commit's fsync. They share one read snapshot until the next commit.
 //! - A file that is not a redb database, or is damaged, is [`rave_api::ErrorKind::Corruption`];
-//!   redb panics on some damage, and those panics are caught and reported the same way.
+//!   redb panics on some damage, and those panics are caught and reported the same way. Each
+//!   value is stored with a checksum of its entry, checked on every read (redb does not check
+//!   its pages when it reads them; see the `checksum` module).
 
 #![warn(missing_docs)]
 
+mod checksum;
 mod error;
 
 use std::path::{Path, PathBuf};
@@ -27,17 +30,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rave_api::engine_thread::{Engine, EngineIter, SharedReader};
 use rave_api::{BatchOp, Capabilities, EngineBackend, EngineOp, Error, OpenOptions, Range, Result};
-use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase};
+
+use crate::checksum::TABLE;
 
 /// The engine's name, as recorded in the directory.
 const NAME: &str = "redb";
 
 /// The database file inside the directory (`rave_api::dir::detect` knows this name).
 pub const DATA_FILE: &str = "data.redb";
-
-/// The one table: byte keys to byte values, ordered by unsigned lexicographic byte order (redb's
-/// order for `&[u8]`).
-const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rave");
 
 /// The redb engine: opens a directory as a [`KvStore`](rave_api::KvStore).
 ///
@@ -221,8 +222,12 @@ impl RedbEngine {
                 snapshot: Mutex::new(None),
             }),
         };
-        // Create the table now, so that reads on an empty database find it.
-        engine.commit(EngineOp::Open, |_| Ok(()))?;
+        // Create the table now, so that reads on an empty database find it; give the values of
+        // a file written before checksums theirs.
+        let shared = &engine.shared;
+        error::guard(EngineOp::Open, &shared.file, || {
+            shared.with_db(|db| checksum::prepare(db, &shared.file))
+        })?;
         tracing::debug!(file = %engine.shared.file.display(), "redb opened");
         Ok(engine)
     }
@@ -265,10 +270,11 @@ impl RedbEngine {
 }
 
 fn lookup(table: &Table, key: &[u8], file: &Path) -> Result<Option<Vec<u8>>> {
-    Ok(table
+    table
         .get(key)
         .map_err(|e| error::map(e, EngineOp::Read, file))?
-        .map(|value| value.value().to_vec()))
+        .map(|value| checksum::verified(key, value.value(), file))
+        .transpose()
 }
 
 impl Engine for RedbEngine {
@@ -292,9 +298,7 @@ impl Engine for RedbEngine {
             for op in ops {
                 match op {
                     BatchOp::Put { key, value } => {
-                        table
-                            .insert(key.as_slice(), value.as_slice())
-                            .map_err(|e| error::map(e, EngineOp::Write, file))?;
+                        checksum::insert(table, key, value, file)?;
                     }
                     BatchOp::Del { key } => {
                         table
@@ -376,7 +380,10 @@ impl EngineIter for RedbIter<'_> {
             };
             match item {
                 None => Ok(None),
-                Some(Ok((key, value))) => Ok(Some((key.value().to_vec(), value.value().to_vec()))),
+                Some(Ok((key, value))) => {
+                    let value = checksum::verified(key.value(), value.value(), file)?;
+                    Ok(Some((key.value().to_vec(), value)))
+                }
                 Some(Err(e)) => Err(error::map(e, EngineOp::Iterate, file)),
             }
         });

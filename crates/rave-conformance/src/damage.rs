@@ -41,6 +41,33 @@ pub async fn use_damaged(
     path: &Path,
     written: &BTreeMap<Vec<u8>, Vec<u8>>,
 ) -> std::result::Result<Option<Error>, Failure> {
+    use_damaged_with(harness, path, written, Loss::Allowed).await
+}
+
+/// [`use_damaged`] for damage that may not cost entries silently: a file holding durable,
+/// acknowledged data (a table, not the tail of a log) was damaged, so the engine must refuse
+/// it (an error of kind [`ErrorKind::Corruption`]) or read every written entry back.
+pub async fn use_damaged_losing_nothing(
+    harness: &dyn DirectHarness,
+    path: &Path,
+    written: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> std::result::Result<Option<Error>, Failure> {
+    use_damaged_with(harness, path, written, Loss::Refused).await
+}
+
+/// Whether a damaged store that raises no error may read fewer entries than were written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    Allowed,
+    Refused,
+}
+
+async fn use_damaged_with(
+    harness: &dyn DirectHarness,
+    path: &Path,
+    written: &BTreeMap<Vec<u8>, Vec<u8>>,
+    loss: Loss,
+) -> std::result::Result<Option<Error>, Failure> {
     let store = match harness
         .open_with(path, &rave_api::OpenOptions::default())
         .await
@@ -48,7 +75,7 @@ pub async fn use_damaged(
         Ok(store) => store,
         Err(e) => return corruption(path, Step::Failed("the open", e)),
     };
-    let result = use_store(&*store, written).await;
+    let result = use_store(&*store, written, loss).await;
     // The close may fail too, on a store already broken: what counts is the steps.
     let _ = store.close().await;
     match result {
@@ -84,6 +111,7 @@ fn corruption(path: &Path, step: Step) -> std::result::Result<Option<Error>, Fai
 async fn use_store(
     store: &dyn KvStore,
     written: &BTreeMap<Vec<u8>, Vec<u8>>,
+    loss: Loss,
 ) -> std::result::Result<(), Step> {
     async fn scan(store: &dyn KvStore, range: Range) -> Result<Vec<Entry>> {
         store.iterator(range).await?.collect_all().await
@@ -92,6 +120,13 @@ async fn use_store(
         .await
         .map_err(|e| Step::Failed("a forward scan", e))?;
     let read = survivors(&forward, written).map_err(Step::Wrong)?;
+    if loss == Loss::Refused && read.len() < written.len() {
+        return Err(Step::Wrong(format!(
+            "the scan lost {} of the {} entries written, without an error",
+            written.len() - read.len(),
+            written.len()
+        )));
+    }
     let mut reverse = scan(store, Range::all().reverse())
         .await
         .map_err(|e| Step::Failed("a reverse scan", e))?;
