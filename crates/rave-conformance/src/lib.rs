@@ -84,7 +84,7 @@ mod report;
 pub mod shared_reads;
 mod support;
 
-pub use harness::{BackendHarness, DirectHarness, Harness};
+pub use harness::{BackendHarness, CursorGauges, DirectHarness, Harness, LeaderChanges};
 pub use model::Model;
 pub use report::{Report, TestReport, run_all, run_backend_suite, run_backend_test, run_test};
 pub use support::{Failure, Outcome, TestResult};
