@@ -136,9 +136,10 @@ impl<B: Backend> Shared<B> {
     }
 
     /// Fails unless the follower leads, with an epoch newer than its old leader's, within
-    /// [`TAKEOVER_LIMIT`] of this call, when this pair made a failover.
+    /// [`TAKEOVER_LIMIT`] of this call, when this pair made a failover not checked yet (a
+    /// closed follower leads no more: only the first close checks).
     async fn check_takeover(&self) -> Result<()> {
-        let Some(old) = *lock(&self.failed_over_from) else {
+        let Some(old) = lock(&self.failed_over_from).take() else {
             return Ok(());
         };
         let mut roles = self.follower.watch_role();
