@@ -39,9 +39,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rave::{
-    Backend, Capabilities, Error, KvStore, OpenOptions, Rave, RaveOptions, Result, Role,
-};
+use rave::{Backend, Capabilities, Error, KvStore, OpenOptions, Rave, RaveOptions, Result, Role};
 use rave_conformance::{CursorGauges, Failure, Harness, LeaderChanges};
 
 use crate::common::Proc;
@@ -231,9 +229,7 @@ macro_rules! modes {
         modes!($backend);
         rave_conformance::suite!(
             crash,
-            RaveHarness::<$backend>::new(Mode::Crash(
-                <$backend as crate::common::Engine>::CLI
-            ))
+            RaveHarness::<$backend>::new(Mode::Crash(<$backend as crate::common::Engine>::CLI))
         );
     };
 }

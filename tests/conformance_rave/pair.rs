@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rave::{
-    Backend, BatchOp, Entry, Error, KvIterator, KvStore, Range, Rave, Result, Role,
-};
+use rave::{Backend, BatchOp, Entry, Error, KvIterator, KvStore, Range, Rave, Result, Role};
 use rave_conformance::LeaderChanges;
 
 use crate::common::Proc;
@@ -146,7 +144,10 @@ impl<B: Backend> Shared<B> {
         let start = Instant::now();
         while *roles.borrow_and_update() != Role::Leader {
             let left = TAKEOVER_LIMIT.saturating_sub(start.elapsed());
-            if !matches!(tokio::time::timeout(left, roles.changed()).await, Ok(Ok(()))) {
+            if !matches!(
+                tokio::time::timeout(left, roles.changed()).await,
+                Ok(Ok(()))
+            ) {
                 return Err(Error::other(format!(
                     "after the failover the follower did not lead within {TAKEOVER_LIMIT:?}: its role is {}",
                     self.follower.role()
@@ -256,7 +257,10 @@ impl<B: Backend> KvStore for Pair<B> {
     }
 
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
-        let inner = self.0.counted(self.0.follower.iterator(range).await).await?;
+        let inner = self
+            .0
+            .counted(self.0.follower.iterator(range).await)
+            .await?;
         Ok(Box::new(CountingIter {
             inner,
             shared: Arc::clone(&self.0),

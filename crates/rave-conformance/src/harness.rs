@@ -77,7 +77,8 @@ impl CursorGauges {
     /// [`EngineStore`] (every engine of this workspace is); other stores are not observable.
     pub fn register(&self, path: &Path, store: &dyn Any) {
         if let Some(engine) = store.downcast_ref::<EngineStore>() {
-            self.lock().insert(path.to_path_buf(), engine.open_cursors());
+            self.lock()
+                .insert(path.to_path_buf(), engine.open_cursors());
         }
     }
 
