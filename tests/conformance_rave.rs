@@ -46,13 +46,13 @@ use crate::common::Proc;
 use crate::pair::{Leader, Pair, Plan};
 
 /// How the store under test relates to the leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Mode {
     Leader,
     Follower,
     Failover,
-    /// With the `--backend` name of the engine.
-    Crash(&'static str),
+    /// With the command that starts `rave hold` with this engine on a directory.
+    Crash(fn(&Path) -> std::process::Command),
 }
 
 /// An engine `B` that registers the cursor gauge of every store it opens for `path`, so the
@@ -151,15 +151,15 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
 
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
         let leader = match self.mode {
-            Mode::Crash(cli) => {
-                let mut child = Proc::spawn("rave hold", rave_cmd_for(cli, path), None);
+            Mode::Crash(hold) => {
+                let mut child = Proc::spawn("rave hold", hold(path), None);
                 child.expect_line("leader", Duration::from_secs(20)).await;
                 Leader::Child(child)
             }
             _ => {
                 let leader = self.handle(path)?;
                 expect_role("first", &leader, Role::Leader).await?;
-                if self.mode == Mode::Leader {
+                if matches!(self.mode, Mode::Leader) {
                     return Ok(Box::new(leader));
                 }
                 Leader::Handle(leader)
@@ -168,7 +168,7 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
         let follower = self.handle(path)?;
         expect_role("second", &follower, Role::Follower).await?;
         let pair = Pair::new(follower, leader, self.plan.clone(), self.persistent());
-        if self.mode == Mode::Failover && !self.persistent() {
+        if matches!(self.mode, Mode::Failover) && !self.persistent() {
             pair.fail_over("at open (the engine is not persistent)")
                 .await?;
         }
@@ -207,18 +207,6 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
     }
 }
 
-/// `rave --backend <cli> <dir> hold`.
-fn rave_cmd_for(cli: &str, dir: &Path) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rave"));
-    command
-        .arg("--backend")
-        .arg(cli)
-        .arg(dir)
-        .arg("hold")
-        .env("RAVE_LOG", "warn");
-    command
-}
-
 macro_rules! modes {
     ($backend:ty) => {
         rave_conformance::suite!(leader, RaveHarness::<$backend>::new(Mode::Leader));
@@ -229,7 +217,9 @@ macro_rules! modes {
         modes!($backend);
         rave_conformance::suite!(
             crash,
-            RaveHarness::<$backend>::new(Mode::Crash(<$backend as crate::common::Engine>::CLI))
+            RaveHarness::<$backend>::new(Mode::Crash(|dir| {
+                crate::common::rave_cmd::<$backend>(&[], dir, &["hold"])
+            }))
         );
     };
 }
