@@ -193,7 +193,7 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
         let (changes, took_over) = (plan.changes.count(), plan.took_over.load(Ordering::SeqCst));
         if changes == 0 {
             return Err(Failure::new(format!(
-                "no failover happened (planned after operation {}, the test made {} and closed no store)",
+                "no failover happened (planned after operation {}; the test made {} operations)",
                 plan.fail_at,
                 plan.ops()
             )));
