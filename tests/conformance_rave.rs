@@ -1,50 +1,131 @@
-//! The shared behaviour suite (rave-conformance) through the multi-process layer, for every
-//! compiled-in engine, in three modes:
+//! The shared behaviour suite (rave-conformance) through the multi-process layer, for the
+//! in-memory engine and every compiled-in engine, in these modes:
 //!
 //! - `leader`: the store is a `Rave` handle that leads;
 //! - `follower`: the store is a follower handle whose leader is another handle of this process;
 //! - `failover`: like `follower`, but the leader handle is closed after the k-th operation
-//!   (iterator chunks count too, so it may happen mid-iteration), and the follower takes over
-//!   mid-test. A resumed iterator reads the new leader's snapshot, so this mode reports
-//!   `snapshots: false`.
+//!   (k random in 1..=12, or `RAVE_FAILOVER_AT`; iterator chunks count too, so it may happen
+//!   mid-iteration) and the follower takes over mid-test;
+//! - `crash` (engines the `rave` binary knows): the leader is a `rave hold` child process,
+//!   killed with SIGKILL after the k-th operation.
+//!
+//! In `failover` and `crash` a test that closes its store before the k-th operation fails over
+//! just before the close, and the store must hold the same after it. Every test that passes
+//! must have had its failover, and the follower must then lead with a newer epoch
+//! ([`rave_conformance::Harness::verify`]). A resumed iterator reads the new leader's state, so
+//! the snapshot tests hold an iterator whose life spans the failover to that promise only
+//! (see [`rave_conformance::Harness::leader_changes`]); every other iterator keeps its
+//! snapshot.
+//!
+//! The memory engine keeps nothing when its leader goes, so its `failover` mode fails over as
+//! soon as the store opens, before the test's first operation: the test runs on the follower
+//! that took over. It has no `crash` mode (the `rave` binary has no memory engine, and a
+//! memory engine is not crash durable).
+//!
+//! The engines' cursors are observed through a [`Probed`] engine, so `abandoned_iterators`
+//! checks that dropped iterators release them, on the follower's leader too.
 
+// The multi-process tests share these helpers; this file uses the child-process ones only.
+#[allow(unused_macros)]
+mod common;
+#[path = "conformance_rave/pair.rs"]
+mod pair;
+
+use std::any::Any;
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rave::{
-    Backend, BatchOp, Capabilities, Entry, Error, KvIterator, KvStore, Range, Rave, RaveOptions,
-    Result, Role,
-};
-use rave_conformance::Harness;
+use rave::{Backend, Capabilities, Error, KvStore, OpenOptions, Rave, RaveOptions, Result, Role};
+use rave_conformance::{CursorGauges, Failure, Harness, LeaderChanges};
+
+use crate::common::Proc;
+use crate::pair::{Leader, Pair, Plan};
 
 /// How the store under test relates to the leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Mode {
     Leader,
     Follower,
     Failover,
+    /// With the command that starts `rave hold` with this engine on a directory.
+    Crash(fn(&Path) -> std::process::Command),
 }
 
-/// Opens rave handles in one of the [`Mode`]s.
+/// An engine `B` that registers the cursor gauge of every store it opens for `path`, so the
+/// harness sees the cursors of whichever handle leads.
+struct Probed<B> {
+    inner: B,
+    path: PathBuf,
+    gauges: CursorGauges,
+}
+
+impl<B: Backend> Backend for Probed<B> {
+    type Store = B::Store;
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn open(&self, path: &Path, options: &OpenOptions) -> Result<B::Store> {
+        let store = self.inner.open(path, options)?;
+        self.gauges.register(&self.path, &store as &dyn Any);
+        Ok(store)
+    }
+}
+
+/// Opens rave handles in one of the [`Mode`]s. One per test (the `suite!` macro makes one per
+/// test), so its failover plan is the test's.
 struct RaveHarness<B> {
     mode: Mode,
+    gauges: CursorGauges,
+    /// The failover plan of `failover` and `crash` modes.
+    plan: Option<Arc<Plan>>,
     _backend: PhantomData<fn() -> B>,
 }
 
 impl<B: Backend + Default> RaveHarness<B> {
     fn new(mode: Mode) -> Self {
+        let plan = matches!(mode, Mode::Failover | Mode::Crash(_)).then(|| Arc::new(Plan::new()));
         RaveHarness {
             mode,
+            gauges: CursorGauges::default(),
+            plan,
             _backend: PhantomData,
         }
     }
+
+    /// A handle on `path` whose engine reports its cursors to this harness.
+    fn handle(&self, path: &Path) -> Result<Rave<Probed<B>>> {
+        let backend = Probed {
+            inner: B::default(),
+            path: path.to_path_buf(),
+            gauges: self.gauges.clone(),
+        };
+        Rave::open_with(backend, path, RaveOptions::default())
+    }
+
+    fn persistent(&self) -> bool {
+        B::default().capabilities().persistent
+    }
 }
 
-fn unexpected_role(which: &str, role: Role) -> Error {
-    Error::other(format!("the {which} handle became {role}"))
+/// Waits for `handle`'s first role and fails unless it is `want`.
+async fn expect_role<B: Backend>(which: &str, handle: &Rave<B>, want: Role) -> Result<()> {
+    let role = handle.ready().await?;
+    if role != want {
+        return Err(Error::other(format!(
+            "the {which} handle became {role}, expected {want}"
+        )));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -53,7 +134,11 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
         let mode = match self.mode {
             Mode::Leader => "leader handle",
             Mode::Follower => "follower handle",
+            Mode::Failover if !self.persistent() => {
+                "follower handle that took over at open (the engine is not persistent)"
+            }
             Mode::Failover => "follower handle across a failover",
+            Mode::Crash(_) => "follower handle across the SIGKILL of its leader process",
         };
         format!("{} via a {mode}", B::default().name())
     }
@@ -61,137 +146,64 @@ impl<B: Backend + Default> Harness for RaveHarness<B> {
     fn capabilities(&self) -> Capabilities {
         // A rave handle's reads go through the facade (and, on a follower, the socket): they
         // never complete on the caller's thread the way the engine's shared reader does.
-        let mut capabilities = B::default().capabilities().with_concurrent_reads(false);
-        if self.mode == Mode::Failover {
-            capabilities.snapshots = false;
-        }
-        capabilities
+        B::default().capabilities().with_concurrent_reads(false)
     }
 
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
-        let leader = Rave::<B>::open(path, RaveOptions::default())?;
-        let role = leader.ready().await?;
-        if role != Role::Leader {
-            return Err(unexpected_role("first", role));
-        }
-        if self.mode == Mode::Leader {
-            return Ok(Box::new(leader));
-        }
-        let follower = Rave::<B>::open(path, RaveOptions::default())?;
-        let role = follower.ready().await?;
-        if role != Role::Follower {
-            return Err(unexpected_role("second", role));
-        }
-        let fail_at = match self.mode {
-            Mode::Failover => {
-                // RAVE_FAILOVER_AT=k replays a failing run (the k is printed).
-                let k = std::env::var("RAVE_FAILOVER_AT")
-                    .ok()
-                    .and_then(|k| k.parse().ok())
-                    .unwrap_or_else(|| rand::random_range(1..=12u64));
-                eprintln!("failover after operation {k}");
-                Some(k)
+        let leader = match self.mode {
+            Mode::Crash(hold) => {
+                let mut child = Proc::spawn("rave hold", hold(path), None);
+                child.expect_line("leader", Duration::from_secs(20)).await;
+                Leader::Child(child)
             }
-            _ => None,
+            _ => {
+                let leader = self.handle(path)?;
+                expect_role("first", &leader, Role::Leader).await?;
+                if matches!(self.mode, Mode::Leader) {
+                    return Ok(Box::new(leader));
+                }
+                Leader::Handle(leader)
+            }
         };
-        Ok(Box::new(Pair {
-            follower,
-            shared: Arc::new(Shared {
-                leader,
-                ops: AtomicU64::new(0),
-                fail_at,
-            }),
-        }))
-    }
-}
-
-/// What a [`Pair`] and its iterators share: the leader handle and the operation count.
-struct Shared<B: Backend> {
-    leader: Rave<B>,
-    ops: AtomicU64,
-    fail_at: Option<u64>,
-}
-
-impl<B: Backend> Shared<B> {
-    /// Counts one operation; the k-th closes the leader (the follower then takes over).
-    async fn tick(&self) {
-        let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
-        if Some(n) == self.fail_at
-            && let Err(err) = self.leader.close().await
-        {
-            panic!("closing the leader handle for the failover: {err}");
+        let follower = self.handle(path)?;
+        expect_role("second", &follower, Role::Follower).await?;
+        let pair = Pair::new(follower, leader, self.plan.clone(), self.persistent());
+        if matches!(self.mode, Mode::Failover) && !self.persistent() {
+            pair.fail_over("at open (the engine is not persistent)")
+                .await?;
         }
-    }
-}
-
-/// A follower handle whose leader is another handle of this process.
-struct Pair<B: Backend> {
-    follower: Rave<B>,
-    shared: Arc<Shared<B>>,
-}
-
-impl<B: Backend> Pair<B> {
-    async fn counted<T>(&self, result: Result<T>) -> Result<T> {
-        self.shared.tick().await;
-        result
-    }
-}
-
-#[async_trait]
-impl<B: Backend> KvStore for Pair<B> {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.counted(self.follower.get(key).await).await
+        Ok(Box::new(pair))
     }
 
-    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.counted(self.follower.get_many(keys).await).await
+    fn open_cursors(&self, path: &Path) -> Option<usize> {
+        self.gauges.get(path)
     }
 
-    async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.counted(self.follower.put(key, value).await).await
+    fn leader_changes(&self) -> LeaderChanges {
+        self.plan
+            .as_ref()
+            .map(|plan| plan.changes.clone())
+            .unwrap_or_default()
     }
 
-    async fn del(&self, key: &[u8]) -> Result<()> {
-        self.counted(self.follower.del(key).await).await
-    }
-
-    async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        self.counted(self.follower.batch(ops).await).await
-    }
-
-    async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
-        let inner = self.counted(self.follower.iterator(range).await).await?;
-        Ok(Box::new(CountingIter {
-            inner,
-            shared: self.shared.clone(),
-        }))
-    }
-
-    async fn clear(&self, range: Range) -> Result<()> {
-        self.counted(self.follower.clear(range).await).await
-    }
-
-    /// Closes both handles, the follower first (so it does not take over on the way out).
-    async fn close(&self) -> Result<()> {
-        let follower = self.follower.close().await;
-        let leader = self.shared.leader.close().await;
-        follower.and(leader)
-    }
-}
-
-/// A follower's iterator whose chunks count as operations, so the failover can happen
-/// mid-iteration.
-struct CountingIter<B: Backend> {
-    inner: Box<dyn KvIterator>,
-    shared: Arc<Shared<B>>,
-}
-
-#[async_trait]
-impl<B: Backend> KvIterator for CountingIter<B> {
-    async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
-        let chunk = self.inner.next_chunk(max).await;
-        self.shared.tick().await;
-        chunk
+    fn verify(&self) -> std::result::Result<(), Failure> {
+        let Some(plan) = &self.plan else {
+            return Ok(());
+        };
+        let (changes, took_over) = (plan.changes.count(), plan.took_over.load(Ordering::SeqCst));
+        if changes == 0 {
+            return Err(Failure::new(format!(
+                "no failover happened (planned after operation {}; the test made {} operations)",
+                plan.fail_at,
+                plan.ops()
+            )));
+        }
+        if took_over < changes {
+            return Err(Failure::new(format!(
+                "{changes} failover(s), but the follower was seen taking over after {took_over}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -201,22 +213,36 @@ macro_rules! modes {
         rave_conformance::suite!(follower, RaveHarness::<$backend>::new(Mode::Follower));
         rave_conformance::suite!(failover, RaveHarness::<$backend>::new(Mode::Failover));
     };
+    ($backend:ty, crash) => {
+        modes!($backend);
+        rave_conformance::suite!(
+            crash,
+            RaveHarness::<$backend>::new(Mode::Crash(|dir| {
+                crate::common::rave_cmd::<$backend>(&[], dir, &["hold"])
+            }))
+        );
+    };
+}
+
+mod memory {
+    use super::*;
+    modes!(rave::backends::MemoryBackend);
 }
 
 #[cfg(feature = "redb")]
 mod redb {
     use super::*;
-    modes!(rave::backends::RedbBackend);
+    modes!(rave::backends::RedbBackend, crash);
 }
 
 #[cfg(feature = "leveldb")]
 mod leveldb {
     use super::*;
-    modes!(rave::backends::LevelDbBackend);
+    modes!(rave::backends::LevelDbBackend, crash);
 }
 
 #[cfg(feature = "rocksdb")]
 mod rocksdb {
     use super::*;
-    modes!(rave::backends::RocksDbBackend);
+    modes!(rave::backends::RocksDbBackend, crash);
 }

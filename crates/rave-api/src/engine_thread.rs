@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, mpsc};
 
 use async_trait::async_trait;
@@ -138,6 +138,28 @@ pub struct EngineStore {
     shared: RwLock<Option<Arc<dyn SharedReader>>>,
     tx: mpsc::Sender<Command>,
     next_iter: Arc<AtomicU64>,
+    /// How many cursors the engine thread holds, kept up to date by the thread.
+    open_cursors: OpenCursors,
+}
+
+/// A gauge of the cursors (open iterators, each holding an engine snapshot) that an
+/// [`EngineStore`]'s engine thread holds; it reads 0 once the store is closed.
+///
+/// For tests that check dropped iterators release their snapshot (the conformance suite's
+/// `abandoned_iterators`); not part of the stable API.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct OpenCursors(Arc<AtomicUsize>);
+
+impl OpenCursors {
+    /// The number of cursors open right now.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, n: usize) {
+        self.0.store(n, Ordering::SeqCst);
+    }
 }
 
 impl EngineStore {
@@ -151,13 +173,15 @@ impl EngineStore {
     {
         let (tx, rx) = mpsc::channel();
         let (opened_tx, opened_rx) = mpsc::sync_channel::<Opened>(1);
+        let open_cursors = OpenCursors::default();
+        let gauge = open_cursors.clone();
         std::thread::Builder::new()
             .name(format!("rave-{name}"))
             .spawn(
                 move || match open().and_then(|engine| Ok((prepare(&engine)?, engine))) {
                     Ok((records, engine)) => {
                         let _ = opened_tx.send(Ok(engine.shared_reader()));
-                        run(engine, records, rx);
+                        run(engine, records, rx, &gauge);
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -172,7 +196,14 @@ impl EngineStore {
             shared: RwLock::new(shared),
             tx,
             next_iter: Arc::new(AtomicU64::new(1)),
+            open_cursors,
         })
+    }
+
+    /// A gauge of the cursors the engine thread holds (see [`OpenCursors`]). Test support.
+    #[doc(hidden)]
+    pub fn open_cursors(&self) -> OpenCursors {
+        self.open_cursors.clone()
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
@@ -397,7 +428,12 @@ fn clear_ops<E: Engine>(engine: &E, range: Range) -> Result<Vec<BatchOp>> {
     Ok(ops)
 }
 
-fn run<E: Engine>(engine: E, mut records: Records, rx: mpsc::Receiver<Command>) {
+fn run<E: Engine>(
+    engine: E,
+    mut records: Records,
+    rx: mpsc::Receiver<Command>,
+    gauge: &OpenCursors,
+) {
     let mut cursors: HashMap<u64, Cursor<E::Iter<'_>>> = HashMap::new();
     let mut held_back: Option<Command> = None;
     let mut close_reply = None;
@@ -449,6 +485,7 @@ fn run<E: Engine>(engine: E, mut records: Records, rx: mpsc::Receiver<Command>) 
                 let result = open_cursor(&engine, range).map(|cursor| {
                     cursors.insert(id, cursor);
                 });
+                gauge.set(cursors.len());
                 let _ = reply.send(result);
             }
             Command::NextChunk(id, max, reply) => {
@@ -460,6 +497,7 @@ fn run<E: Engine>(engine: E, mut records: Records, rx: mpsc::Receiver<Command>) 
             }
             Command::DropIter(id) => {
                 cursors.remove(&id);
+                gauge.set(cursors.len());
             }
             Command::Close(reply) => {
                 close_reply = Some(reply);
@@ -468,6 +506,7 @@ fn run<E: Engine>(engine: E, mut records: Records, rx: mpsc::Receiver<Command>) 
         }
     }
     drop(cursors);
+    gauge.set(0);
     // Anything still queued behind the close fails with `Closed` when its reply is dropped.
     drop(held_back);
     let result = engine.close();

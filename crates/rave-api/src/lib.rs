@@ -35,4 +35,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use memory::{MemoryBackend, MemoryEngine};
 pub use once::{ClientId, Write, WriteStamp};
 pub use range::{Projection, Range};
-pub use store::{DEFAULT_CHUNK, Entry, KvIterator, KvStore};
+pub use store::{DEFAULT_CHUNK, Entry, KvIterator, KvStore, apply_unstamped};

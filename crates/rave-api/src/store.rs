@@ -66,15 +66,11 @@ pub trait KvStore: Send + Sync + 'static {
 
     /// Applies `write` at most once per `stamp`: sent again with the same stamp (a retry after
     /// a failover), an applied write is answered without being applied a second time (see
-    /// [`crate::once`]). Stores whose [`crate::Capabilities::exactly_once`] is off apply it
-    /// each time it is sent (this default).
-    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
-        let _ = stamp;
-        match write {
-            Write::Batch(ops) => self.batch(ops).await,
-            Write::Clear(range) => self.clear(range).await,
-        }
-    }
+    /// [`crate::once`]). Required, with no default, so that a wrapper cannot lose the stamp by
+    /// forgetting to forward it. A store that keeps no records (its
+    /// [`crate::Capabilities::exactly_once`] is off) applies the write each time it arrives:
+    /// [`apply_unstamped`] does that.
+    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()>;
 
     /// Closes the store. Later operations fail with [`crate::Error::Closed`]; closing twice is
     /// not an error.
@@ -104,6 +100,15 @@ pub trait KvIterator: Send {
             }
             all.extend(chunk);
         }
+    }
+}
+
+/// Applies `write` with no exactly-once record: for stores whose
+/// [`crate::Capabilities::exactly_once`] is off, in their [`KvStore::write_stamped`].
+pub async fn apply_unstamped<S: KvStore + ?Sized>(store: &S, write: Write) -> Result<()> {
+    match write {
+        Write::Batch(ops) => store.batch(ops).await,
+        Write::Clear(range) => store.clear(range).await,
     }
 }
 

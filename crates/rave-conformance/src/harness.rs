@@ -1,8 +1,14 @@
-use std::path::Path;
-use std::sync::Arc;
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use rave_api::engine_thread::{EngineStore, OpenCursors};
 use rave_api::{Backend, Capabilities, Error, KvStore, OpenOptions, Result};
+
+use crate::Failure;
 
 /// What the suite runs against: something that opens a store in a directory.
 ///
@@ -20,6 +26,71 @@ pub trait Harness: Send + Sync {
     /// Opens, or reopens, the database in directory `path`, which the suite owns (it may not
     /// exist yet). The test closes the store it gets before opening the same path again.
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>>;
+
+    /// The cursors (open iterators, each holding a snapshot) of the engine that serves the
+    /// store opened last at `path`, when the harness can see them (`None` otherwise, the
+    /// default). `abandoned_iterators` uses it to check that dropped iterators release theirs.
+    fn open_cursors(&self, _path: &Path) -> Option<usize> {
+        None
+    }
+
+    /// The count of leader changes this harness makes during a test (a harness without
+    /// failovers returns one that stays at 0, the default). An iterator whose life spans a
+    /// change resumes on the new leader with a new snapshot, so snapshot checks hold such an
+    /// iterator to that weaker promise only.
+    fn leader_changes(&self) -> LeaderChanges {
+        LeaderChanges::default()
+    }
+
+    /// Checks what the harness itself promised about the test that just passed, e.g. that a
+    /// planned failover happened; called after every test that passed (not after a skip). The
+    /// default has nothing to check.
+    fn verify(&self) -> std::result::Result<(), Failure> {
+        Ok(())
+    }
+}
+
+/// A count of the leader changes (failovers) a harness has made, shared with the tests (see
+/// [`Harness::leader_changes`]). Clones count together.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderChanges(Arc<AtomicU64>);
+
+impl LeaderChanges {
+    /// Counts one change of leader.
+    pub fn record(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The changes counted so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The cursor gauges of the engines a harness opened, by directory (see
+/// [`Harness::open_cursors`]). Clones share the map.
+#[derive(Clone, Debug, Default)]
+pub struct CursorGauges(Arc<Mutex<HashMap<PathBuf, OpenCursors>>>);
+
+impl CursorGauges {
+    /// Remembers the gauge of `store` as the one of directory `path`, when `store` is an
+    /// [`EngineStore`] (every engine of this workspace is); other stores are not observable.
+    pub fn register(&self, path: &Path, store: &dyn Any) {
+        if let Some(engine) = store.downcast_ref::<EngineStore>() {
+            self.lock()
+                .insert(path.to_path_buf(), engine.open_cursors());
+        }
+    }
+
+    /// The cursors open in the engine last registered for `path`.
+    pub fn get(&self, path: &Path) -> Option<usize> {
+        self.lock().get(path).map(OpenCursors::get)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, OpenCursors>> {
+        // The map stays valid whatever panicked while it was held.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// What the engine contract ([`crate::backend_suite!`]) runs against: an engine opened
@@ -50,6 +121,15 @@ impl<H: Harness + ?Sized> Harness for Box<H> {
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
         (**self).open(path).await
     }
+    fn open_cursors(&self, path: &Path) -> Option<usize> {
+        (**self).open_cursors(path)
+    }
+    fn leader_changes(&self) -> LeaderChanges {
+        (**self).leader_changes()
+    }
+    fn verify(&self) -> std::result::Result<(), Failure> {
+        (**self).verify()
+    }
 }
 
 #[async_trait]
@@ -63,6 +143,15 @@ impl<H: Harness + ?Sized> Harness for Arc<H> {
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
         (**self).open(path).await
     }
+    fn open_cursors(&self, path: &Path) -> Option<usize> {
+        (**self).open_cursors(path)
+    }
+    fn leader_changes(&self) -> LeaderChanges {
+        (**self).leader_changes()
+    }
+    fn verify(&self) -> std::result::Result<(), Failure> {
+        (**self).verify()
+    }
 }
 
 /// The harness of any [`Backend`]: opens it directly, with the given [`OpenOptions`], on a
@@ -71,6 +160,7 @@ impl<H: Harness + ?Sized> Harness for Arc<H> {
 pub struct BackendHarness<B: Backend> {
     backend: Arc<B>,
     options: OpenOptions,
+    gauges: CursorGauges,
 }
 
 impl<B: Backend> BackendHarness<B> {
@@ -84,6 +174,7 @@ impl<B: Backend> BackendHarness<B> {
         BackendHarness {
             backend: Arc::new(backend),
             options,
+            gauges: CursorGauges::default(),
         }
     }
 
@@ -98,6 +189,7 @@ impl<B: Backend> Clone for BackendHarness<B> {
         BackendHarness {
             backend: Arc::clone(&self.backend),
             options: self.options.clone(),
+            gauges: self.gauges.clone(),
         }
     }
 }
@@ -115,6 +207,10 @@ impl<B: Backend> Harness for BackendHarness<B> {
     async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
         self.open_with(path, &self.options).await
     }
+
+    fn open_cursors(&self, path: &Path) -> Option<usize> {
+        self.gauges.get(path)
+    }
 }
 
 #[async_trait]
@@ -126,10 +222,11 @@ impl<B: Backend> DirectHarness for BackendHarness<B> {
     async fn open_with(&self, path: &Path, options: &OpenOptions) -> Result<Box<dyn KvStore>> {
         let backend = Arc::clone(&self.backend);
         let options = options.clone();
-        let path = path.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || backend.open(&path, &options))
+        let dir = path.to_path_buf();
+        let store = tokio::task::spawn_blocking(move || backend.open(&dir, &options))
             .await
             .map_err(|e| Error::other(format!("the open task failed: {e}")))??;
+        self.gauges.register(path, &store);
         Ok(Box::new(store))
     }
 }

@@ -22,6 +22,11 @@
 //! Tests that do not apply to an engine (see [`rave_api::Capabilities`]) return early, say so
 //! on stderr and count as passing.
 //!
+//! A harness may change the leader during a test (a rave follower whose leader goes): it then
+//! counts the changes ([`Harness::leader_changes`]) so that snapshot checks hold an iterator
+//! spanning one to what a resumed iterator promises, and checks after each passed test that
+//! the change it planned happened ([`Harness::verify`]).
+//!
 //! ```
 //! // tests/conformance.rs of an engine crate, with rave-conformance as a dev-dependency
 //! // (here for the in-memory reference engine, which skips the engine contract: it ignores
@@ -41,12 +46,12 @@
 //! | `put_get_del`, `overwrite`, `get_many` | point operations; missing keys are `None`, in place |
 //! | `binary_keys`, `empty_key_and_value`, `large_value` | 0x00/0xff bytes in unsigned order, the empty key and value, a 10 MiB value |
 //! | `batch_mixed` | puts and dels in one batch, the later op on a key winning |
-//! | `batch_atomic_under_snapshots` | iterators opened from other tasks while batches run see all of a batch or none (`snapshots`) |
+//! | `batch_atomic_under_snapshots` | iterators opened from other tasks while batches run see all of a batch or none, and at least the batches acknowledged before they opened; at least one must see a state between the first and the last batch (`snapshots`) |
 //! | `concurrent_writes` | many writers at once; each reads its own write back |
 //! | `range_single_bounds`, `range_paired_bounds`, `range_empty_and_inverted`, `range_prefixes`, `reverse_order`, `range_limits`, `keys_only_values_only` | every bound alone and in pairs on present and absent keys, both directions, limits, projections |
-//! | `snapshot_isolation` | an iterator sees the store as it was at its creation (`snapshots`) |
+//! | `snapshot_isolation` | an iterator sees the store as it was at its creation (`snapshots`); one whose life spans a change of leader, its snapshot up to where it resumed and then the new leader's state |
 //! | `binary_edge_bounds` | every bound kind alone and in pairs, both directions, limits, projections and clear, over the empty key, 0x00/0xff bytes and keys next to their immediate successors |
-//! | `concurrent_iterators`, `next_vs_next_chunk`, `abandoned_iterators` | 32 iterators at once; chunking does not change the sequence; dropped iterators release their snapshot |
+//! | `concurrent_iterators`, `next_vs_next_chunk`, `abandoned_iterators` | 32 iterators at once; chunking does not change the sequence; dropped iterators release their engine cursor and snapshot (when the harness sees the engine's cursors, [`Harness::open_cursors`]) |
 //! | `long_scans` | 5000 entries (about 4 MiB) scanned in both directions with bounds and limits: chunks never larger than asked, the model's sequence |
 //! | `clear_ranges` | clear with bounds, limits and direction (limit 2 reverse removes the 2 highest) |
 //! | `closed_operations`, `close_twice`, `close_with_open_iterators` | everything fails with `Closed` after close; closing is idempotent and does not wait for iterators |
@@ -84,7 +89,7 @@ mod report;
 pub mod shared_reads;
 mod support;
 
-pub use harness::{BackendHarness, DirectHarness, Harness};
+pub use harness::{BackendHarness, CursorGauges, DirectHarness, Harness, LeaderChanges};
 pub use model::Model;
 pub use report::{Report, TestReport, run_all, run_backend_suite, run_backend_test, run_test};
 pub use support::{Failure, Outcome, TestResult};

@@ -86,9 +86,15 @@ impl std::fmt::Display for Report {
 }
 
 /// Runs one test against `harness`, turning a panic or a hang (past two minutes) into a
-/// failure.
+/// failure; a test that passed then fails if [`Harness::verify`] does.
 pub async fn run_test(harness: &dyn Harness, test: Test) -> TestReport {
-    guarded(test.name, test.run(harness)).await
+    let mut report = guarded(test.name, test.run(harness)).await;
+    if report.result == Ok(Outcome::Passed)
+        && let Err(failure) = harness.verify()
+    {
+        report.result = Err(format!("the harness's own check: {failure}"));
+    }
+    report
 }
 
 /// Runs one test of the engine contract against `harness`, turning a panic or a hang (past two

@@ -203,6 +203,73 @@ pub(crate) fn expect_entries(
     )))
 }
 
+/// Fails unless `got`, everything an iterator over `range` (with keys) yielded, is snapshot
+/// `before`'s sequence; or, when `spanned` (the leader changed during the iterator's life), a
+/// prefix of it followed by what `after` holds in the range after the prefix's last entry: a
+/// rave iterator resumes on a new leader after the last entry it delivered, with that leader's
+/// state at the resume (`after`).
+pub(crate) fn expect_snapshot(
+    what: impl std::fmt::Display,
+    got: &[Entry],
+    range: &Range,
+    before: &Model,
+    after: &Model,
+    spanned: bool,
+) -> Result<(), Failure> {
+    let old = before.query(range);
+    if got == old {
+        return Ok(());
+    }
+    if spanned {
+        for split in 0..=got.len().min(old.len()) {
+            if got[..split] != old[..split] {
+                break;
+            }
+            let rest = match split.checked_sub(1) {
+                Some(last) => range.remaining_after(&got[last].key, split as u64),
+                None => range.clone(),
+            };
+            if got[split..] == after.query(&rest)[..] {
+                return Ok(());
+            }
+        }
+        return expect_entries(
+            format!(
+                "{what} (its life spanned a change of leader: expected its snapshot, or a prefix of it and then the new leader's state after that prefix)"
+            ),
+            got,
+            &old,
+        );
+    }
+    expect_entries(what, got, &old)
+}
+
+/// Waits until the engine serving `path` holds no cursor (when the harness can see them, see
+/// [`Harness::open_cursors`]); fails when cursors are still open after 30 s. Returns whether
+/// the cursors could be seen.
+pub(crate) async fn expect_cursors_released(
+    h: &dyn Harness,
+    path: &Path,
+    what: &str,
+) -> Result<bool, Failure> {
+    // Generous: a follower's drop reaches the leader's engine thread through a socket and two
+    // tasks, on a machine that may be busy.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+    let start = std::time::Instant::now();
+    loop {
+        match h.open_cursors(path) {
+            None => return Ok(false),
+            Some(0) => return Ok(true),
+            Some(n) if start.elapsed() > PATIENCE => {
+                return Err(Failure::new(format!(
+                    "{what}: expected the engine to hold no cursor once every iterator was dropped, still {n} after {PATIENCE:?}"
+                )));
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    }
+}
+
 /// Fails unless a read gave `expected`.
 pub(crate) fn expect_value(
     what: impl std::fmt::Display,

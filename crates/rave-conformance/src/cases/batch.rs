@@ -1,13 +1,13 @@
 //! Atomic batches and concurrent writers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rave_api::{BatchOp, KvStore, Range};
 
 use crate::support::{Ctx, Db, Failure, Scratch, drain, ensure, expect_value, show};
-use crate::{Harness, Model, Outcome, TestResult};
+use crate::{Harness, LeaderChanges, Model, Outcome, TestResult};
 
 /// Puts and dels mixed in one batch, a later op on the same key winning.
 pub(crate) async fn batch_mixed(h: &dyn Harness) -> TestResult {
@@ -90,10 +90,11 @@ fn round_ops(round: usize) -> Vec<BatchOp> {
     ops
 }
 
-/// Checks that a snapshot holds the whole of one round's batch, or nothing at all.
-fn check_snapshot(entries: &[rave_api::Entry], reverse: bool) -> Result<bool, Failure> {
+/// Checks that a snapshot holds the whole of one round's batch, or nothing at all; returns the
+/// round it holds (0 for nothing).
+fn check_snapshot(entries: &[rave_api::Entry], reverse: bool) -> Result<usize, Failure> {
     if entries.is_empty() {
-        return Ok(false);
+        return Ok(0);
     }
     let mut entries = entries.to_vec();
     if reverse {
@@ -127,27 +128,54 @@ fn check_snapshot(entries: &[rave_api::Entry], reverse: bool) -> Result<bool, Fa
         show(&expected_marker),
         listing()
     );
-    // Whether this snapshot was taken between the first and the last batch.
-    Ok(round.as_slice() != format!("{ROUNDS:04}").as_bytes())
+    std::str::from_utf8(&round)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| Failure::new(format!("a round that is not a number: {}", show(&round))))
+}
+
+/// What the writer and the readers of `batch_atomic_under_snapshots` share.
+#[derive(Default)]
+struct Progress {
+    /// The rounds whose batch was acknowledged.
+    acked: AtomicUsize,
+    /// Set once the last batch was acknowledged (or the writer gave up).
+    done: AtomicBool,
+    /// Snapshots that saw a state between the first and the last batch, within one leader.
+    overlapping: AtomicUsize,
+    /// Snapshots whose life spanned a change of leader (their iterator resumed on a new leader,
+    /// with a new snapshot, so they are not one snapshot).
+    spanned: AtomicUsize,
+    /// Readers still running.
+    readers: AtomicUsize,
 }
 
 /// A reader: iterators opened in a loop from another task while batches run; each must see
-/// all of a batch or none of it.
+/// all of a batch or none of it, and at least the rounds acknowledged before it opened.
 async fn snapshot_reader(
     store: Arc<dyn KvStore>,
-    done: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+    changes: LeaderChanges,
     id: usize,
-) -> Result<(usize, usize), Failure> {
+) -> Result<usize, Failure> {
+    struct Running(Arc<Progress>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.readers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _running = Running(Arc::clone(&progress));
     let mut snapshots = 0;
-    let mut mid_run = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (!done.load(Ordering::Acquire) || snapshots < 5) && Instant::now() < deadline {
+    while (!progress.done.load(Ordering::SeqCst) || snapshots < 5) && Instant::now() < deadline {
         let reverse = (snapshots + id) % 2 == 1;
         let range = if reverse {
             Range::all().reverse()
         } else {
             Range::all()
         };
+        let changes_before = changes.count();
+        let acked_before = progress.acked.load(Ordering::SeqCst);
         let mut iter = store
             .iterator(range)
             .await
@@ -155,24 +183,47 @@ async fn snapshot_reader(
         // Small chunks: the batches land while this iterator is being read.
         let entries = drain(&mut *iter, 3 + id, "an iterator opened while batches run").await?;
         drop(iter);
-        if check_snapshot(&entries, reverse)? {
-            mid_run += 1;
-        }
+        // Read after the drain: the snapshot was surely taken before.
+        let acked_after = progress.acked.load(Ordering::SeqCst);
         snapshots += 1;
+        if changes.count() != changes_before {
+            progress.spanned.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        let round = check_snapshot(&entries, reverse)?;
+        // The writer sends a batch only after the previous one was acknowledged, so the
+        // snapshot holds a round acknowledged by then or the one in flight.
+        ensure!(
+            acked_before <= round && round <= acked_after + 1,
+            "a snapshot opened after {acked_before} batches were acknowledged, and read before {} were, saw round {round}",
+            acked_after + 1
+        );
+        if (1..ROUNDS).contains(&round) {
+            progress.overlapping.fetch_add(1, Ordering::SeqCst);
+        }
         tokio::task::yield_now().await;
     }
-    Ok((snapshots, mid_run))
+    Ok(snapshots)
 }
 
-/// A batch is all or nothing to a snapshot taken while it runs.
+/// A batch is all or nothing to a snapshot taken while it runs; at least one snapshot must see
+/// a state between the first and the last batch (the writer waits halfway for one).
 pub(crate) async fn batch_atomic_under_snapshots(h: &dyn Harness) -> TestResult {
     let snapshots = h.capabilities().snapshots;
     let scratch = Scratch::new()?;
     let db = Db::open(h, &scratch.db()).await?;
-    let done = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(Progress::default());
     let readers: Vec<_> = if snapshots {
         (0..2)
-            .map(|id| tokio::spawn(snapshot_reader(db.shared(), Arc::clone(&done), id)))
+            .map(|id| {
+                progress.readers.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(snapshot_reader(
+                    db.shared(),
+                    Arc::clone(&progress),
+                    h.leader_changes(),
+                    id,
+                ))
+            })
             .collect()
     } else {
         eprintln!(
@@ -193,9 +244,19 @@ pub(crate) async fn batch_atomic_under_snapshots(h: &dyn Harness) -> TestResult 
             break;
         }
         model.apply(&ops);
+        progress.acked.store(round, Ordering::SeqCst);
+        if round == ROUNDS / 2 {
+            // Halfway, until a reader has seen a state between batches (or every reader has
+            // stopped): the overlap does not depend on how the tasks happen to be scheduled.
+            while progress.overlapping.load(Ordering::SeqCst) == 0
+                && progress.readers.load(Ordering::SeqCst) > 0
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         tokio::task::yield_now().await;
     }
-    done.store(true, Ordering::Release);
+    progress.done.store(true, Ordering::SeqCst);
     let mut seen = Vec::new();
     for reader in readers {
         let result = reader
@@ -205,7 +266,15 @@ pub(crate) async fn batch_atomic_under_snapshots(h: &dyn Harness) -> TestResult 
     }
     write_result?;
     db.check_state(&model).await?;
-    tracing::debug!(?seen, "snapshots (total, taken mid-run) per reader");
+    let overlapping = progress.overlapping.load(Ordering::SeqCst);
+    let spanned = progress.spanned.load(Ordering::SeqCst);
+    if snapshots {
+        ensure!(
+            overlapping > 0,
+            "no snapshot saw a state between the first and the last batch ({seen:?} snapshots per reader, {spanned} spanning a change of leader): nothing was checked while batches ran"
+        );
+    }
+    tracing::debug!(?seen, overlapping, spanned, "snapshots per reader");
     db.close().await?;
     Ok(Outcome::Passed)
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use rave_api::{BatchOp, Entry, KvIterator, Range};
 
 use crate::support::{
-    Ctx, Db, Failure, Scratch, collect, drain, ensure, expect_entries, show_range, skip,
+    Ctx, Db, Failure, Scratch, collect, drain, ensure, expect_cursors_released, expect_entries,
+    expect_snapshot, show_range, skip,
 };
 use crate::{Harness, Model, Outcome, TestResult};
 
@@ -21,7 +22,9 @@ fn numbered(n: usize) -> Model {
 }
 
 /// An iterator sees the store as it was when the iterator was created, whatever is written
-/// after, whether or not it has been read from yet.
+/// after, whether or not it has been read from yet. Under a harness that changes leaders, an
+/// iterator whose life spans the change is held to what a resumed iterator promises instead
+/// (see [`expect_snapshot`]), and says so on stderr.
 pub(crate) async fn snapshot_isolation(h: &dyn Harness) -> TestResult {
     if !h.capabilities().snapshots {
         return skip(h, "snapshot_isolation", "the store has no snapshots");
@@ -34,6 +37,8 @@ pub(crate) async fn snapshot_isolation(h: &dyn Harness) -> TestResult {
     }
     db.load(&model).await?;
     let before = model.clone();
+    let changes = h.leader_changes();
+    let changes_before = changes.count();
 
     // Created, not yet read.
     let mut fresh = db.iterator(Range::all()).await.ctx("open an iterator")?;
@@ -73,34 +78,46 @@ pub(crate) async fn snapshot_isolation(h: &dyn Harness) -> TestResult {
     db.put(b"a", b"changed").await.ctx("put a")?;
     model.put(b"a", b"changed");
 
-    let expected = before.entries();
     let rest = drain(&mut *fresh, 3, "an iterator created before the writes").await?;
-    expect_entries(
-        "an iterator created (not read) before later writes",
-        &rest,
-        &expected,
-    )?;
-    let mut got = head;
-    got.extend(drain(&mut *forward, 2, "a partly read iterator").await?);
-    expect_entries(
-        "an iterator read in part before later writes",
-        &got,
-        &expected,
-    )?;
-    let mut got = tail;
-    got.extend(drain(&mut *backward, 1, "a partly read reverse iterator").await?);
-    expect_entries(
-        "a reverse iterator read in part before later writes",
-        &got,
-        &before.query(&Range::all().reverse()),
-    )?;
-    let mut got = limited_head;
-    got.extend(drain(&mut *limited, 5, "a partly read limited iterator").await?);
-    expect_entries(
-        "a limited iterator read in part before later writes",
-        &got,
-        &before.query(&Range::all().gt("a").limit(4)),
-    )?;
+    let mut forward_got = head;
+    forward_got.extend(drain(&mut *forward, 2, "a partly read iterator").await?);
+    let mut backward_got = tail;
+    backward_got.extend(drain(&mut *backward, 1, "a partly read reverse iterator").await?);
+    let mut limited_got = limited_head;
+    limited_got.extend(drain(&mut *limited, 5, "a partly read limited iterator").await?);
+    let spanned = changes.count() != changes_before;
+    if spanned {
+        eprintln!(
+            "rave-conformance: snapshot_isolation on {}: the leader changed while the iterators were open; checked as resumed iterators",
+            h.name()
+        );
+    }
+    for (what, got, range) in [
+        (
+            "an iterator created (not read) before later writes",
+            rest,
+            Range::all(),
+        ),
+        (
+            "an iterator read in part before later writes",
+            forward_got,
+            Range::all(),
+        ),
+        (
+            "a reverse iterator read in part before later writes",
+            backward_got,
+            Range::all().reverse(),
+        ),
+        (
+            "a limited iterator read in part before later writes",
+            limited_got,
+            Range::all().gt("a").limit(4),
+        ),
+    ] {
+        // Every read after the first writes came after the last write: a resumed iterator sees
+        // the final state.
+        expect_snapshot(what, &got, &range, &before, &model, spanned)?;
+    }
     drop((fresh, forward, backward, limited));
     // New iterators see the new state.
     db.check_state(&model).await?;
@@ -311,10 +328,13 @@ pub(crate) async fn next_vs_next_chunk(h: &dyn Harness) -> TestResult {
     Ok(Outcome::Passed)
 }
 
-/// Iterators dropped before their end release what they hold: the store keeps working.
+/// Iterators dropped before their end release what they hold: the store keeps working, and
+/// (when the harness can see the engine's cursors, see [`Harness::open_cursors`]) the engine
+/// holds a cursor for each iterator held part-way and none once they are dropped.
 pub(crate) async fn abandoned_iterators(h: &dyn Harness) -> TestResult {
     let scratch = Scratch::new()?;
-    let db = Db::open(h, &scratch.db()).await?;
+    let path = scratch.db();
+    let db = Db::open(h, &path).await?;
     let mut model = numbered(50);
     db.load(&model).await?;
     for i in 0..300usize {
@@ -342,9 +362,70 @@ pub(crate) async fn abandoned_iterators(h: &dyn Harness) -> TestResult {
         .await
         .ctx("put after 300 abandoned iterators")?;
     model.put(b"last", b"x");
+    let observable = expect_cursors_released(h, &path, "300 abandoned iterators").await?;
+    if observable {
+        held_iterators_hold_cursors(h, &db, &path, &mut model).await?;
+    } else {
+        eprintln!(
+            "rave-conformance: abandoned_iterators on {}: the engine's cursors are not observable; checked only that the store keeps working",
+            h.name()
+        );
+    }
     db.check_state(&model).await?;
     db.close().await?;
     Ok(Outcome::Passed)
+}
+
+/// Iterators held part-way over more data than any read-ahead window (a follower's leader may
+/// read ahead, but not 2 MiB) each hold a cursor in the engine; dropped, they release it.
+/// Proves the gauge [`expect_cursors_released`] reads sees cursors at all.
+async fn held_iterators_hold_cursors(
+    h: &dyn Harness,
+    db: &Db,
+    path: &std::path::Path,
+    model: &mut Model,
+) -> Result<(), Failure> {
+    const HELD: usize = 3;
+    let ops: Vec<BatchOp> = (0..1024u32)
+        .map(|i| BatchOp::put(format!("big/{i:04}"), vec![(i % 251) as u8; 2048]))
+        .collect();
+    db.batch(ops.clone()).await.ctx("a batch of 2 MiB")?;
+    model.apply(&ops);
+    let changes = h.leader_changes();
+    let changes_before = changes.count();
+    let mut held = Vec::new();
+    for i in 0..HELD {
+        let range = if i % 2 == 0 {
+            Range::prefix("big/")
+        } else {
+            Range::prefix("big/").reverse()
+        };
+        let mut iter = db
+            .iterator(range)
+            .await
+            .ctx(format!("open held iterator {i}"))?;
+        let chunk = iter
+            .next_chunk(1)
+            .await
+            .ctx(format!("read held iterator {i}"))?;
+        ensure!(
+            chunk.len() == 1,
+            "held iterator {i}: expected one entry, got {}",
+            chunk.len()
+        );
+        held.push(iter);
+    }
+    let open = h.open_cursors(path);
+    // A change of leader meanwhile moves the iterators to another engine (they reopen lazily).
+    if changes.count() == changes_before {
+        ensure!(
+            open.is_some_and(|n| n >= HELD),
+            "{HELD} iterators held part-way over 2 MiB: expected the engine to hold at least {HELD} cursors, it holds {open:?}"
+        );
+    }
+    drop(held);
+    expect_cursors_released(h, path, &format!("{HELD} iterators dropped part-way")).await?;
+    Ok(())
 }
 
 /// Scans much longer than any engine's read-ahead window (5000 entries, about 4 MiB) in both

@@ -128,6 +128,13 @@ impl KvStore for TestStore {
     async fn clear(&self, range: Range) -> Result<()> {
         self.inner.clear(range).await
     }
+    async fn write_stamped(
+        &self,
+        stamp: rave_api::WriteStamp,
+        write: rave_api::Write,
+    ) -> Result<()> {
+        self.inner.write_stamped(stamp, write).await
+    }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }
