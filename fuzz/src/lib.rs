@@ -7,7 +7,8 @@
 //!   file replays the committed `dispatch` corpus inside rave-transport's tests);
 //! - [`Harness`]: a runtime and two live stores (the memory engine and redb in a temporary
 //!   directory), each with a well-behaved client, opened once per fuzzing process;
-//! - [`check_client_body`] / [`check_server_body`]: decode, and round-trip what decodes.
+//! - [`check_client_body`] / [`check_server_body`]: decode, and round-trip what decodes;
+//!   [`check_frames`]: the frame codec's invariants, then one of those on every frame.
 
 use std::sync::{Arc, OnceLock};
 
@@ -24,26 +25,69 @@ pub use exchange::{Outcome, Wire};
 
 /// Decodes a body as a `ClientMessage`; what decodes must encode and decode to itself.
 pub fn check_client_body(body: &[u8]) {
-    if let Ok(message) = wire::decode::<ClientMessage>(body) {
-        let again = wire::encode(&message).expect("a decoded message encodes");
-        let back = wire::decode::<ClientMessage>(&again).expect("an encoded message decodes");
-        assert_eq!(
-            back, message,
-            "a ClientMessage does not survive a round trip"
-        );
-    }
+    check_round_trip::<ClientMessage>(body);
 }
 
 /// Decodes a body as a `ServerMessage`; what decodes must encode and decode to itself.
 pub fn check_server_body(body: &[u8]) {
-    if let Ok(message) = wire::decode::<ServerMessage>(body) {
+    check_round_trip::<ServerMessage>(body);
+}
+
+/// What decodes as `T` must encode and decode to itself.
+fn check_round_trip<T>(body: &[u8])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    if let Ok(message) = wire::decode::<T>(body) {
         let again = wire::encode(&message).expect("a decoded message encodes");
-        let back = wire::decode::<ServerMessage>(&again).expect("an encoded message decodes");
+        let back = wire::decode::<T>(&again).expect("an encoded message decodes");
         assert_eq!(
-            back, message,
-            "a ServerMessage does not survive a round trip"
+            back,
+            message,
+            "a {} does not survive a round trip",
+            std::any::type_name::<T>()
         );
     }
+}
+
+/// A decoding target's whole run: the first input byte picks the frame limit
+/// ([`max_frame_for`]), the rest is a byte stream cut into frames by the codec, and each frame,
+/// then the whole stream as one body, goes to `check_body`. Asserts that no frame over the limit
+/// is ever returned and that a length prefix over the limit is refused at once (an error, not a
+/// wait for a body that would have to be buffered).
+pub fn check_frames(data: &[u8], check_body: fn(&[u8])) {
+    use tokio_util::codec::Decoder;
+
+    let Some((&selector, stream)) = data.split_first() else {
+        return;
+    };
+    let max_frame = max_frame_for(selector);
+    let mut codec = Limits {
+        max_frame,
+        ..Limits::default()
+    }
+    .codec();
+    let mut buf = bytes::BytesMut::from(stream);
+    loop {
+        let head = buf
+            .get(..4)
+            .map(|h| u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize);
+        match codec.decode(&mut buf) {
+            Ok(Some(frame)) => {
+                assert!(frame.len() <= max_frame, "a frame of {} bytes", frame.len());
+                check_body(&frame);
+            }
+            Ok(None) => {
+                if let Some(len) = head {
+                    assert!(len <= max_frame, "a {len}-byte length prefix is waited on");
+                }
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    // The whole input as one body, too.
+    check_body(stream);
 }
 
 /// The frame limits a decoding target runs with, picked by one input byte: tiny limits find
