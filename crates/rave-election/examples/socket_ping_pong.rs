@@ -81,7 +81,10 @@ mod bench {
         let stdout = server.stdout.take().ok_or("no server stdout")?;
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready)?;
         let mut tokio_s = UnixStream::connect(dir.path().join("tokio.sock")).await?;
-        let name = dir.path().join("ipc.sock").to_fs_name::<GenericFilePath>()?;
+        let name = dir
+            .path()
+            .join("ipc.sock")
+            .to_fs_name::<GenericFilePath>()?;
         let mut ipc_s = Stream::connect(name).await?;
         // Warm both paths up before measuring.
         rounds(&mut tokio_s, ops).await?;
