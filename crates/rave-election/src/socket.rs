@@ -52,9 +52,7 @@ fn admit(stream: &Stream) -> Result<(), String> {
     let ours = euid();
     match stream.peer_creds().map(|creds| creds.euid()) {
         Ok(Some(uid)) if uid == ours => Ok(()),
-        Ok(Some(uid)) => Err(format!(
-            "it comes from another user (uid {uid}, not {ours})"
-        )),
+        Ok(Some(uid)) => Err(format!("the peer is another user (uid {uid}, not {ours})")),
         Ok(None) => Err("the OS gives no uid for the peer".to_string()),
         Err(e) => Err(format!("cannot read the peer's credentials: {e}")),
     }
@@ -132,12 +130,18 @@ fn remove_stale(_path: &Path) -> io::Result<()> {
 }
 
 /// Connects to the leader's socket at `path`.
+///
+/// The peer is checked from this side too: a leader of another user would refuse us anyway, and
+/// on a full backlog `interprocess` takes the EAGAIN of a unix-socket connect for a connection
+/// in progress and returns a socket that never connected, which has no peer uid.
 pub async fn connect(path: &Path) -> io::Result<ClientStream> {
-    ConnectOptions::new()
+    let stream = ConnectOptions::new()
         .name(local_name(path)?)
         .wait_mode(ConnectWaitMode::Timeout(CONNECT_TIMEOUT))
         .connect_tokio()
-        .await
+        .await?;
+    admit(&stream).map_err(|why| io::Error::new(io::ErrorKind::ConnectionRefused, why))?;
+    Ok(stream)
 }
 
 /// Removes the socket file when the leader steps down (it still holds the lock). Nothing to do
@@ -169,6 +173,32 @@ mod tests {
         let (accepted, connected) = tokio::join!(listener.accept(), connect(&path));
         accepted.unwrap();
         connected.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_takes_no_connection_does_not_hold_a_follower() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::SOCKET_FILE);
+        // A listener that never accepts, with the smallest backlog: a stopped or stuck leader.
+        let stuck = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // SAFETY: a valid listening socket's fd; listen(2) again only changes its backlog.
+        assert_eq!(unsafe { libc::listen(stuck.as_raw_fd(), 0) }, 0);
+        let mut queued = Vec::new();
+        for _ in 0..1000 {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => queued.push(s),
+                Err(_) => break,
+            }
+        }
+        // The election loop must get its turn back (to retry, or to take over) within the
+        // connect timeout, not when the stuck leader moves.
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT * 30, connect(&path)).await;
+        assert!(
+            matches!(attempt, Ok(Err(_))),
+            "after {} queued: {attempt:?}",
+            queued.len()
+        );
     }
 
     #[tokio::test]
