@@ -14,28 +14,20 @@
 
 mod backoff;
 mod lock;
-#[cfg(windows)]
-mod pipe;
-#[cfg(unix)]
+mod name;
 mod socket;
 
 pub use backoff::Backoff;
 pub use lock::{DirLock, LEADER_FILE, LOCK_FILE, LeaderRecord, read_leader_record};
-#[cfg(windows)]
-pub use pipe::{
-    ClientStream, Listener, SOCKET_FILE, ServerStream, bind, connect, socket_path, unbind,
-};
-#[cfg(unix)]
-pub use socket::{
-    ClientStream, Listener, SOCKET_FILE, ServerStream, bind, connect, socket_path, unbind,
-};
+pub use name::{SOCKET_FILE, socket_path};
+pub use socket::{ClientStream, Listener, ServerStream, bind, connect, unbind};
 
 impl Listener {
     /// The listener as a stream of accepted connections, for `rave_transport::serve`.
     pub fn incoming(
         self,
     ) -> impl futures::Stream<Item = std::io::Result<ServerStream>> + Send + Unpin {
-        Box::pin(futures::stream::unfold(self, |mut listener| async move {
+        Box::pin(futures::stream::unfold(self, |listener| async move {
             let accepted = listener.accept().await;
             Some((accepted, listener))
         }))
