@@ -415,14 +415,58 @@ async fn another_user_can_neither_connect_nor_be_served<B: Engine>() {
     leader.kill();
 }
 
-async fn silent_and_trickling_clients_are_dropped_and_block_no_one<B: Engine>() {
+/// A leader serving a fresh database that holds `k` = `v`, and its socket.
+struct Served {
+    /// The temporary directory holding `dir`, removed when dropped.
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    leader: Proc,
+    socket: PathBuf,
+}
+
+async fn served<B: Engine>() -> Served {
     let tmp = tempdir();
     let dir = tmp.path().join("db");
-    let mut leader = start_leader::<B>(&dir).await;
+    let leader = start_leader::<B>(&dir).await;
     run_rave::<B>(&[], &dir, &["put", "k", "v"], None)
         .await
         .assert_code(0, "put");
     let socket = socket_of(&dir);
+    Served {
+        _tmp: tmp,
+        dir,
+        leader,
+        socket,
+    }
+}
+
+/// Whether the leader's bytes `seen` hold a Welcome.
+fn welcomed(seen: &[u8]) -> bool {
+    messages(seen)
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Welcome { .. }))
+}
+
+/// Frames opening iterators `0..count` over everything, each with `credit`.
+fn iter_opens(count: u64, credit: u32) -> Vec<u8> {
+    (0..count)
+        .flat_map(|iter| {
+            frame(&ClientMessage::IterOpen {
+                iter,
+                range: rave::Range::all(),
+                credit,
+            })
+        })
+        .collect()
+}
+
+async fn silent_and_trickling_clients_are_dropped_and_block_no_one<B: Engine>() {
+    let Served {
+        _tmp,
+        dir,
+        mut leader,
+        socket,
+    } = served::<B>().await;
     let started = Instant::now();
     let mut silent = UnixStream::connect(&socket).await.unwrap();
     // A valid Hello, one byte every 300 ms: ~10 s, twice the handshake timeout.
@@ -454,22 +498,12 @@ async fn silent_and_trickling_clients_are_dropped_and_block_no_one<B: Engine>() 
     let seen = read_to_eof(&mut silent, Duration::from_secs(30)).await;
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(4), "{waited:?}");
-    assert!(
-        !messages(&seen)
-            .iter()
-            .any(|m| matches!(m, ServerMessage::Welcome { .. })),
-        "{seen:?}"
-    );
+    assert!(!welcomed(&seen), "{seen:?}");
     // So is the trickler, before its Hello is complete.
     let (seen, _) = within("the trickler", Duration::from_secs(30), trickler)
         .await
         .unwrap();
-    assert!(
-        !messages(&seen)
-            .iter()
-            .any(|m| matches!(m, ServerMessage::Welcome { .. })),
-        "{seen:?}"
-    );
+    assert!(!welcomed(&seen), "{seen:?}");
     let out = run_rave::<B>(&[], &dir, &["get", "k"], None).await;
     out.assert_code(0, "get afterwards");
     leader.kill();
@@ -479,13 +513,12 @@ async fn silent_and_trickling_clients_are_dropped_and_block_no_one<B: Engine>() 
 const RSS_LIMIT_KIB: u64 = 100 * 1024;
 
 async fn a_huge_length_prefix_is_refused_without_allocating<B: Engine>() {
-    let tmp = tempdir();
-    let dir = tmp.path().join("db");
-    let mut leader = start_leader::<B>(&dir).await;
-    run_rave::<B>(&[], &dir, &["put", "k", "v"], None)
-        .await
-        .assert_code(0, "put");
-    let socket = socket_of(&dir);
+    let Served {
+        _tmp,
+        dir,
+        mut leader,
+        socket,
+    } = served::<B>().await;
     let before = rss_kib(leader.pid());
 
     // 0xffffffff (4 GiB - 1), before and after the handshake: refused at once, with a reason.
@@ -551,27 +584,11 @@ async fn iterators_without_credit_keep_the_leader_bounded<B: Engine>() {
     // 800 iterators opened with no credit and never granted any: each pins a snapshot, and
     // nothing else.
     let mut idle = handshaken(&socket).await;
-    let mut opens = Vec::new();
-    for iter in 0..800u64 {
-        opens.extend(frame(&ClientMessage::IterOpen {
-            iter,
-            range: rave::Range::all(),
-            credit: 0,
-        }));
-    }
-    idle.write_all(&opens).await.unwrap();
+    idle.write_all(&iter_opens(800, 0)).await.unwrap();
     // 32 iterators granted everything, on a connection that never reads: 32 full scans, 128 MiB
     // in all, of which the leader may hold only what its bounded queue and the socket take.
     let mut greedy = handshaken(&socket).await;
-    let mut opens = Vec::new();
-    for iter in 0..32u64 {
-        opens.extend(frame(&ClientMessage::IterOpen {
-            iter,
-            range: rave::Range::all(),
-            credit: u32::MAX,
-        }));
-    }
-    greedy.write_all(&opens).await.unwrap();
+    greedy.write_all(&iter_opens(32, u32::MAX)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = rss_kib(leader.pid());
     println!("leader RSS: {before} KiB before, {during} KiB with 832 iterators nobody reads");

@@ -401,32 +401,16 @@ pub(crate) fn midpoint(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::Rng;
 
-    /// A small deterministic generator, so the tests need no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn key(&mut self) -> Vec<u8> {
-            let len = (self.next() % 5) as usize;
-            // Few distinct bytes, so that prefixes and trailing zeros are common.
-            (0..len)
-                .map(|_| [0u8, 1, 0x7f, 0x80, 0xfe, 0xff][(self.next() % 6) as usize])
-                .collect()
-        }
-    }
+    /// Few distinct bytes, so that prefixes and trailing zeros are common.
+    const ALPHABET: [u8; 6] = [0, 1, 0x7f, 0x80, 0xfe, 0xff];
 
     #[test]
     fn midpoints_lie_strictly_between() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..50_000 {
-            let (x, y) = (rng.key(), rng.key());
+            let (x, y) = (rng.key_from(&ALPHABET), rng.key_from(&ALPHABET));
             let (a, b) = if x < y { (x, y) } else { (y, x) };
             match midpoint(&a, &b) {
                 Some(m) => assert!(a < m && m < b, "{a:?} < {m:?} < {b:?}"),

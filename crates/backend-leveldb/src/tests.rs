@@ -9,11 +9,12 @@ use super::*;
 
 type Kv = (Vec<u8>, Vec<u8>);
 
-/// A small deterministic generator, so the tests need no dependency.
-struct Rng(u64);
+/// A small deterministic generator, so the tests need no dependency (the iterator module's
+/// tests use it too).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -27,9 +28,14 @@ impl Rng {
     /// Keys from a small alphabet with the extreme bytes, so that prefixes, empty keys and
     /// trailing zeros are common.
     fn key(&mut self) -> Vec<u8> {
+        self.key_from(&[0, 1, b'a', b'b', 0x80, 0xff])
+    }
+
+    /// A key of 0 to 4 bytes, each drawn from `alphabet`.
+    pub(crate) fn key_from(&mut self, alphabet: &[u8]) -> Vec<u8> {
         let len = self.below(5) as usize;
         (0..len)
-            .map(|_| [0u8, 1, b'a', b'b', 0x80, 0xff][self.below(6) as usize])
+            .map(|_| alphabet[self.below(alphabet.len() as u64) as usize])
             .collect()
     }
 

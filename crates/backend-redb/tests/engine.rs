@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rave_api::{Backend, BatchOp, Error, ErrorKind, KvStore, OpenOptions};
+use rave_api::{Backend, Error, ErrorKind, KvStore, OpenOptions};
 use rave_backend_redb::{DATA_FILE, RedbBackend, RedbEngine};
 use rave_conformance::{BackendHarness, Outcome, damage, shared_reads};
 
@@ -46,22 +46,7 @@ async fn a_busy_directory_says_it_is_in_use() {
 /// Writes 1000 entries; returns them.
 async fn fill(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let store = open(dir).unwrap();
-    let mut written = BTreeMap::new();
-    for chunk in 0..20u32 {
-        // Values differ from key to key, so that a value read under the wrong key shows.
-        let ops: Vec<_> = (0..50u32)
-            .map(|i| {
-                let n = chunk * 50 + i;
-                BatchOp::put(format!("key-{n}"), format!("{n:08}").repeat(25))
-            })
-            .collect();
-        for op in &ops {
-            if let BatchOp::Put { key, value } = op {
-                written.insert(key.clone(), value.clone());
-            }
-        }
-        store.batch(ops).await.unwrap();
-    }
+    let written = damage::write_distinct(&store, 20, 50).await.unwrap();
     store.close().await.unwrap();
     written
 }

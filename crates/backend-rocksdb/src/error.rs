@@ -94,66 +94,54 @@ mod tests {
     use super::*;
     use rave_api::ErrorKind;
 
+    /// `map_io` of `message` raised while doing `op` on `/db`.
+    fn mapped(message: &str, op: Op) -> Error {
+        map_io(message, op, Path::new("/db"), "ctx".into())
+    }
+
+    /// The I/O kind of `err`, when it is an I/O error.
+    fn io_kind(err: &Error) -> Option<io::ErrorKind> {
+        match err {
+            Error::Io { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
     /// `rocksdb::Error` has no public constructor; the real strings come through the tests in
     /// `tests/engine.rs`. Here the message classification is checked on its own.
     #[test]
     fn io_messages_are_classified() {
-        let path = Path::new("/db");
-        let err = map_io(
+        let err = mapped(
             "IO error: No space left on device: While appending to file: /db/000004.log",
             Op::Write,
-            path,
-            "ctx".into(),
         );
-        assert!(matches!(
-            err,
-            Error::Io {
-                kind: io::ErrorKind::StorageFull,
-                ..
-            }
-        ));
-        let err = map_io(
+        assert_eq!(io_kind(&err), Some(io::ErrorKind::StorageFull), "{err}");
+        let err = mapped(
             "IO error: While lock file: /db/LOCK: Resource temporarily unavailable",
             Op::Open,
-            path,
-            "ctx".into(),
         );
         assert_eq!(err.kind(), ErrorKind::Io);
         assert!(err.to_string().contains("in use"), "{err}");
-        let err = map_io(
+        let err = mapped(
             "IO error: while open a file for lock: /db/LOCK: Permission denied",
             Op::Open,
-            path,
-            "ctx".into(),
         );
-        assert!(matches!(
-            err,
-            Error::Io {
-                kind: io::ErrorKind::PermissionDenied,
-                ..
-            }
-        ));
+        assert_eq!(
+            io_kind(&err),
+            Some(io::ErrorKind::PermissionDenied),
+            "{err}"
+        );
         assert!(!err.to_string().contains("in use"), "{err}");
-        let err = map_io(
+        let err = mapped(
             "IO error: No such file or directory: While opening a file for sequentially reading: \
              /db/MANIFEST-000001",
             Op::Open,
-            path,
-            "ctx".into(),
         );
         assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
-        let err = map_io(
+        let err = mapped(
             "IO error: No such file or directory: While open a file for appending: /db/000004.log",
             Op::Write,
-            path,
-            "ctx".into(),
         );
-        assert!(matches!(
-            err,
-            Error::Io {
-                kind: io::ErrorKind::NotFound,
-                ..
-            }
-        ));
+        assert_eq!(io_kind(&err), Some(io::ErrorKind::NotFound), "{err}");
     }
 }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -112,64 +114,42 @@ pub async fn apply_unstamped<S: KvStore + ?Sized>(store: &S, write: Write) -> Re
     }
 }
 
-#[async_trait]
-impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        (**self).get(key).await
-    }
-    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        (**self).get_many(keys).await
-    }
-    async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        (**self).put(key, value).await
-    }
-    async fn del(&self, key: &[u8]) -> Result<()> {
-        (**self).del(key).await
-    }
-    async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        (**self).batch(ops).await
-    }
-    async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
-        (**self).iterator(range).await
-    }
-    async fn clear(&self, range: Range) -> Result<()> {
-        (**self).clear(range).await
-    }
-    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
-        (**self).write_stamped(stamp, write).await
-    }
-    async fn close(&self) -> Result<()> {
-        (**self).close().await
-    }
+/// Implements [`KvStore`] for a pointer type by forwarding every method to the store it points
+/// to. One body for `Arc` and `Box`, so the two cannot drift apart: a method with a default
+/// body that one of them forgot to forward would silently skip the inner store's own version.
+macro_rules! forward_kv_store {
+    ($($ptr:ident),+) => {$(
+        #[async_trait]
+        impl<S: KvStore + ?Sized> KvStore for $ptr<S> {
+            async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+                (**self).get(key).await
+            }
+            async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+                (**self).get_many(keys).await
+            }
+            async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+                (**self).put(key, value).await
+            }
+            async fn del(&self, key: &[u8]) -> Result<()> {
+                (**self).del(key).await
+            }
+            async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
+                (**self).batch(ops).await
+            }
+            async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
+                (**self).iterator(range).await
+            }
+            async fn clear(&self, range: Range) -> Result<()> {
+                (**self).clear(range).await
+            }
+            async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
+                (**self).write_stamped(stamp, write).await
+            }
+            async fn close(&self) -> Result<()> {
+                (**self).close().await
+            }
+        }
+    )+};
 }
 
-#[async_trait]
-impl<S: KvStore + ?Sized> KvStore for Box<S> {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        (**self).get(key).await
-    }
-    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        (**self).get_many(keys).await
-    }
-    async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        (**self).put(key, value).await
-    }
-    async fn del(&self, key: &[u8]) -> Result<()> {
-        (**self).del(key).await
-    }
-    async fn batch(&self, ops: Vec<BatchOp>) -> Result<()> {
-        (**self).batch(ops).await
-    }
-    async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
-        (**self).iterator(range).await
-    }
-    async fn clear(&self, range: Range) -> Result<()> {
-        (**self).clear(range).await
-    }
-    async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
-        (**self).write_stamped(stamp, write).await
-    }
-    async fn close(&self) -> Result<()> {
-        (**self).close().await
-    }
-}
+forward_kv_store!(Arc, Box);

@@ -94,6 +94,12 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// The leader helper's flags that load the point-operation data set (see
+    /// [`crate::child::Helper::leader`]).
+    pub fn point_data(&self) -> [(&'static str, usize); 2] {
+        [("keys", self.keys), ("value-size", self.value_size)]
+    }
+
     /// The sizes of a full or a quick run, with `runs` overriding the default count.
     pub fn new(quick: bool, runs: Option<usize>) -> Self {
         if quick {

@@ -67,11 +67,7 @@ async fn measure_with<B: Backend + Default>(
 ) -> Result<Vec<Figure>> {
     let tmp = temp_dir()?;
     let dir = tmp.path().join("db");
-    let mut leader = Helper::leader(
-        engine,
-        &dir,
-        &[("keys", sizes.keys), ("value-size", sizes.value_size)],
-    )?;
+    let mut leader = Helper::leader(engine, &dir, &sizes.point_data())?;
     leader.expect("ready", SHORT).await?;
     let db = follow::<B>(&dir, RaveOptions::default()).await?;
 
@@ -185,6 +181,12 @@ fn figures(
     );
     let follower = "rave follower get, 1 in flight, from a task of a multi-thread tokio runtime";
     let redis1 = "redis-benchmark -c 1 -P 1 -t get over a unix socket";
+    // A figure that sets one latency's p50 beside the raw ping-pong's p50, with no target.
+    let p50_vs_raw = |id: &str, name: &str, subject: &str, lat: fn(&Run) -> &Vec<f64>| {
+        Figure::new(id, name, "µs")
+            .subject(subject, col(&|r| percentile(lat(r), 50.0)))
+            .baseline(&raw, col(&|r| percentile(&r.raw_lat, 50.0)))
+    };
     let mut out = vec![
         Figure::new("P1", "follower get latency, p50", "µs")
             .subject(follower, col(&|r| percentile(&r.rave_lat, 50.0)))
@@ -194,50 +196,42 @@ fn figures(
             .subject(follower, col(&|r| percentile(&r.rave_lat, 99.0)))
             .baseline(&raw, col(&|r| percentile(&r.raw_lat, 99.0)))
             .target(Target::ratio_at_most(1.3)),
-        Figure::new("P1·i", "tokio ping-pong latency, p50", "µs")
-            .subject(
-                "the same ping-pong with the client on tokio (multi-thread runtime): \
-                 the runtime's share of a round trip",
-                col(&|r| percentile(&r.tokio_lat, 50.0)),
-            )
-            .baseline(&raw, col(&|r| percentile(&r.raw_lat, 50.0))),
-        Figure::new("P1·d", "breakdown: transport client, Ping, p50", "µs")
-            .subject(
-                "rave_transport::Client::ping on its own connection: the protocol round trip \
-                 without the engine and without the facade",
-                col(&|r| percentile(&r.client_ping_lat, 50.0)),
-            )
-            .baseline(&raw, col(&|r| percentile(&r.raw_lat, 50.0))),
-        Figure::new("P1·d", "breakdown: transport client, get, p50", "µs")
-            .subject(
-                "rave_transport::Client::get on its own connection: the engine added, \
-                 the facade left out",
-                col(&|r| percentile(&r.client_get_lat, 50.0)),
-            )
-            .baseline(&raw, col(&|r| percentile(&r.raw_lat, 50.0))),
-        Figure::new(
+        p50_vs_raw(
+            "P1·i",
+            "tokio ping-pong latency, p50",
+            "the same ping-pong with the client on tokio (multi-thread runtime): \
+             the runtime's share of a round trip",
+            |r| &r.tokio_lat,
+        ),
+        p50_vs_raw(
+            "P1·d",
+            "breakdown: transport client, Ping, p50",
+            "rave_transport::Client::ping on its own connection: the protocol round trip \
+             without the engine and without the facade",
+            |r| &r.client_ping_lat,
+        ),
+        p50_vs_raw(
+            "P1·d",
+            "breakdown: transport client, get, p50",
+            "rave_transport::Client::get on its own connection: the engine added, \
+             the facade left out",
+            |r| &r.client_get_lat,
+        ),
+        p50_vs_raw(
             "P1·d",
             "breakdown: follower called from the block_on thread, p50",
-            "µs",
-        )
-        .subject(
             "rave follower get, 1 in flight, awaited by the multi-thread runtime's \
-                 `block_on` thread (e.g. `#[tokio::main]`'s body) instead of a task: each \
-                 reply wakes that thread from a worker, one thread hand-off more",
-            col(&|r| percentile(&r.main_thread_lat, 50.0)),
-        )
-        .baseline(&raw, col(&|r| percentile(&r.raw_lat, 50.0))),
-        Figure::new(
+             `block_on` thread (e.g. `#[tokio::main]`'s body) instead of a task: each \
+             reply wakes that thread from a worker, one thread hand-off more",
+            |r| &r.main_thread_lat,
+        ),
+        p50_vs_raw(
             "P1·d",
             "breakdown: follower on a current-thread runtime, p50",
-            "µs",
-        )
-        .subject(
             "rave follower get, 1 in flight, the follower's handle on a current-thread \
-                 tokio runtime",
-            col(&|r| percentile(&r.current_thread_lat, 50.0)),
-        )
-        .baseline(&raw, col(&|r| percentile(&r.raw_lat, 50.0))),
+             tokio runtime",
+            |r| &r.current_thread_lat,
+        ),
     ];
     let mut more = vec![
         Figure::new("P1·r", "follower get latency p50 vs Redis", "µs")

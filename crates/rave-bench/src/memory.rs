@@ -33,11 +33,7 @@ pub async fn measure(engine: EngineName, sizes: &Sizes) -> Result<Vec<Figure>> {
         idle.push(rss_mib(&bare)?);
         bare.stop().await;
 
-        let mut leader = Helper::leader(
-            engine,
-            &dir,
-            &[("keys", sizes.keys), ("value-size", sizes.value_size)],
-        )?;
+        let mut leader = Helper::leader(engine, &dir, &sizes.point_data())?;
         leader.expect("ready", SHORT).await?;
         tokio::time::sleep(SETTLE).await;
         alone.push(rss_mib(&leader)?);

@@ -109,23 +109,9 @@ impl Redis {
     pub async fn populate(&self, keys: usize, value_size: usize) -> Result<()> {
         // 8 × keys random SETs leave a key unwritten with probability e^-8 (0.03 %); an
         // unwritten key costs Redis less, never more, so this never flatters rave.
-        let n = (keys * 8).to_string();
-        self.bench(&[
-            "-t",
-            "set",
-            "-n",
-            &n,
-            "-r",
-            &keys.to_string(),
-            "-d",
-            &value_size.to_string(),
-            "-c",
-            "1",
-            "-P",
-            "64",
-        ])
-        .await
-        .map(|_| ())
+        self.bench("set", keys * 8, keys, value_size, 64)
+            .await
+            .map(|_| ())
     }
 
     /// `redis-benchmark -c 1 -P <pipeline> -t get` over the socket.
@@ -136,24 +122,36 @@ impl Redis {
         value_size: usize,
         pipeline: usize,
     ) -> Result<Measured> {
-        self.bench(&[
+        self.bench("get", requests, keys, value_size, pipeline)
+            .await
+    }
+
+    /// `redis-benchmark -c 1 -t <test>`: `requests` commands over `keys` random keys with
+    /// values of `value_size` bytes, `pipeline` at a time.
+    async fn bench(
+        &self,
+        test: &str,
+        requests: usize,
+        keys: usize,
+        value_size: usize,
+        pipeline: usize,
+    ) -> Result<Measured> {
+        let (requests, keys) = (requests.to_string(), keys.to_string());
+        let (value_size, pipeline) = (value_size.to_string(), pipeline.to_string());
+        let args = [
             "-t",
-            "get",
+            test,
             "-n",
-            &requests.to_string(),
+            &requests,
             "-r",
-            &keys.to_string(),
+            &keys,
             "-d",
-            &value_size.to_string(),
+            &value_size,
             "-c",
             "1",
             "-P",
-            &pipeline.to_string(),
-        ])
-        .await
-    }
-
-    async fn bench(&self, args: &[&str]) -> Result<Measured> {
+            &pipeline,
+        ];
         let out = Command::new("redis-benchmark")
             .arg("-s")
             .arg(&self.socket)

@@ -51,20 +51,10 @@ async fn measure_with<B: Backend + Default>(
                 check(n, expected)?;
                 on_leader.push(n as f64 / (nanos as f64 / 1e9));
             } else {
-                let started = Instant::now();
-                let n = tokio::time::timeout(SCAN_LIMIT, scan_all(&db))
-                    .await
-                    .map_err(|_| Error::Timeout { waited: SCAN_LIMIT })??;
-                check(n, expected)?;
-                through_follower.push(n as f64 / started.elapsed().as_secs_f64());
+                through_follower.push(timed_scan(&db, expected).await?);
             }
         }
-        let started = Instant::now();
-        let n = tokio::time::timeout(SCAN_LIMIT, scan_all(&wide))
-            .await
-            .map_err(|_| Error::Timeout { waited: SCAN_LIMIT })??;
-        check(n, expected)?;
-        through_wide.push(n as f64 / started.elapsed().as_secs_f64());
+        through_wide.push(timed_scan(&wide, expected).await?);
     }
     wide.close().await?;
     db.close().await?;
@@ -98,6 +88,17 @@ async fn measure_with<B: Backend + Default>(
         )
         .baseline("on the leader, through its own handle", on_leader),
     ])
+}
+
+/// Scans all of `store` (within [`SCAN_LIMIT`]), checks it saw `expected` entries, and returns
+/// the entries per second.
+async fn timed_scan(store: &dyn KvStore, expected: u64) -> Result<f64> {
+    let started = Instant::now();
+    let n = tokio::time::timeout(SCAN_LIMIT, scan_all(store))
+        .await
+        .map_err(|_| Error::Timeout { waited: SCAN_LIMIT })??;
+    check(n, expected)?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 fn check(n: u64, expected: u64) -> Result<()> {

@@ -159,10 +159,7 @@ fn child_writes<B: Backend>(
     let store = backend
         .open(dir, options)
         .map_err(|e| format!("open {}: {e}", dir.display()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("start a runtime: {e}"))?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let deadline = Instant::now() + CHILD_MAX_RUN;
         let mut n = first;
@@ -354,15 +351,20 @@ fn one_round(test_name: &str, config: &Kill9, dir: &Path, first: u64) -> Result<
 #[cfg(unix)]
 const SIGKILL: i32 = 9;
 
+/// A runtime on this thread, for the child and the check, which run one store each.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start a runtime: {e}"))
+}
+
 /// Reopens the directory and checks every acknowledged write; returns how many keys it read.
 fn verify<B: Backend>(backend: &B, dir: &Path, last: u64) -> Result<usize, String> {
     let store = backend
         .open(dir, &OpenOptions::default())
         .map_err(|e| format!("reopen {} after kill -9: {e}", dir.display()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("start a runtime: {e}"))?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let checked = tokio::time::timeout(Duration::from_secs(60), check_writes(&store, last))
             .await

@@ -18,13 +18,39 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rave_api::{Entry, Error, ErrorKind, KvStore, Range, Result};
+use rave_api::{BatchOp, Entry, Error, ErrorKind, KvStore, Range, Result};
 
 use crate::DirectHarness;
 use crate::support::Failure;
 
 /// How many of the written keys are read back one by one (spread evenly over them).
 const POINT_READS: usize = 256;
+
+/// Writes `batches` batches of `per_batch` puts into `store` (keys `key-0`, `key-1`, ...),
+/// each value different from every other, so that a value read under the wrong key shows;
+/// returns what it wrote, for [`use_damaged`].
+pub async fn write_distinct(
+    store: &dyn KvStore,
+    batches: u32,
+    per_batch: u32,
+) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut written = BTreeMap::new();
+    for batch in 0..batches {
+        let ops: Vec<_> = (0..per_batch)
+            .map(|i| {
+                let n = batch * per_batch + i;
+                BatchOp::put(format!("key-{n}"), format!("{n:08}").repeat(25))
+            })
+            .collect();
+        for op in &ops {
+            if let BatchOp::Put { key, value } = op {
+                written.insert(key.clone(), value.clone());
+            }
+        }
+        store.batch(ops).await?;
+    }
+    Ok(written)
+}
 
 /// Opens the database in `path`, whose files a test has damaged after writing exactly
 /// `written` into it, with default options, and uses it: a full scan in each direction, point

@@ -110,49 +110,36 @@ pub trait DirectHarness: Harness {
     async fn open_with(&self, path: &Path, options: &OpenOptions) -> Result<Box<dyn KvStore>>;
 }
 
-#[async_trait]
-impl<H: Harness + ?Sized> Harness for Box<H> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
-        (**self).open(path).await
-    }
-    fn open_cursors(&self, path: &Path) -> Option<usize> {
-        (**self).open_cursors(path)
-    }
-    fn leader_changes(&self) -> LeaderChanges {
-        (**self).leader_changes()
-    }
-    fn verify(&self) -> std::result::Result<(), Failure> {
-        (**self).verify()
-    }
+/// Implements [`Harness`] for a pointer type by forwarding every method to the harness it
+/// points to: one body for `Box` and `Arc`, so the two cannot drift apart (a method with a
+/// default body that one forgot would silently skip the inner harness's own version).
+macro_rules! forward_harness {
+    ($($ptr:ident),+) => {$(
+        #[async_trait]
+        impl<H: Harness + ?Sized> Harness for $ptr<H> {
+            fn name(&self) -> String {
+                (**self).name()
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
+                (**self).open(path).await
+            }
+            fn open_cursors(&self, path: &Path) -> Option<usize> {
+                (**self).open_cursors(path)
+            }
+            fn leader_changes(&self) -> LeaderChanges {
+                (**self).leader_changes()
+            }
+            fn verify(&self) -> std::result::Result<(), Failure> {
+                (**self).verify()
+            }
+        }
+    )+};
 }
 
-#[async_trait]
-impl<H: Harness + ?Sized> Harness for Arc<H> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    fn capabilities(&self) -> Capabilities {
-        (**self).capabilities()
-    }
-    async fn open(&self, path: &Path) -> Result<Box<dyn KvStore>> {
-        (**self).open(path).await
-    }
-    fn open_cursors(&self, path: &Path) -> Option<usize> {
-        (**self).open_cursors(path)
-    }
-    fn leader_changes(&self) -> LeaderChanges {
-        (**self).leader_changes()
-    }
-    fn verify(&self) -> std::result::Result<(), Failure> {
-        (**self).verify()
-    }
-}
+forward_harness!(Box, Arc);
 
 /// The harness of any [`Backend`]: opens it directly, with the given [`OpenOptions`], on a
 /// blocking thread (engines block).

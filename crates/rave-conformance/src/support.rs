@@ -504,12 +504,37 @@ impl Db {
         range: &Range,
         chunk: usize,
     ) -> Result<(), Failure> {
+        self.expect_range(range, chunk, &model.query(range)).await
+    }
+
+    /// Fails unless iterating `range`, `chunk` entries at a time, yields exactly `expected`.
+    pub(crate) async fn expect_range(
+        &self,
+        range: &Range,
+        chunk: usize,
+        expected: &[Entry],
+    ) -> Result<(), Failure> {
         let got = collect(&*self.store, range.clone(), chunk).await?;
         expect_entries(
             format!("iterator over {}", show_range(range)),
             &got,
-            &model.query(range),
+            expected,
         )
+    }
+
+    /// Clears `range` in the store and in `model`, then fails unless the two agree.
+    pub(crate) async fn check_clear(
+        &self,
+        model: &mut Model,
+        range: &Range,
+    ) -> Result<(), Failure> {
+        self.clear(range.clone())
+            .await
+            .ctx(format!("clear {}", show_range(range)))?;
+        model.clear(range);
+        self.check_state(model)
+            .await
+            .map_err(|f| f.context(format!("after clear {}", show_range(range))))
     }
 
     /// Fails unless the store holds exactly what the model holds.
@@ -564,6 +589,31 @@ pub(crate) async fn drain(
         }
         all.extend(got);
     }
+}
+
+/// The `i`th of a crowd of iterators over the whole store: forward for even `i`, reverse for
+/// odd, and read `read` entries into unless `i` is a multiple of 3 (so the crowd mixes
+/// directions, untouched and part-read iterators).
+pub(crate) async fn crowd_iterator(
+    store: &dyn KvStore,
+    i: usize,
+    read: usize,
+) -> Result<Box<dyn KvIterator>, Failure> {
+    let range = if i.is_multiple_of(2) {
+        Range::all()
+    } else {
+        Range::all().reverse()
+    };
+    let mut iter = store
+        .iterator(range)
+        .await
+        .ctx(format!("open iterator {i}"))?;
+    if !i.is_multiple_of(3) {
+        iter.next_chunk(read)
+            .await
+            .ctx(format!("read iterator {i}"))?;
+    }
+    Ok(iter)
 }
 
 /// Every entry of a new iterator over `range`.

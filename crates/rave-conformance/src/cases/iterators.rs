@@ -5,8 +5,8 @@ use std::sync::Arc;
 use rave_api::{BatchOp, Entry, KvIterator, Range};
 
 use crate::support::{
-    Ctx, Db, Failure, Scratch, collect, drain, ensure, expect_cursors_released, expect_entries,
-    expect_snapshot, show_range, skip,
+    Ctx, Db, Failure, Scratch, collect, crowd_iterator, drain, ensure, expect_cursors_released,
+    expect_entries, expect_snapshot, show_range, skip,
 };
 use crate::{Harness, Model, Outcome, TestResult};
 
@@ -338,17 +338,7 @@ pub(crate) async fn abandoned_iterators(h: &dyn Harness) -> TestResult {
     let mut model = numbered(50);
     db.load(&model).await?;
     for i in 0..300usize {
-        let range = if i % 2 == 0 {
-            Range::all()
-        } else {
-            Range::all().reverse()
-        };
-        let mut iter = db.iterator(range).await.ctx(format!("open iterator {i}"))?;
-        if i % 3 != 0 {
-            iter.next_chunk(1 + i % 5)
-                .await
-                .ctx(format!("read iterator {i}"))?;
-        }
+        let iter = crowd_iterator(&*db, i, 1 + i % 5).await?;
         drop(iter);
         if i % 50 == 0 {
             let key = format!("written-{i}");

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use rave_api::{BatchOp, KvIterator, Range};
 
-use crate::support::{Ctx, Db, Failure, Scratch, ensure, expect_closed, expect_value, show, skip};
+use crate::support::{
+    Ctx, Db, Failure, Scratch, crowd_iterator, ensure, expect_closed, expect_value, show, skip,
+};
 use crate::{Harness, Model, Outcome, TestResult};
 
 /// Every operation after close fails with `Closed`, including reading an iterator opened
@@ -82,17 +84,7 @@ pub(crate) async fn close_with_open_iterators(h: &dyn Harness) -> TestResult {
     }
     let mut open: Vec<Box<dyn KvIterator>> = Vec::new();
     for i in 0..20usize {
-        let range = if i % 2 == 0 {
-            Range::all()
-        } else {
-            Range::all().reverse()
-        };
-        let mut iter = db.iterator(range).await.ctx(format!("open iterator {i}"))?;
-        if i % 3 != 0 {
-            iter.next_chunk(1 + i)
-                .await
-                .ctx(format!("read iterator {i}"))?;
-        }
+        let iter = crowd_iterator(&*db, i, 1 + i).await?;
         open.push(iter);
     }
     let store = db.shared();

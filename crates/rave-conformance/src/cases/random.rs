@@ -5,9 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rave_api::{BatchOp, Projection, Range};
 
-use crate::support::{
-    Ctx, Db, Failure, Scratch, collect, ensure, expect_entries, expect_value, show, show_range,
-};
+use crate::support::{Ctx, Db, Failure, Scratch, ensure, expect_value, show, show_range};
 use crate::{Harness, Model, Outcome, TestResult};
 
 const STEPS: usize = 400;
@@ -171,12 +169,7 @@ async fn run(
                     "iterate {} in chunks of {chunk}",
                     show_range(&range)
                 ));
-                let got = collect(&*db, range.clone(), chunk).await?;
-                expect_entries(
-                    format!("iterator over {}", show_range(&range)),
-                    &got,
-                    &model.query(&range),
-                )?;
+                db.expect_range(&range, chunk, &model.query(&range)).await?;
             }
             _ if persistent => {
                 history.push("close and reopen".to_string());

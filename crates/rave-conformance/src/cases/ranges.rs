@@ -76,12 +76,7 @@ pub(crate) async fn range_single_bounds(h: &dyn Harness) -> TestResult {
         (Range::all().gt("bb"), &["c"][..]),
         (Range::all().lte("aa").reverse(), &["a"][..]),
     ] {
-        let got = collect(&*db, range.clone(), 10).await?;
-        expect_entries(
-            format!("iterator over {}", show_range(&range)),
-            &got,
-            &entries_of(keys),
-        )?;
+        db.expect_range(&range, 10, &entries_of(keys)).await?;
     }
     db.close().await?;
     Ok(Outcome::Passed)
@@ -122,12 +117,7 @@ pub(crate) async fn range_paired_bounds(h: &dyn Harness) -> TestResult {
         (Range::all().lt("c").lte("b"), &["a", "ab", "abc", "b"][..]),
         (Range::all().lt("b").lte("c"), &["a", "ab", "abc"][..]),
     ] {
-        let got = collect(&*db, range.clone(), 10).await?;
-        expect_entries(
-            format!("iterator over {}", show_range(&range)),
-            &got,
-            &entries_of(keys),
-        )?;
+        db.expect_range(&range, 10, &entries_of(keys)).await?;
     }
     db.close().await?;
     Ok(Outcome::Passed)
@@ -180,12 +170,7 @@ pub(crate) async fn range_empty_and_inverted(h: &dyn Harness) -> TestResult {
         (Range::all().gt("b").lte("ba"), "ba"),
     ] {
         for range in directions(range) {
-            let got = collect(&*db, range.clone(), 10).await?;
-            expect_entries(
-                format!("iterator over {}", show_range(&range)),
-                &got,
-                &entries_of(&[key]),
-            )?;
+            db.expect_range(&range, 10, &entries_of(&[key])).await?;
         }
     }
     db.close().await?;
@@ -284,12 +269,7 @@ pub(crate) async fn range_limits(h: &dyn Harness) -> TestResult {
         (Range::all().limit(0), &[][..]),
         (Range::all().limit(6), &KEYS[..]),
     ] {
-        let got = collect(&*db, range.clone(), 4).await?;
-        expect_entries(
-            format!("iterator over {}", show_range(&range)),
-            &got,
-            &entries_of(keys),
-        )?;
+        db.expect_range(&range, 4, &entries_of(keys)).await?;
     }
     db.close().await?;
     Ok(Outcome::Passed)
@@ -430,12 +410,7 @@ pub(crate) async fn binary_edge_bounds(h: &dyn Harness) -> TestResult {
             .iter()
             .map(|k| entry(k, &[b"v:", *k].concat()))
             .collect();
-        let got = collect(&*db, range.clone(), 3).await?;
-        expect_entries(
-            format!("iterator over {}", show_range(&range)),
-            &got,
-            &expected,
-        )?;
+        db.expect_range(&range, 3, &expected).await?;
     }
 
     let mut n = 0;
@@ -483,13 +458,7 @@ pub(crate) async fn binary_edge_bounds(h: &dyn Harness) -> TestResult {
             .gte(b"\xff".to_vec())
             .lt(b"\xff\xff\xff".to_vec()),
     ] {
-        db.clear(range.clone())
-            .await
-            .ctx(format!("clear {}", show_range(&range)))?;
-        model.clear(&range);
-        db.check_state(&model)
-            .await
-            .map_err(|f| f.context(format!("after clear {}", show_range(&range))))?;
+        db.check_clear(&mut model, &range).await?;
     }
     db.close().await?;
     Ok(Outcome::Passed)

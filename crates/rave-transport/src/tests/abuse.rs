@@ -80,29 +80,19 @@ async fn garbage_peers_are_dropped_while_a_client_keeps_working() {
     assert!(refused(&raw.until_eof().await).is_some());
     still_good(11).await;
 
-    // Wrong magic, wrong version, no Hello first.
-    let mut raw = server.raw(&limits).await;
-    raw.send(&ClientMessage::Hello {
-        magic: 0xdead_beef,
-        version: PROTOCOL_VERSION,
-    })
-    .await;
-    let seen = raw.until_eof().await;
-    assert!(
-        refused(&seen).is_some_and(|m| m.contains("magic")),
-        "{seen:?}"
-    );
-    let mut raw = server.raw(&limits).await;
-    raw.send(&ClientMessage::Hello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION + 1,
-    })
-    .await;
-    let seen = raw.until_eof().await;
-    assert!(
-        refused(&seen).is_some_and(|m| m.contains("version")),
-        "{seen:?}"
-    );
+    // Wrong magic, wrong version (each refused saying which), no Hello first.
+    for (magic, version, named) in [
+        (0xdead_beef, PROTOCOL_VERSION, "magic"),
+        (MAGIC, PROTOCOL_VERSION + 1, "version"),
+    ] {
+        let mut raw = server.raw(&limits).await;
+        raw.send(&ClientMessage::Hello { magic, version }).await;
+        let seen = raw.until_eof().await;
+        assert!(
+            refused(&seen).is_some_and(|m| m.contains(named)),
+            "{seen:?}"
+        );
+    }
     let mut raw = server.raw(&limits).await;
     raw.send(&ClientMessage::Request {
         id: 1,
@@ -339,10 +329,7 @@ async fn reply(framed: &mut Wire, message: ServerMessage) {
 
 #[tokio::test]
 async fn a_lying_leader_costs_the_connection_not_a_panic() {
-    let limits = Limits {
-        iter_window_bytes: cost(0, 4),
-        ..Limits::default()
-    };
+    let limits = window(4);
     let (a, b) = UnixStream::pair().unwrap();
     let codec = limits.codec();
     let fake = tokio::spawn(async move {

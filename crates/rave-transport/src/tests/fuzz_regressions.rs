@@ -8,8 +8,9 @@
 use std::collections::HashSet;
 
 use proptest::prelude::*;
-use rave_api::{ErrorKind, Projection};
+use rave_api::ErrorKind;
 
+use super::strategies::{op_of, range_of};
 use super::*;
 use crate::wire::Op;
 
@@ -319,47 +320,11 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn range() -> impl Strategy<Value = Range> {
-    (
-        prop::option::of(key()),
-        prop::option::of(key()),
-        prop::option::of(key()),
-        prop::option::of(key()),
-        any::<bool>(),
-        prop::option::of(prop_oneof![0u64..6, Just(u64::MAX)]),
-        0u8..3,
-    )
-        .prop_map(|(gt, gte, lt, lte, reverse, limit, projection)| Range {
-            gt,
-            gte,
-            lt,
-            lte,
-            reverse,
-            limit,
-            projection: match projection {
-                0 => Projection::KeysAndValues,
-                1 => Projection::KeysOnly,
-                _ => Projection::ValuesOnly,
-            },
-        })
+    range_of(key, prop_oneof![0u64..6, Just(u64::MAX)])
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        key().prop_map(|key| Op::Get { key }),
-        prop::collection::vec(key(), 0..4).prop_map(|keys| Op::GetMany { keys }),
-        (key(), value()).prop_map(|(key, value)| Op::put(key, value)),
-        key().prop_map(|key| Op::del(key)),
-        prop::collection::vec(
-            prop_oneof![
-                (key(), value()).prop_map(|(k, v)| BatchOp::put(k, v)),
-                key().prop_map(BatchOp::del),
-            ],
-            0..4
-        )
-        .prop_map(|ops| Op::batch(ops)),
-        range().prop_map(|range| Op::clear(range)),
-        Just(Op::Ping),
-    ]
+    op_of(key, value, range(), 4)
 }
 
 /// Messages after the handshake, over ids 0..4 so they refer to each other.

@@ -4,23 +4,10 @@ use rave_api::ErrorKind;
 
 use super::*;
 
-async fn until(mut condition: impl FnMut() -> bool) {
-    bounded(async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutting_the_server_down_fails_pending_calls_with_leader_lost() {
-    let store = TestStore::new();
-    fill(&*store, 100).await;
-    let limits = Limits {
-        iter_window_bytes: cost(0, 10),
-        ..Limits::default()
-    };
+    let store = TestStore::filled(100).await;
+    let limits = window(10);
     let server = Server::start(store.clone(), &limits);
     let client = server.client(&limits).await;
     let other = server.client(&limits).await;
@@ -96,12 +83,8 @@ async fn a_closing_store_closes_the_connection_instead_of_replying() {
 
 #[tokio::test]
 async fn close_fails_everything_with_closed_and_ends_the_connection() {
-    let store = TestStore::new();
-    fill(&*store, 100).await;
-    let limits = Limits {
-        iter_window_bytes: cost(0, 4),
-        ..Limits::default()
-    };
+    let store = TestStore::filled(100).await;
+    let limits = window(4);
     let (client, server) = pair_with(store.clone(), &limits).await;
     let mut iter = client.iterator(Range::all()).await.unwrap();
     let hanging = {
@@ -132,12 +115,8 @@ async fn close_fails_everything_with_closed_and_ends_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_every_handle_ends_the_connection() {
-    let store = TestStore::new();
-    fill(&*store, 100).await;
-    let limits = Limits {
-        iter_window_bytes: cost(0, 4),
-        ..Limits::default()
-    };
+    let store = TestStore::filled(100).await;
+    let limits = window(4);
     let (client, server) = pair_with(store.clone(), &limits).await;
     let clone = client.clone();
     let iter = client.iterator(Range::all()).await.unwrap();
@@ -156,14 +135,9 @@ async fn dropping_every_handle_ends_the_connection() {
 
 #[tokio::test]
 async fn a_vanished_follower_releases_its_requests_and_iterators() {
-    let store = TestStore::new();
-    fill(&*store, 100).await;
-    let limits = Limits {
-        iter_window_bytes: cost(0, 4),
-        ..Limits::default()
-    };
-    let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(b, store.clone(), INFO, limits.clone()));
+    let store = TestStore::filled(100).await;
+    let limits = window(4);
+    let (a, server) = serve_pair(store.clone(), &limits);
     let mut raw = Raw::new(a, &limits);
     raw.hello().await;
     for iter in 0..5 {
@@ -189,14 +163,9 @@ async fn a_vanished_follower_releases_its_requests_and_iterators() {
 
 #[tokio::test]
 async fn a_connection_future_dropped_mid_flight_leaves_nothing_behind() {
-    let store = TestStore::new();
-    fill(&*store, 100).await;
-    let limits = Limits {
-        iter_window_bytes: cost(0, 4),
-        ..Limits::default()
-    };
-    let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(b, store.clone(), INFO, limits.clone()));
+    let store = TestStore::filled(100).await;
+    let limits = window(4);
+    let (a, server) = serve_pair(store.clone(), &limits);
     let (client, _) = bounded(Client::connect(a, limits.clone())).await.unwrap();
     let _iter = client.iterator(Range::all()).await.unwrap();
     assert_eq!(store.live_iters(), 1);
@@ -207,22 +176,14 @@ async fn a_connection_future_dropped_mid_flight_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn a_probe_that_connects_and_leaves_is_not_an_error() {
-    let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(
-        b,
-        TestStore::new(),
-        INFO,
-        Limits::default(),
-    ));
+    let (a, server) = serve_pair(TestStore::new(), &Limits::default());
     drop(a);
     bounded(server).await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn a_client_whose_runtime_is_gone_fails_instead_of_hanging() {
-    let store = TestStore::new();
-    let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(b, store, INFO, Limits::default()));
+    let (a, server) = serve_pair(TestStore::new(), &Limits::default());
     let a = a.into_std().unwrap();
     // Connect on a runtime of its own, which then shuts down with the client's tasks on it.
     let client = tokio::task::spawn_blocking(move || {

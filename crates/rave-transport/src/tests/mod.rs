@@ -6,6 +6,7 @@ mod fuzz_regressions;
 mod lifecycle;
 mod ops;
 mod props;
+mod strategies;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,16 @@ async fn bounded<F: Future>(fut: F) -> F::Output {
         .expect("a test step took longer than its bound")
 }
 
+/// Waits (for at most [`STEP`]) until `condition` holds.
+async fn until(mut condition: impl FnMut() -> bool) {
+    bounded(async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 /// A fresh in-memory engine, opened through [`Backend::open`].
 fn memory() -> rave_api::engine_thread::EngineStore {
     MemoryBackend
@@ -76,6 +87,13 @@ impl TestStore {
             live_iters: Arc::new(AtomicUsize::new(0)),
             gathered: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A test store holding entries `0..n` of [`fill`].
+    async fn filled(n: usize) -> Arc<Self> {
+        let store = Self::new();
+        fill(&*store, n).await;
+        store
     }
 
     fn live_iters(&self) -> usize {
@@ -158,10 +176,18 @@ impl Drop for CountedIter {
     }
 }
 
+/// `serve_connection` on `store`, spawned on one end of a socket pair; the other end is returned.
+fn serve_pair(store: Arc<dyn KvStore>, limits: &Limits) -> (UnixStream, JoinHandle<Result<()>>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    (
+        a,
+        tokio::spawn(serve_connection(b, store, INFO, limits.clone())),
+    )
+}
+
 /// A client connected over a socket pair to `serve_connection` on `store`.
 async fn pair_with(store: Arc<dyn KvStore>, limits: &Limits) -> (Client, JoinHandle<Result<()>>) {
-    let (a, b) = UnixStream::pair().unwrap();
-    let server = tokio::spawn(serve_connection(b, store, INFO, limits.clone()));
+    let (a, server) = serve_pair(store, limits);
     let (client, welcome) = bounded(Client::connect(a, limits.clone())).await.unwrap();
     assert_eq!(welcome.epoch, INFO.epoch);
     assert_eq!(welcome.pid, INFO.pid);
@@ -310,6 +336,14 @@ impl Raw {
 
 fn key(i: usize) -> Vec<u8> {
     format!("k{i:06}").into_bytes()
+}
+
+/// Default limits but an iterator window of what the first `entries` entries of [`fill`] cost.
+fn window(entries: usize) -> Limits {
+    Limits {
+        iter_window_bytes: cost(0, entries),
+        ..Limits::default()
+    }
 }
 
 /// The credit, in bytes, that entries `from..to` of [`fill`] cost.

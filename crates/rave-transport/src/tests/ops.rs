@@ -213,13 +213,10 @@ async fn in_flight_limit_applies_backpressure_without_deadlock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_entries_stream_in_order_through_a_small_window() {
-    let store = TestStore::new();
-    fill(&*store, 10_000).await;
+    let store = TestStore::filled(10_000).await;
     let limits = Limits {
-        // About eight entries.
-        iter_window_bytes: cost(0, 8),
         chunk_entries: 3,
-        ..Limits::default()
+        ..window(8)
     };
     let (client, _server) = pair_with(store.clone(), &limits).await;
     let mut iter = client.open_iterator(Range::all()).await.unwrap();
@@ -233,18 +230,12 @@ async fn ten_thousand_entries_stream_in_order_through_a_small_window() {
     assert!(iter.next_chunk(10).await.unwrap().is_empty());
     drop(iter);
     // The server's iterator is gone too.
-    bounded(async {
-        while store.live_iters() != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    until(|| store.live_iters() == 0).await;
 }
 
 #[tokio::test]
 async fn the_server_never_sends_beyond_the_credit() {
-    let store = TestStore::new();
-    fill(&*store, 100).await;
+    let store = TestStore::filled(100).await;
     let limits = Limits {
         chunk_entries: 4,
         ..Limits::default()
@@ -325,12 +316,7 @@ async fn the_server_never_sends_beyond_the_credit() {
         }) => {}
         other => panic!("expected the ping's reply, got {other:?}"),
     }
-    bounded(async {
-        while store.live_iters() != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    until(|| store.live_iters() == 0).await;
     server.stop().await;
 }
 
@@ -370,12 +356,10 @@ async fn large_values_stream_within_a_window_of_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iterator_ranges_directions_limits_and_projections_match_the_store() {
-    let store = TestStore::new();
-    fill(&*store, 300).await;
+    let store = TestStore::filled(300).await;
     let limits = Limits {
-        iter_window_bytes: cost(0, 16),
         chunk_entries: 7,
-        ..Limits::default()
+        ..window(16)
     };
     let (client, _server) = pair_with(store.clone(), &limits).await;
     let ranges = [
@@ -417,23 +401,14 @@ async fn iterator_ranges_directions_limits_and_projections_match_the_store() {
 
 #[tokio::test]
 async fn an_iterator_dropped_early_is_closed_on_the_server() {
-    let store = TestStore::new();
-    fill(&*store, 1000).await;
-    let limits = Limits {
-        iter_window_bytes: cost(0, 10),
-        ..Limits::default()
-    };
+    let store = TestStore::filled(1000).await;
+    let limits = window(10);
     let (client, _server) = pair_with(store.clone(), &limits).await;
     let mut iter = client.iterator(Range::all()).await.unwrap();
     assert_eq!(iter.next_chunk(3).await.unwrap().len(), 3);
     assert_eq!(store.live_iters(), 1);
     drop(iter);
-    bounded(async {
-        while store.live_iters() != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    until(|| store.live_iters() == 0).await;
     client.ping().await.unwrap();
 }
 
@@ -508,13 +483,11 @@ async fn oversized_values_are_refused_before_sending() {
 
 #[tokio::test]
 async fn too_many_iterators_on_one_connection_are_refused() {
-    let store = TestStore::new();
-    fill(&*store, 100).await;
+    let store = TestStore::filled(100).await;
     // A window smaller than the data keeps each iterator open on the server, waiting for credit.
     let limits = Limits {
         max_in_flight: 3,
-        iter_window_bytes: cost(0, 4),
-        ..Limits::default()
+        ..window(4)
     };
     let (client, _server) = pair_with(store, &limits).await;
     let mut open = Vec::new();

@@ -3,9 +3,10 @@
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use rave_api::{ErrorKind, Projection};
+use rave_api::ErrorKind;
 use tokio_util::codec::Decoder;
 
+use super::strategies::{op_of, range_of};
 use super::*;
 use crate::wire::{Op, Reply, WireError};
 
@@ -14,47 +15,11 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn range() -> impl Strategy<Value = Range> {
-    (
-        prop::option::of(bytes()),
-        prop::option::of(bytes()),
-        prop::option::of(bytes()),
-        prop::option::of(bytes()),
-        any::<bool>(),
-        prop::option::of(any::<u64>()),
-        prop_oneof![
-            Just(Projection::KeysAndValues),
-            Just(Projection::KeysOnly),
-            Just(Projection::ValuesOnly)
-        ],
-    )
-        .prop_map(|(gt, gte, lt, lte, reverse, limit, projection)| Range {
-            gt,
-            gte,
-            lt,
-            lte,
-            reverse,
-            limit,
-            projection,
-        })
-}
-
-fn batch_op() -> impl Strategy<Value = BatchOp> {
-    prop_oneof![
-        (bytes(), bytes()).prop_map(|(k, v)| BatchOp::put(k, v)),
-        bytes().prop_map(BatchOp::del),
-    ]
+    range_of(bytes, any::<u64>())
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        bytes().prop_map(|key| Op::Get { key }),
-        prop::collection::vec(bytes(), 0..5).prop_map(|keys| Op::GetMany { keys }),
-        (bytes(), bytes()).prop_map(|(key, value)| Op::put(key, value)),
-        bytes().prop_map(|key| Op::del(key)),
-        prop::collection::vec(batch_op(), 0..5).prop_map(|ops| Op::batch(ops)),
-        range().prop_map(|range| Op::clear(range)),
-        Just(Op::Ping),
-    ]
+    op_of(bytes, bytes, range(), 5)
 }
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
