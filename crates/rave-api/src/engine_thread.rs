@@ -354,10 +354,25 @@ struct Cursor<I> {
     parts: std::collections::VecDeque<(Side, I)>,
     remaining: Option<u64>,
     range: Range,
+    /// Set by the first failure of an engine cursor and repeated by every later call: a failed
+    /// engine iterator may report `None` next, which must never read as the end of the range.
+    failed: Option<Error>,
 }
 
 impl<I: EngineIter> Cursor<I> {
     fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let result = self.fill_chunk(max);
+        if let Err(err) = &result {
+            self.parts.clear();
+            self.failed = Some(err.clone());
+        }
+        result
+    }
+
+    fn fill_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         let mut want = max;
         if let Some(remaining) = self.remaining {
             want = want.min(usize::try_from(remaining).unwrap_or(usize::MAX));
@@ -409,6 +424,7 @@ fn open_cursor<E: Engine>(engine: &E, range: Range) -> Result<Cursor<E::Iter<'_>
         parts,
         remaining: range.limit,
         range,
+        failed: None,
     })
 }
 
