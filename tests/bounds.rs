@@ -204,7 +204,7 @@ fn the_election_blocks_no_runtime_thread() {
         }
         // The election is inside its read of the FIFO now; this timer needs the runtime.
         tokio::time::sleep(Duration::from_millis(10)).await;
-        progressed_tx.send(()).unwrap();
+        let _ = progressed_tx.send(());
         assert_eq!(db.ready().await.unwrap(), Role::Leader);
         assert_eq!(db.epoch(), Some(8), "the record read through the FIFO");
         db.put(b"k", b"v").await.unwrap();
