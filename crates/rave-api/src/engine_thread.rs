@@ -883,4 +883,185 @@ mod tests {
         store.put(b"k", b"v").await.unwrap();
         store.close().await.unwrap();
     }
+
+    /// A stuck engine and many callers: the engine thread's queue holds at most
+    /// `COMMAND_QUEUE` commands; the other callers wait for room (and all complete once the
+    /// engine moves again).
+    #[tokio::test]
+    async fn a_stuck_engine_queues_a_bounded_number_of_commands() {
+        let (store, _state, entered, gate) = spawn();
+        let store = Arc::new(store);
+        let slow = tokio::spawn({
+            let store = store.clone();
+            async move { store.put(b"slow", b"1").await }
+        });
+        tokio::task::spawn_blocking(move || entered.recv().map(|()| entered))
+            .await
+            .unwrap()
+            .unwrap();
+        let callers = 4 * COMMAND_QUEUE;
+        let attempted = Arc::new(AtomicUsize::new(0));
+        let puts: Vec<_> = (0..callers)
+            .map(|i| {
+                let store = store.clone();
+                let attempted = attempted.clone();
+                tokio::spawn(async move {
+                    attempted.fetch_add(1, Ordering::SeqCst);
+                    // The first poll of the put tries to queue its command.
+                    store.put(format!("k{i}").as_bytes(), b"v").await
+                })
+            })
+            .collect();
+        while attempted.load(Ordering::SeqCst) < callers {
+            tokio::task::yield_now().await;
+        }
+        let queued = store.queued();
+        assert!(
+            queued <= COMMAND_QUEUE,
+            "{queued} commands queued for a stuck engine (bound {COMMAND_QUEUE})"
+        );
+        gate.send(()).unwrap();
+        slow.await.unwrap().unwrap();
+        for put in puts {
+            put.await.unwrap().unwrap();
+        }
+        assert_eq!(store.get(b"k0").await.unwrap(), Some(b"v".to_vec()));
+        store.close().await.unwrap();
+    }
+
+    /// An engine over a `MemoryEngine` that records the most engine operations any single
+    /// `write` or `delete_ranges_and_write` was given, and whose iterators can be made to fail.
+    #[derive(Default)]
+    struct Recording {
+        inner: crate::MemoryEngine,
+        largest: Arc<AtomicUsize>,
+        /// Iterators fail after this many entries (0: never).
+        fail_after: usize,
+    }
+
+    struct FailingIter {
+        inner: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+        left: Option<usize>,
+    }
+
+    impl EngineIter for FailingIter {
+        fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            match &mut self.left {
+                Some(0) => {
+                    // Failed once; a failed cursor then looks like the end.
+                    self.left = None;
+                    self.inner = Vec::new().into_iter();
+                    Err(Error::corruption("a damaged block"))
+                }
+                Some(left) => {
+                    *left -= 1;
+                    self.inner.next_entry()
+                }
+                None => self.inner.next_entry(),
+            }
+        }
+    }
+
+    impl Engine for Recording {
+        type Iter<'a> = FailingIter;
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+
+        fn write(&self, ops: &[BatchOp]) -> Result<()> {
+            self.largest.fetch_max(ops.len(), Ordering::SeqCst);
+            self.inner.write(ops)
+        }
+
+        fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+            self.largest.fetch_max(ops.len(), Ordering::SeqCst);
+            self.inner.delete_ranges_and_write(ranges, ops)
+        }
+
+        fn iter<'a>(&'a self, range: &Range) -> Result<FailingIter> {
+            Ok(FailingIter {
+                inner: self.inner.iter(range)?,
+                left: (self.fail_after > 0).then_some(self.fail_after),
+            })
+        }
+    }
+
+    /// Clearing a range of many keys (whole, limited, reversed, across the escaped side) hands
+    /// the engine no batch that grows with the range: the engine thread lists no key.
+    #[tokio::test]
+    async fn a_clear_holds_no_key_of_its_range() {
+        let largest = Arc::new(AtomicUsize::new(0));
+        let engine = Recording {
+            largest: largest.clone(),
+            ..Recording::default()
+        };
+        let store = EngineStore::spawn("recording", move || Ok(engine)).unwrap();
+        let n = 10_000u32;
+        let key = |i: u32| format!("k{i:05}").into_bytes();
+        for start in (0..n).step_by(1000) {
+            let ops = (start..start + 1000)
+                .map(|i| BatchOp::put(key(i), b"v".to_vec()))
+                .collect();
+            store.batch(ops).await.unwrap();
+        }
+        let mut escaped = vec![0xFF];
+        escaped.extend(key(0));
+        store.put(&escaped, b"high").await.unwrap();
+        store.put(b"a", b"below").await.unwrap();
+        largest.store(0, Ordering::SeqCst);
+
+        // The first 3000 keys forward, the last 3000 in reverse, then the rest.
+        store.clear(Range::all().gte("k").limit(3000)).await.unwrap();
+        store
+            .clear(Range::all().gte("k").lt("l").reverse().limit(3000))
+            .await
+            .unwrap();
+        let left: Vec<Vec<u8>> = store
+            .iterator(Range::all().keys_only())
+            .await
+            .unwrap()
+            .collect_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        let mut want: Vec<Vec<u8>> = vec![b"a".to_vec()];
+        want.extend((3000..n - 3000).map(key));
+        want.push(escaped.clone());
+        assert_eq!(left, want);
+        // Both sides of rave's reserved block at once; its records survive.
+        store.clear(Range::all().gt("a")).await.unwrap();
+        let left = store.iterator(Range::all()).await.unwrap().collect_all().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].key, b"a");
+        let most = largest.load(Ordering::SeqCst);
+        assert!(most <= 8, "the engine was given a batch of {most} operations by a clear");
+        store.close().await.unwrap();
+    }
+
+    /// An engine cursor that failed keeps failing: its next call is never a clean end.
+    #[tokio::test]
+    async fn a_failed_cursor_never_reads_as_the_end() {
+        let engine = Recording {
+            fail_after: 3,
+            ..Recording::default()
+        };
+        let store = EngineStore::spawn("failing", move || Ok(engine)).unwrap();
+        let ops = (0..10u8).map(|i| BatchOp::put(vec![b'k', i], b"v".to_vec())).collect();
+        store.batch(ops).await.unwrap();
+        let mut iter = store.iterator(Range::all()).await.unwrap();
+        let err = iter.next_chunk(100).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corruption, "{err}");
+        for _ in 0..2 {
+            let again = iter.next_chunk(100).await;
+            assert!(
+                matches!(&again, Err(e) if e.kind() == crate::ErrorKind::Corruption),
+                "after a failure: {again:?}"
+            );
+        }
+        drop(iter);
+        store.close().await.unwrap();
+    }
 }
