@@ -532,3 +532,50 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     drop(lock);
     closed
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rave_api::{Backend, MemoryBackend};
+
+    use super::*;
+
+    /// Thousands of callers waiting for an election: the queue holds at most `max_waiting` of
+    /// them, the rest wait for a place; once a leader is there, all of them run.
+    #[tokio::test]
+    async fn callers_waiting_for_a_leader_queue_within_the_bound() {
+        let opener: Opener = Arc::new(|_, _| Err(Error::other("no election in this test")));
+        let options = RaveOptions::default()
+            .max_waiting(16)
+            .election_timeout(Duration::from_secs(600));
+        let core = Arc::new(Leadership::new(PathBuf::from("/unused"), options, opener));
+        let callers = 2000;
+        let attempted = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let core = core.clone();
+                let attempted = attempted.clone();
+                tokio::spawn(async move {
+                    attempted.fetch_add(1, Ordering::SeqCst);
+                    // Its first poll takes a place in the queue or waits for one.
+                    core.acquire().await.map(|ticket| ticket.role)
+                })
+            })
+            .collect();
+        while attempted.load(Ordering::SeqCst) < callers {
+            tokio::task::yield_now().await;
+        }
+        let queued = core.queued();
+        assert!(queued <= 16, "{queued} callers in the queue (bound 16)");
+        let store = MemoryBackend
+            .open(Path::new("/unused"), &rave_api::OpenOptions::default())
+            .unwrap();
+        let store: Arc<dyn KvStore> = Arc::new(store);
+        core.promote(store.clone(), 1).await;
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Role::Leader);
+        }
+        store.close().await.unwrap();
+    }
+}
