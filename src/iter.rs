@@ -76,7 +76,9 @@ impl KvIterator for ResumingIter {
             let inner = match self.inner.as_mut() {
                 Some(inner) => inner,
                 // An earlier resume failed (and said why): try again now.
-                None => self.inner.insert(open_on_leader(&self.core, self.remaining()).await?),
+                None => self
+                    .inner
+                    .insert(open_on_leader(&self.core, self.remaining()).await?),
             };
             // On a follower, a wait for the leader longer than `op_timeout` fails with
             // `Timeout` (the client's watchdog); the iterator stays usable.

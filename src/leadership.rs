@@ -164,11 +164,7 @@ impl Leadership {
         };
         let waiting = async {
             // A place in the bounded queue first: beyond `max_waiting`, callers wait here.
-            let place = self
-                .waiting
-                .acquire()
-                .await
-                .map_err(|_| Error::Closed)?;
+            let place = self.waiting.acquire().await.map_err(|_| Error::Closed)?;
             let rx = {
                 let mut state = self.state();
                 if let Some(ready) = Self::ready_ticket(&state) {

@@ -57,10 +57,10 @@ async fn an_operation_retried_forever_fails_at_its_deadline() {
     let tmp = tempdir();
     let dir = tmp.path().join("db");
     std::fs::create_dir(&dir).unwrap();
-    let lock = DirLock::try_acquire(&dir).unwrap().expect("the lock is free");
-    let store = MemoryBackend
-        .open(&dir, &OpenOptions::default())
-        .unwrap();
+    let lock = DirLock::try_acquire(&dir)
+        .unwrap()
+        .expect("the lock is free");
+    let store = MemoryBackend.open(&dir, &OpenOptions::default()).unwrap();
     store.close().await.unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let (shutdown, server) = serve(&dir, &lock, Arc::new(store), accepted.clone());
@@ -80,7 +80,10 @@ async fn an_operation_retried_forever_fails_at_its_deadline() {
             .await
             .expect_err("nobody answers");
         assert_eq!(err.kind(), ErrorKind::Timeout, "{what}: {err:?}");
-        assert!(started.elapsed() >= deadline, "{what} ended before its deadline");
+        assert!(
+            started.elapsed() >= deadline,
+            "{what} ended before its deadline"
+        );
         let retries = accepted.load(Ordering::SeqCst) - before;
         assert!(retries >= 2, "{what} was sent {retries} times: not retried");
     }
@@ -97,15 +100,20 @@ async fn a_failed_resume_reports_why_and_the_next_call_resumes() {
     let tmp = tempdir();
     let dir = tmp.path().join("db");
     std::fs::create_dir(&dir).unwrap();
-    let lock = DirLock::try_acquire(&dir).unwrap().expect("the lock is free");
-    let store: Arc<dyn KvStore> = Arc::new(
-        MemoryBackend
-            .open(&dir, &OpenOptions::default())
-            .unwrap(),
-    );
-    let keys: Vec<Vec<u8>> = (0..2000u32).map(|i| format!("k{i:05}").into_bytes()).collect();
+    let lock = DirLock::try_acquire(&dir)
+        .unwrap()
+        .expect("the lock is free");
+    let store: Arc<dyn KvStore> =
+        Arc::new(MemoryBackend.open(&dir, &OpenOptions::default()).unwrap());
+    let keys: Vec<Vec<u8>> = (0..2000u32)
+        .map(|i| format!("k{i:05}").into_bytes())
+        .collect();
     store
-        .batch(keys.iter().map(|k| rave::BatchOp::put(k.clone(), b"v".to_vec())).collect())
+        .batch(
+            keys.iter()
+                .map(|k| rave::BatchOp::put(k.clone(), b"v".to_vec()))
+                .collect(),
+        )
         .await
         .unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -128,7 +136,13 @@ async fn a_failed_resume_reports_why_and_the_next_call_resumes() {
     server.await.unwrap().unwrap();
     rave_election::unbind(&rave_election::socket_path(&dir).unwrap());
     let err = loop {
-        match within("the iterator", Duration::from_secs(60), iter.next_chunk(100)).await {
+        match within(
+            "the iterator",
+            Duration::from_secs(60),
+            iter.next_chunk(100),
+        )
+        .await
+        {
             // What the lost connection had buffered.
             Ok(chunk) => {
                 assert!(!chunk.is_empty(), "the iterator ended after {}", seen.len());
@@ -139,17 +153,25 @@ async fn a_failed_resume_reports_why_and_the_next_call_resumes() {
     };
     assert_eq!(err.kind(), ErrorKind::NoLeader, "{err:?}");
     // Again: still the real reason, not `Closed`.
-    let err = within("the iterator", Duration::from_secs(60), iter.next_chunk(100))
-        .await
-        .expect_err("still no leader");
+    let err = within(
+        "the iterator",
+        Duration::from_secs(60),
+        iter.next_chunk(100),
+    )
+    .await
+    .expect_err("still no leader");
     assert_eq!(err.kind(), ErrorKind::NoLeader, "{err:?}");
 
     // A leader serves again: the next call resumes.
     let (shutdown, server) = serve(&dir, &lock, store.clone(), accepted);
     loop {
-        let chunk = within("the resumed iterator", Duration::from_secs(60), iter.next_chunk(500))
-            .await
-            .expect("the resume succeeds once a leader serves");
+        let chunk = within(
+            "the resumed iterator",
+            Duration::from_secs(60),
+            iter.next_chunk(500),
+        )
+        .await
+        .expect("the resume succeeds once a leader serves");
         if chunk.is_empty() {
             break;
         }

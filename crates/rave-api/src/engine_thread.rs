@@ -384,7 +384,10 @@ struct Dropped(Arc<Mutex<Vec<u64>>>);
 
 impl Dropped {
     fn push(&self, id: u64) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(id);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
     }
 
     fn take(&self) -> Vec<u64> {
@@ -1012,7 +1015,10 @@ mod tests {
         largest.store(0, Ordering::SeqCst);
 
         // The first 3000 keys forward, the last 3000 in reverse, then the rest.
-        store.clear(Range::all().gte("k").limit(3000)).await.unwrap();
+        store
+            .clear(Range::all().gte("k").limit(3000))
+            .await
+            .unwrap();
         store
             .clear(Range::all().gte("k").lt("l").reverse().limit(3000))
             .await
@@ -1033,11 +1039,20 @@ mod tests {
         assert_eq!(left, want);
         // Both sides of rave's reserved block at once; its records survive.
         store.clear(Range::all().gt("a")).await.unwrap();
-        let left = store.iterator(Range::all()).await.unwrap().collect_all().await.unwrap();
+        let left = store
+            .iterator(Range::all())
+            .await
+            .unwrap()
+            .collect_all()
+            .await
+            .unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].key, b"a");
         let most = largest.load(Ordering::SeqCst);
-        assert!(most <= 8, "the engine was given a batch of {most} operations by a clear");
+        assert!(
+            most <= 8,
+            "the engine was given a batch of {most} operations by a clear"
+        );
         store.close().await.unwrap();
     }
 
@@ -1049,7 +1064,9 @@ mod tests {
             ..Recording::default()
         };
         let store = EngineStore::spawn("failing", move || Ok(engine)).unwrap();
-        let ops = (0..10u8).map(|i| BatchOp::put(vec![b'k', i], b"v".to_vec())).collect();
+        let ops = (0..10u8)
+            .map(|i| BatchOp::put(vec![b'k', i], b"v".to_vec()))
+            .collect();
         store.batch(ops).await.unwrap();
         let mut iter = store.iterator(Range::all()).await.unwrap();
         let err = iter.next_chunk(100).await.unwrap_err();

@@ -112,7 +112,10 @@ impl Handle {
         self.sent(enqueued)
     }
 
-    fn sent(&self, enqueued: std::result::Result<Option<outbox::FlushPromise<'_>>, ()>) -> Result<()> {
+    fn sent(
+        &self,
+        enqueued: std::result::Result<Option<outbox::FlushPromise<'_>>, ()>,
+    ) -> Result<()> {
         match enqueued {
             // Dropping the promise writes.
             Ok(promise) => {

@@ -121,8 +121,7 @@ impl Outbox {
             room.as_mut().enable();
             {
                 let staging = self.staging();
-                if staging.broken || staging.frames.len() + staging.in_pending < self.max_buffered
-                {
+                if staging.broken || staging.frames.len() + staging.in_pending < self.max_buffered {
                     drop(staging);
                     return self.enqueue(payload);
                 }
