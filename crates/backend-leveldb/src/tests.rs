@@ -429,7 +429,7 @@ fn range_deletes_go_in_bounded_chunks() {
         .unwrap();
     let range = Range::all().gte("k").lt("l");
     engine
-        .delete_ranges_and_write(&[range.clone()], &[BatchOp::put("m", "after")])
+        .delete_ranges_and_write(std::slice::from_ref(&range), &[BatchOp::put("m", "after")])
         .unwrap();
     assert_eq!(read_all(&engine, &range), Vec::<Kv>::new());
     let left: Vec<Vec<u8>> = read_all(&engine, &Range::all())

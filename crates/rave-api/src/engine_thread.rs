@@ -982,7 +982,7 @@ mod tests {
             self.inner.delete_ranges_and_write(ranges, ops)
         }
 
-        fn iter<'a>(&'a self, range: &Range) -> Result<FailingIter> {
+        fn iter(&self, range: &Range) -> Result<FailingIter> {
             Ok(FailingIter {
                 inner: self.inner.iter(range)?,
                 left: (self.fail_after > 0).then_some(self.fail_after),

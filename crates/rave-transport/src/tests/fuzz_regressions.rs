@@ -348,7 +348,7 @@ fn op() -> impl Strategy<Value = Op> {
         key().prop_map(|key| Op::Get { key }),
         prop::collection::vec(key(), 0..4).prop_map(|keys| Op::GetMany { keys }),
         (key(), value()).prop_map(|(key, value)| Op::put(key, value)),
-        key().prop_map(|key| Op::del(key)),
+        key().prop_map(Op::del),
         prop::collection::vec(
             prop_oneof![
                 (key(), value()).prop_map(|(k, v)| BatchOp::put(k, v)),
@@ -356,8 +356,8 @@ fn op() -> impl Strategy<Value = Op> {
             ],
             0..4
         )
-        .prop_map(|ops| Op::batch(ops)),
-        range().prop_map(|range| Op::clear(range)),
+        .prop_map(Op::batch),
+        range().prop_map(Op::clear),
         Just(Op::Ping),
     ]
 }

@@ -50,9 +50,9 @@ fn op() -> impl Strategy<Value = Op> {
         bytes().prop_map(|key| Op::Get { key }),
         prop::collection::vec(bytes(), 0..5).prop_map(|keys| Op::GetMany { keys }),
         (bytes(), bytes()).prop_map(|(key, value)| Op::put(key, value)),
-        bytes().prop_map(|key| Op::del(key)),
-        prop::collection::vec(batch_op(), 0..5).prop_map(|ops| Op::batch(ops)),
-        range().prop_map(|range| Op::clear(range)),
+        bytes().prop_map(Op::del),
+        prop::collection::vec(batch_op(), 0..5).prop_map(Op::batch),
+        range().prop_map(Op::clear),
         Just(Op::Ping),
     ]
 }
