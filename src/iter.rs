@@ -14,12 +14,16 @@ use crate::leadership::Leadership;
 /// reverse, the limit reduced by what was delivered. Entries the old connection had buffered but
 /// not handed out are dropped with it, so nothing is returned twice and nothing is skipped.
 /// Across a resume the snapshot is the new leader's, taken at the moment of resuming.
+///
+/// A resume that fails (no leader in time, the deadline passed) returns its own error, and the
+/// next call tries to resume again: the iterator is never left looking closed, nor ended.
 pub(crate) struct ResumingIter {
     core: Arc<Leadership>,
     /// The user's range, with keys always requested (resuming needs them).
     range: Range,
     /// What the user asked to see.
     projection: Projection,
+    /// The iterator on the current leader; `None` after a lost leader until a resume succeeds.
     inner: Option<Box<dyn KvIterator>>,
     last_key: Option<Vec<u8>>,
     delivered: u64,
@@ -69,8 +73,12 @@ impl KvIterator for ResumingIter {
             if self.core.is_closed() {
                 return Err(Error::Closed);
             }
-            let Some(inner) = self.inner.as_mut() else {
-                return Err(Error::Closed);
+            let inner = match self.inner.as_mut() {
+                Some(inner) => inner,
+                // An earlier resume failed (and said why): try again now.
+                None => self
+                    .inner
+                    .insert(open_on_leader(&self.core, self.remaining()).await?),
             };
             // On a follower, a wait for the leader longer than `op_timeout` fails with
             // `Timeout` (the client's watchdog); the iterator stays usable.
@@ -95,8 +103,8 @@ impl KvIterator for ResumingIter {
                         delivered = self.delivered,
                         "resuming iterator on the next leader"
                     );
-                    let rest = self.remaining();
-                    self.inner = Some(open_on_leader(&self.core, rest).await?);
+                    // On failure `inner` stays `None`: the next call resumes again.
+                    self.inner = Some(open_on_leader(&self.core, self.remaining()).await?);
                 }
                 Err(Error::LeaderLost) if self.core.is_closed() => return Err(Error::Closed),
                 Err(err) => return Err(err),

@@ -9,12 +9,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rave_api::{Error, KvStore, OpenOptions, Result, Write};
 use rave_election::{Backoff, DirLock, Role};
 use rave_transport::{Client, ServerInfo};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::RaveOptions;
@@ -64,12 +65,15 @@ pub(crate) struct Leadership {
     pub cancel: CancellationToken,
     /// Numbers this handle's writes, so a re-sent write is applied once.
     stamper: Arc<Stamper>,
+    /// Places in `State::queue` (`max_waiting` of them): callers beyond wait for one.
+    waiting: Semaphore,
 }
 
 impl Leadership {
     pub fn new(dir: PathBuf, options: RaveOptions, opener: Opener) -> Self {
         Leadership {
             dir,
+            waiting: Semaphore::new(options.max_waiting.max(1)),
             options,
             opener,
             state: Mutex::new(State {
@@ -102,43 +106,99 @@ impl Leadership {
         self.state().epoch
     }
 
-    /// A store to run one operation on, waiting for an election when there is none.
+    /// A store to run one operation on, waiting for an election when there is none (within
+    /// `election_timeout` and the handle's `deadline`).
     pub async fn acquire(&self) -> Result<Ticket> {
-        let waiting = {
-            let mut state = self.state();
-            match &state.conn {
-                Conn::Ready {
-                    store,
-                    generation,
-                    role,
-                } => {
-                    return Ok(Ticket {
-                        store: store.clone(),
-                        generation: *generation,
-                        role: *role,
-                        _turn: None,
-                    });
-                }
-                Conn::Closed => return Err(Error::Closed),
-                Conn::Electing | Conn::Draining => {
-                    let (tx, rx) = oneshot::channel();
-                    state.queue.push_back(tx);
-                    rx
-                }
-            }
-        };
-        let started = Instant::now();
-        match tokio::time::timeout(self.options.election_timeout, waiting).await {
-            Ok(Ok(ticket)) => ticket,
-            Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::NoLeader {
-                waited: started.elapsed(),
-            }),
+        self.acquire_by(Instant::now(), self.deadline_from(Instant::now()))
+            .await
+    }
+
+    /// When an operation started at `started` must have ended (`None`: never).
+    fn deadline_from(&self, started: Instant) -> Option<Instant> {
+        started.checked_add(self.options.deadline)
+    }
+
+    /// The ticket of a ready store, `Closed`, or `None` when the caller must queue.
+    fn ready_ticket(state: &State) -> Option<Result<Ticket>> {
+        match &state.conn {
+            Conn::Ready {
+                store,
+                generation,
+                role,
+            } => Some(Ok(Ticket {
+                store: store.clone(),
+                generation: *generation,
+                role: *role,
+                _turn: None,
+            })),
+            Conn::Closed => Some(Err(Error::Closed)),
+            Conn::Electing | Conn::Draining => None,
         }
     }
 
+    /// [`Leadership::acquire`] for an operation started at `started` that must end by
+    /// `deadline`.
+    async fn acquire_by(&self, started: Instant, deadline: Option<Instant>) -> Result<Ticket> {
+        if let Some(ready) = Self::ready_ticket(&self.state()) {
+            return ready;
+        }
+        // This wait ends at the election timeout or the operation's deadline, whichever
+        // comes first; the error says which.
+        let now = Instant::now();
+        let election_ends = now.checked_add(self.options.election_timeout);
+        let (limit, past_deadline) = match (election_ends, deadline) {
+            (Some(e), Some(d)) if d < e => (Some(d), true),
+            (Some(e), _) => (Some(e), false),
+            (None, d) => (d, d.is_some()),
+        };
+        let timed_out = || {
+            if past_deadline {
+                Error::Timeout {
+                    waited: started.elapsed(),
+                }
+            } else {
+                Error::NoLeader {
+                    waited: now.elapsed(),
+                }
+            }
+        };
+        let waiting = async {
+            // A place in the bounded queue first: beyond `max_waiting`, callers wait here.
+            let place = self.waiting.acquire().await.map_err(|_| Error::Closed)?;
+            let rx = {
+                let mut state = self.state();
+                if let Some(ready) = Self::ready_ticket(&state) {
+                    return ready;
+                }
+                if state.queue.len() >= self.options.max_waiting {
+                    // Callers that gave up (timed out, cancelled) left their senders behind.
+                    state.queue.retain(|waiter| !waiter.is_closed());
+                }
+                let (tx, rx) = oneshot::channel();
+                state.queue.push_back(tx);
+                rx
+            };
+            let ticket = rx.await.map_err(|_| Error::Closed)?;
+            drop(place);
+            ticket
+        };
+        match limit {
+            Some(limit) => tokio::time::timeout_at(limit, waiting)
+                .await
+                .unwrap_or_else(|_| Err(timed_out())),
+            None => waiting.await,
+        }
+    }
+
+    /// How many callers wait in the queue for a leader (test support).
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.state().queue.len()
+    }
+
     /// Runs `op` on the current store, re-electing and retrying when the leader is lost (as the
-    /// options say).
+    /// options say), all within the handle's `deadline`: past it the operation fails with
+    /// `Timeout`, whatever it was waiting for.
     ///
     /// `op` should call the store as `(*store).get(..)`: `store.get(..)` would go through the
     /// blanket `KvStore for Arc<S>` impl, one more boxed future per operation.
@@ -146,16 +206,27 @@ impl Leadership {
     where
         Fut: Future<Output = Result<T>>,
     {
+        let started = Instant::now();
+        let deadline = self.deadline_from(started);
         loop {
             let Ticket {
                 store,
                 generation,
                 _turn: turn,
                 ..
-            } = self.acquire().await?;
-            // A follower's wait for its leader is bounded by `op_timeout` inside the client
-            // (one watchdog per connection; see `try_follow`).
-            let result = op(store).await;
+            } = self.acquire_by(started, deadline).await?;
+            // A follower's wait for its leader is also bounded by `op_timeout` inside the
+            // client (one watchdog per connection; see `try_follow`).
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, op(store))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Timeout {
+                            waited: started.elapsed(),
+                        })
+                    }),
+                None => op(store).await,
+            };
             // The next queued operation may start only now.
             drop(turn);
             match result {
@@ -166,6 +237,11 @@ impl Leadership {
                     }
                     if !self.options.retry {
                         return Err(Error::LeaderLost);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::Timeout {
+                            waited: started.elapsed(),
+                        });
                     }
                     tracing::debug!("leader lost with an operation in flight; retrying");
                 }
@@ -220,6 +296,8 @@ impl Leadership {
             let _ = waiter.send(Err(Error::Closed));
         }
         drop(state);
+        // Callers waiting for a place in the queue fail with `Closed` too.
+        self.waiting.close();
         self.set_role(Role::Closed);
         self.cancel.cancel();
     }
@@ -342,7 +420,13 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
             }
             continue;
         }
-        match DirLock::try_acquire(&core.dir) {
+        // The lock's open, and the leader record's write, fsync and rename, block: never on
+        // the runtime's threads.
+        let dir = core.dir.clone();
+        let acquired = tokio::task::spawn_blocking(move || DirLock::try_acquire(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("the lock task failed: {e}"))));
+        match acquired {
             Ok(Some(lock)) => {
                 backoff.reset();
                 if let Err(err) = lead(&core, lock).await {
@@ -397,16 +481,29 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     let store = tokio::task::spawn_blocking(move || opener.open_engine())
         .await
         .map_err(|e| Error::other(format!("the engine open task failed: {e}")))??;
-    let path = match rave_election::socket_path(&core.dir)
-        .and_then(|path| rave_election::bind(&path, &lock).map(|l| (path, l)))
-    {
-        Ok(bound) => bound,
-        Err(e) => {
-            let _ = store.close().await;
+    // Removing a stale socket file, binding and chmod are file-system calls: off the runtime.
+    let dir = core.dir.clone();
+    let bound = tokio::task::spawn_blocking(move || {
+        let bound = rave_election::socket_path(&dir)
+            .and_then(|path| rave_election::bind(&path, &lock).map(|listener| (path, listener)));
+        (bound, lock)
+    })
+    .await;
+    // The lock is released only after the engine is closed, even on failure.
+    let (path, listener, lock) = match bound {
+        Ok((Ok((path, listener)), lock)) => (path, listener, lock),
+        Ok((Err(e), lock)) => {
+            let closed = store.close().await;
+            drop(lock);
+            closed?;
             return Err(Error::io("listen on the rave socket", &e));
         }
+        Err(e) => {
+            // The task panicked, and dropped the lock with it: close the engine anyway.
+            let _ = store.close().await;
+            return Err(Error::other(format!("the bind task failed: {e}")));
+        }
     };
-    let (path, listener) = path;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(rave_transport::serve(
         listener.incoming(),
@@ -423,8 +520,58 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     core.cancel.cancelled().await;
     shutdown.cancel();
     let _ = server.await;
-    rave_election::unbind(&path);
+    let unbound = tokio::task::spawn_blocking(move || rave_election::unbind(&path)).await;
+    if let Err(e) = unbound {
+        tracing::warn!(%e, "removing the rave socket failed");
+    }
     let closed = store.close().await;
     drop(lock);
     closed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rave_api::{Backend, MemoryBackend};
+
+    use super::*;
+
+    /// Thousands of callers waiting for an election: the queue holds at most `max_waiting` of
+    /// them, the rest wait for a place; once a leader is there, all of them run.
+    #[tokio::test]
+    async fn callers_waiting_for_a_leader_queue_within_the_bound() {
+        let opener: Opener = Arc::new(|_, _| Err(Error::other("no election in this test")));
+        let options = RaveOptions::default()
+            .max_waiting(16)
+            .election_timeout(Duration::from_secs(600));
+        let core = Arc::new(Leadership::new(PathBuf::from("/unused"), options, opener));
+        let callers = 2000;
+        let attempted = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let core = core.clone();
+                let attempted = attempted.clone();
+                tokio::spawn(async move {
+                    attempted.fetch_add(1, Ordering::SeqCst);
+                    // Its first poll takes a place in the queue or waits for one.
+                    core.acquire().await.map(|ticket| ticket.role)
+                })
+            })
+            .collect();
+        while attempted.load(Ordering::SeqCst) < callers {
+            tokio::task::yield_now().await;
+        }
+        let queued = core.queued();
+        assert!(queued <= 16, "{queued} callers in the queue (bound 16)");
+        let store = MemoryBackend
+            .open(Path::new("/unused"), &rave_api::OpenOptions::default())
+            .unwrap();
+        let store: Arc<dyn KvStore> = Arc::new(store);
+        core.promote(store.clone(), 1).await;
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Role::Leader);
+        }
+        store.close().await.unwrap();
+    }
 }

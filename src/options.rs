@@ -25,6 +25,19 @@ pub struct RaveOptions {
     /// `error_if_exists`, `sync`). `error_if_exists` applies to the first leader only in spirit:
     /// every leader opens the same directory.
     pub open: OpenOptions,
+    /// The most time one operation may take in all, from its call to its answer: every wait
+    /// for an election and every re-send to a new leader included (default: 60 s). When it
+    /// passes, the operation fails with [`rave_api::ErrorKind::Timeout`] (a write may or may
+    /// not have been applied then, like any write whose answer never came). Each single wait
+    /// for a leader is bounded by `election_timeout` too, and each call to a leader by
+    /// `op_timeout`; this bounds their sum, so a leader that keeps dying under an operation
+    /// cannot make it retry forever. An iterator's open and each of its resumes is one
+    /// operation.
+    pub deadline: Duration,
+    /// The most operations that may wait in this handle's queue for a leader at once
+    /// (default: 1024). Beyond it, callers wait for a place in the queue (within their
+    /// deadline) instead of growing it.
+    pub max_waiting: usize,
     /// Wire-protocol limits (frame size, iterator window, handshake timeout).
     pub limits: Limits,
 }
@@ -35,6 +48,8 @@ impl Default for RaveOptions {
             retry: true,
             election_timeout: Duration::from_secs(10),
             op_timeout: Some(Duration::from_secs(30)),
+            deadline: Duration::from_secs(60),
+            max_waiting: 1024,
             open: OpenOptions::default(),
             limits: Limits::default(),
         }
@@ -57,6 +72,18 @@ impl RaveOptions {
     /// Sets [`RaveOptions::op_timeout`].
     pub fn op_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.op_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RaveOptions::deadline`].
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets [`RaveOptions::max_waiting`] (at least 1).
+    pub fn max_waiting(mut self, max_waiting: usize) -> Self {
+        self.max_waiting = max_waiting.max(1);
         self
     }
 

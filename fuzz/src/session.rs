@@ -43,6 +43,7 @@ impl LimitsChoice {
             iter_window_bytes: 1 << 20,
             max_in_flight: [1, 2, 16][usize::from(self.in_flight % 3)],
             call_timeout: None,
+            send_buffer_bytes: 8 << 20,
         }
     }
 }

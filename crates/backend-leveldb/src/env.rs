@@ -5,9 +5,11 @@
 //!    `VersionIter::advance`/`seek` go through the table cache). A compaction that runs meanwhile
 //!    deletes the files it replaced (db_impl.rs `delete_obsolete_files` keeps only the *current*
 //!    version's files), and the iterator then silently stops early: a failed table open just
-//!    ends `VersionIter::advance`. So while any iterator is open, deleting a table file is
-//!    deferred until the last one is dropped. (If the process dies first, the next open deletes
-//!    the leftovers as obsolete.)
+//!    ends `VersionIter::advance`. So a table file's deletion waits until every iterator created
+//!    before the deletion was asked for is dropped: iterators created later read a newer
+//!    version, which no longer holds the file. Overlapping iterators therefore cannot keep files
+//!    forever: the disk held is what was compacted away during the life of the oldest open
+//!    iterator. (If the process dies first, the next open deletes the leftovers as obsolete.)
 //! 2. **`sync` really syncs.** rusty-leveldb's "sync" write only flushes its `BufWriter` into the
 //!    `File` (log.rs `LogWriter::flush` → `BufWriter::flush`; `File::flush` is a no-op): the data
 //!    reaches the OS but is never fsynced. With the `sync` open option, files written through
@@ -17,7 +19,7 @@
 //!    created or renamed, so that the new names survive power loss too.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -33,9 +35,14 @@ use crate::error::{self, Op};
 /// The state the engine shares with its environment (all on the engine thread).
 #[derive(Debug, Default)]
 pub(crate) struct Files {
-    open_iterators: Cell<usize>,
-    /// A set: every compaction asks again to delete every obsolete file still on disk.
-    deferred: RefCell<BTreeSet<PathBuf>>,
+    /// The number the next pin takes; pins are numbered in creation order.
+    next_pin: Cell<u64>,
+    /// The pins (open iterators) alive now.
+    live: RefCell<BTreeSet<u64>>,
+    /// Table files whose deletion waits, each with the number of the first pin created after
+    /// the deletion was first asked for: only older pins may read the file. (Every compaction
+    /// asks again to delete every obsolete file still on disk; the first mark is kept.)
+    deferred: RefCell<BTreeMap<PathBuf, u64>>,
     /// The first failed table read since the engine last asked (see the `checked_table` module).
     damage: RefCell<Option<Error>>,
 }
@@ -43,10 +50,26 @@ pub(crate) struct Files {
 impl Files {
     /// Registers an open iterator; table files are not deleted until the pin is dropped.
     pub(crate) fn pin(self: &Rc<Self>) -> Pin {
-        self.open_iterators.set(self.open_iterators.get() + 1);
+        let id = self.next_pin.get();
+        self.next_pin.set(id + 1);
+        self.live.borrow_mut().insert(id);
         Pin {
             files: Rc::clone(self),
+            id,
         }
+    }
+
+    /// Defers the deletion of table `path` while an iterator that may read it is open; false
+    /// when none is (delete it now).
+    fn defer(&self, path: &Path) -> bool {
+        if self.live.borrow().is_empty() {
+            return false;
+        }
+        self.deferred
+            .borrow_mut()
+            .entry(path.to_path_buf())
+            .or_insert(self.next_pin.get());
+        true
     }
 
     /// Notes a failed table read that rusty-leveldb may drop; the first one is kept.
@@ -72,14 +95,26 @@ impl Files {
         }
     }
 
-    /// Unregisters an iterator; the last one out deletes the table files whose deletion waited.
-    fn unpin(&self) {
-        let left = self.open_iterators.get().saturating_sub(1);
-        self.open_iterators.set(left);
-        if left > 0 {
-            return;
-        }
-        for path in self.deferred.take() {
+    /// Unregisters an iterator, and deletes the table files no open iterator may read any more.
+    fn unpin(&self, id: u64) {
+        let oldest = {
+            let mut live = self.live.borrow_mut();
+            live.remove(&id);
+            live.first().copied()
+        };
+        let due: Vec<PathBuf> = {
+            let mut deferred = self.deferred.borrow_mut();
+            let due = deferred
+                .iter()
+                .filter(|(_, mark)| oldest.is_none_or(|oldest| oldest >= **mark))
+                .map(|(path, _)| path.clone())
+                .collect::<Vec<_>>();
+            for path in &due {
+                deferred.remove(path);
+            }
+            due
+        };
+        for path in due {
             match fs::remove_file(&path) {
                 Ok(()) => tracing::trace!(file = %path.display(), "deferred delete"),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -96,6 +131,7 @@ impl Files {
 #[derive(Debug)]
 pub(crate) struct Pin {
     files: Rc<Files>,
+    id: u64,
 }
 
 impl Pin {
@@ -107,7 +143,7 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        self.files.unpin();
+        self.files.unpin(self.id);
     }
 }
 
@@ -257,8 +293,7 @@ impl Env for RaveEnv {
     }
 
     fn delete(&self, p: &Path) -> Result<()> {
-        if is_table(p) && self.files.open_iterators.get() > 0 {
-            self.files.deferred.borrow_mut().insert(p.to_path_buf());
+        if is_table(p) && self.files.defer(p) {
             return Ok(());
         }
         self.inner.delete(p)
@@ -368,6 +403,31 @@ mod tests {
         fs::write(&table, b"t").unwrap();
         env.delete(&table).unwrap();
         assert!(!table.exists());
+    }
+
+    /// Iterators that overlap, none ever the last one out, still let go of the files only
+    /// older iterators read: disk use does not grow with the number of compactions.
+    #[test]
+    fn overlapping_iterators_do_not_keep_table_files_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Rc::new(Files::default());
+        let env = RaveEnv::new(Rc::clone(&files), false);
+        let mut older = files.pin();
+        for i in 0..100 {
+            let table = dir.path().join(format!("{:06}.ldb", 10 + i));
+            fs::write(&table, b"t").unwrap();
+            // Compacted away while `older` may read it.
+            env.delete(&table).unwrap();
+            assert!(table.exists(), "an older iterator may still read it");
+            let newer = files.pin();
+            drop(std::mem::replace(&mut older, newer));
+            assert!(
+                !table.exists(),
+                "round {i}: no open iterator reads the file, yet it stays"
+            );
+        }
+        drop(older);
+        assert!(files.deferred.borrow().is_empty());
     }
 
     #[test]

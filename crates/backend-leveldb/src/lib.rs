@@ -10,6 +10,9 @@
 //!   replayed whole or not at all). Every write is handed to the OS before it is acknowledged, so
 //!   it survives the crash of the process; with the `sync` open option it is fsynced too, so it
 //!   survives power loss (rusty-leveldb itself never fsyncs: rave's file environment does).
+//! - A `clear` is deleted in chunks of bounded size, each an atomic write; it is atomic for
+//!   every reader while the leader lives, but a crash midway leaves a prefix of the range
+//!   deleted (see [`CLEAR_CHUNK_KEYS`]).
 //! - Table files an open iterator still reads are kept until it is dropped, even when a
 //!   compaction replaces them.
 //! - Iterators read a snapshot taken when they are created; reverse iteration is rave's own,
@@ -29,7 +32,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rave_api::engine_thread::Engine;
+use rave_api::engine_thread::{Engine, EngineIter};
 use rave_api::{BatchOp, Capabilities, EngineBackend, Error, OpenOptions, Range, Result};
 use rusty_leveldb::{DB, WriteBatch};
 
@@ -39,6 +42,12 @@ pub use crate::iter::LevelDbIter;
 
 /// The engine's name, as recorded in the directory.
 const NAME: &str = "leveldb";
+
+/// The most keys deleted by one write of a `clear` (see `delete_ranges_and_write`).
+pub const CLEAR_CHUNK_KEYS: usize = 16 * 1024;
+
+/// The most bytes of keys deleted by one write of a `clear`.
+pub const CLEAR_CHUNK_BYTES: usize = 4 << 20;
 
 /// The LevelDB engine: opens a directory as a [`KvStore`](rave_api::KvStore).
 ///
@@ -257,6 +266,38 @@ impl Engine for LevelDbEngine {
             *self.failed.borrow_mut() = Some(e.clone());
         }
         result
+    }
+
+    /// LevelDB has no range delete, so this lists the keys of `ranges` and deletes them **in
+    /// chunks**: each chunk of at most [`CLEAR_CHUNK_KEYS`] keys or [`CLEAR_CHUNK_BYTES`] bytes of
+    /// keys is one atomic write, and the last chunk carries `ops` (the clear's exactly-once
+    /// record). Memory is one chunk, whatever the size of the range.
+    ///
+    /// Not atomic on disk: the chunks are committed one after the other on the engine thread,
+    /// with no other command in between (LevelDB has no shared reader), so no reader, writer or
+    /// iterator of a running leader ever sees a partly cleared range. But if the leader dies
+    /// (or a chunk's write fails) midway, the keys of the chunks already written, a prefix of
+    /// the range in key order, stay deleted and the clear's record is not written: the caller
+    /// gets an error or re-sends the clear, which then applies again and deletes the rest.
+    fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for range in ranges {
+            // One iterator per range: its snapshot still lists the keys after those deleted
+            // by earlier chunks, and nobody else writes meanwhile.
+            let mut iter = self.iter(range)?;
+            while let Some((key, _)) = iter.next_entry()? {
+                bytes += key.len();
+                chunk.push(BatchOp::Del { key });
+                if chunk.len() >= CLEAR_CHUNK_KEYS || bytes >= CLEAR_CHUNK_BYTES {
+                    self.write(&chunk)?;
+                    chunk.clear();
+                    bytes = 0;
+                }
+            }
+        }
+        chunk.extend_from_slice(ops);
+        self.write(&chunk)
     }
 
     fn iter<'a>(&'a self, range: &Range) -> Result<LevelDbIter<'a>> {

@@ -415,3 +415,33 @@ fn reverse_matches_forward_on_a_large_database() {
     backward.reverse();
     assert_eq!(forward, backward);
 }
+
+/// A range of several chunks is deleted whole, with `ops` applied after, and nothing outside
+/// it is touched.
+#[test]
+fn range_deletes_go_in_bounded_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
+    let n = 2 * CLEAR_CHUNK_KEYS + 100;
+    let key = |i: usize| format!("k{i:06}").into_bytes();
+    for start in (0..n).step_by(5000) {
+        let ops: Vec<BatchOp> = (start..(start + 5000).min(n))
+            .map(|i| BatchOp::put(key(i), b"v".to_vec()))
+            .collect();
+        engine.write(&ops).unwrap();
+    }
+    engine
+        .write(&[BatchOp::put("a", "x"), BatchOp::put("z", "y")])
+        .unwrap();
+    let range = Range::all().gte("k").lt("l");
+    engine
+        .delete_ranges_and_write(std::slice::from_ref(&range), &[BatchOp::put("m", "after")])
+        .unwrap();
+    assert_eq!(read_all(&engine, &range), Vec::<Kv>::new());
+    let left: Vec<Vec<u8>> = read_all(&engine, &Range::all())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, vec![b"a".to_vec(), b"m".to_vec(), b"z".to_vec()]);
+    engine.close().unwrap();
+}

@@ -269,6 +269,25 @@ impl RedbEngine {
     }
 }
 
+/// Applies `ops` to `table` inside a write transaction.
+fn apply(
+    table: &mut redb::Table<&'static [u8], &'static [u8]>,
+    ops: &[BatchOp],
+    file: &Path,
+) -> Result<()> {
+    for op in ops {
+        match op {
+            BatchOp::Put { key, value } => checksum::insert(table, key, value, file)?,
+            BatchOp::Del { key } => {
+                table
+                    .remove(key.as_slice())
+                    .map_err(|e| error::map(e, EngineOp::Write, file))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn lookup(table: &Table, key: &[u8], file: &Path) -> Result<Option<Vec<u8>>> {
     table
         .get(key)
@@ -294,20 +313,21 @@ impl Engine for RedbEngine {
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
         let file = &self.shared.file;
+        self.commit(EngineOp::Write, |table| apply(table, ops, file))
+    }
+
+    /// redb's range removal (`retain_in`), then `ops`, in one write transaction: atomic, and
+    /// rave lists no key, so its memory does not grow with the range (the transaction's dirty
+    /// pages are redb's own, as for any large write).
+    fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+        let file = &self.shared.file;
         self.commit(EngineOp::Write, |table| {
-            for op in ops {
-                match op {
-                    BatchOp::Put { key, value } => {
-                        checksum::insert(table, key, value, file)?;
-                    }
-                    BatchOp::Del { key } => {
-                        table
-                            .remove(key.as_slice())
-                            .map_err(|e| error::map(e, EngineOp::Write, file))?;
-                    }
-                }
+            for range in ranges {
+                table
+                    .retain_in::<&[u8], _>((range.lower(), range.upper()), |_, _| false)
+                    .map_err(|e| error::map(e, EngineOp::Write, file))?;
             }
-            Ok(())
+            apply(table, ops, file)
         })
     }
 

@@ -27,7 +27,7 @@ pub struct RocksIter<'a> {
 }
 
 /// `key ++ [0x00]`: the smallest key greater than `key`.
-fn successor(key: &[u8]) -> Vec<u8> {
+pub(crate) fn successor(key: &[u8]) -> Vec<u8> {
     let mut next = Vec::with_capacity(key.len() + 1);
     next.extend_from_slice(key);
     next.push(0);

@@ -20,10 +20,11 @@
 mod error;
 mod iter;
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use rave_api::engine_thread::{Engine, SharedReader};
+use rave_api::engine_thread::{Engine, EngineIter, SharedReader};
 use rave_api::{BatchOp, Capabilities, EngineBackend, Error, OpenOptions, Range, Result};
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
 
@@ -163,6 +164,45 @@ impl Engine for RocksEngine {
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
         let mut batch = WriteBatch::default();
+        for op in ops {
+            match op {
+                BatchOp::Put { key, value } => batch.put(key, value),
+                BatchOp::Del { key } => batch.delete(key),
+            }
+        }
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(|e| error::map(&e, Op::Write, &self.path))
+    }
+
+    /// RocksDB's native range deletion (`WriteBatch::delete_range`: one tombstone per range,
+    /// `[from, to)`), with `ops`, in one atomic `WriteBatch`: no key of the ranges is listed.
+    /// A range without an upper bound ends after its last key, found with one seek.
+    fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for range in ranges {
+            let from = match range.lower() {
+                Bound::Included(k) => k.to_vec(),
+                Bound::Excluded(k) => iter::successor(k),
+                Bound::Unbounded => Vec::new(),
+            };
+            let to = match range.upper() {
+                Bound::Excluded(k) => k.to_vec(),
+                Bound::Included(k) => iter::successor(k),
+                Bound::Unbounded => {
+                    // The engine thread is the only writer: the last key now is the last key
+                    // when the batch applies.
+                    let mut last = RocksIter::new(&self.db, &range.clone().reverse());
+                    match last.next_entry()? {
+                        Some((key, _)) => iter::successor(&key),
+                        None => continue,
+                    }
+                }
+            };
+            if from < to {
+                batch.delete_range(from, to);
+            }
+        }
         for op in ops {
             match op {
                 BatchOp::Put { key, value } => batch.put(key, value),

@@ -96,6 +96,8 @@ fn migrate_layout<E: Engine>(engine: &E) -> Result<()> {
 /// exactly-once records they need, and who to answer.
 pub(crate) struct Group<R> {
     raw: Vec<BatchOp>,
+    /// Engine ranges to delete in the same commit (a `clear`), before `raw`.
+    ranges: Vec<Range>,
     staged: Staged,
     /// Callers answered with the commit's result.
     waiting: Vec<R>,
@@ -107,20 +109,50 @@ impl<R> Group<R> {
     pub fn new() -> Self {
         Group {
             raw: Vec::new(),
+            ranges: Vec::new(),
             staged: Staged::default(),
             waiting: Vec::new(),
             answered: Vec::new(),
         }
     }
 
-    /// Adds one write; `ops` is called only when the write is to be applied (so a re-sent
-    /// `clear` does not even scan its range).
+    /// Adds one write; `ops` is called only when the write is to be applied.
     pub fn add(
         &mut self,
         records: &Records,
         stamp: Option<WriteStamp>,
         reply: R,
         ops: impl FnOnce() -> Result<Vec<BatchOp>>,
+    ) {
+        self.admit(records, stamp, reply, |group| {
+            push_user_ops(&mut group.raw, ops()?);
+            Ok(())
+        });
+    }
+
+    /// Adds one `clear`: the engine ranges it deletes. `ranges` is called only when the clear
+    /// is to be applied (so a re-sent `clear` does not even walk its range).
+    pub fn add_clear(
+        &mut self,
+        records: &Records,
+        stamp: Option<WriteStamp>,
+        reply: R,
+        ranges: impl FnOnce() -> Result<Vec<Range>>,
+    ) {
+        self.admit(records, stamp, reply, |group| {
+            group.ranges.extend(ranges()?);
+            Ok(())
+        });
+    }
+
+    /// Answers a write already applied or refused at once; otherwise adds it with `apply` and
+    /// stages its record.
+    fn admit(
+        &mut self,
+        records: &Records,
+        stamp: Option<WriteStamp>,
+        reply: R,
+        apply: impl FnOnce(&mut Self) -> Result<()>,
     ) {
         if let Some(stamp) = &stamp {
             match records.verdict(&self.staged, stamp) {
@@ -141,9 +173,8 @@ impl<R> Group<R> {
                 }
             }
         }
-        match ops() {
-            Ok(ops) => {
-                push_user_ops(&mut self.raw, ops);
+        match apply(self) {
+            Ok(()) => {
                 if let Some(stamp) = stamp {
                     records.stage(&mut self.staged, stamp);
                 }
@@ -163,11 +194,15 @@ impl<R> Group<R> {
     pub fn commit<E: Engine>(mut self, engine: &E, records: &mut Records) -> Vec<(R, Result<()>)> {
         let now = now_ms();
         let meta = records.meta_ops(&mut self.staged, now);
-        let result = if self.raw.is_empty() && meta.is_empty() {
+        let result = if self.raw.is_empty() && meta.is_empty() && self.ranges.is_empty() {
             Ok(())
         } else {
             self.raw.extend(meta);
-            let result = engine.write(&self.raw);
+            let result = if self.ranges.is_empty() {
+                engine.write(&self.raw)
+            } else {
+                engine.delete_ranges_and_write(&self.ranges, &self.raw)
+            };
             if result.is_ok() {
                 records.commit(self.staged, now);
             }

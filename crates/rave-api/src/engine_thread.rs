@@ -30,10 +30,11 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 
 use async_trait::async_trait;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc as commands, oneshot};
 
 use crate::commit::{Group, prepare};
 use crate::keyspace::{Side, raw_ranges, to_raw};
@@ -42,6 +43,13 @@ use crate::{BatchOp, Entry, Error, KvIterator, KvStore, Range, Result};
 
 /// The most bytes of writes merged into one group commit.
 const MAX_GROUP_BYTES: usize = 64 << 20;
+
+/// The most commands queued for the engine thread. Callers beyond wait (asynchronously) for
+/// room, so a stuck or slow engine holds a bounded queue, not one command per caller.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Keys read at a time while a limited `clear` walks to its boundary.
+const CLEAR_WALK_CHUNK: usize = 1024;
 
 /// A blocking engine, driven by [`EngineStore`] from a single thread.
 pub trait Engine: 'static {
@@ -62,6 +70,31 @@ pub trait Engine: 'static {
     /// process (it is in the OS, not in a userspace buffer), and with the `sync` open option it
     /// must survive power loss too.
     fn write(&self, ops: &[BatchOp]) -> Result<()>;
+
+    /// Deletes every key of `ranges`, then applies `ops`, as one atomic write with the
+    /// durability of [`Engine::write`]. This is how a `clear` is committed, with its
+    /// exactly-once record in `ops`.
+    ///
+    /// `ranges` are engine ranges: forward, without limit, never empty, and never touching
+    /// rave's reserved block ([`crate::keyspace::META_PREFIX`]); `ops` never touch them.
+    ///
+    /// The default lists the keys of `ranges` and passes their deletes with `ops` to
+    /// [`Engine::write`]: atomic, but it holds every key of the ranges in memory at once.
+    /// Engines with a native range delete override it so that their memory does not grow with
+    /// the size of the range (RocksDB's `delete_range`, redb's range removal in one write
+    /// transaction); an override that cannot be atomic must say exactly what happens instead
+    /// (LevelDB).
+    fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+        let mut all = Vec::new();
+        for range in ranges {
+            let mut iter = self.iter(range)?;
+            while let Some((key, _)) = iter.next_entry()? {
+                all.push(BatchOp::Del { key });
+            }
+        }
+        all.extend_from_slice(ops);
+        self.write(&all)
+    }
 
     /// An iterator over a snapshot of `range`, taken now, yielding entries in key order (reverse
     /// order when `range.reverse`). It must honour the bounds; `limit` and projection are applied
@@ -125,6 +158,8 @@ enum Command {
     OpenIter(u64, Range, Reply<()>),
     NextChunk(u64, usize, Reply<Vec<Entry>>),
     DropIter(u64),
+    /// Nothing to do but collect [`Dropped`] iterators.
+    Wake,
     Close(Reply<()>),
 }
 
@@ -136,7 +171,9 @@ pub struct EngineStore {
     /// `close` lets go of its reader before the engine thread (woken by the drop of `tx`)
     /// closes the engine.
     shared: RwLock<Option<Arc<dyn SharedReader>>>,
-    tx: mpsc::Sender<Command>,
+    tx: commands::Sender<Command>,
+    /// Iterators dropped when the command queue was full (see [`EngineIterator`]'s drop).
+    dropped: Dropped,
     next_iter: Arc<AtomicU64>,
     /// How many cursors the engine thread holds, kept up to date by the thread.
     open_cursors: OpenCursors,
@@ -171,7 +208,9 @@ impl EngineStore {
         E: Engine,
         F: FnOnce() -> Result<E> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = commands::channel(COMMAND_QUEUE);
+        let dropped = Dropped::default();
+        let thread_dropped = dropped.clone();
         let (opened_tx, opened_rx) = mpsc::sync_channel::<Opened>(1);
         let open_cursors = OpenCursors::default();
         let gauge = open_cursors.clone();
@@ -181,7 +220,7 @@ impl EngineStore {
                 move || match open().and_then(|engine| Ok((prepare(&engine)?, engine))) {
                     Ok((records, engine)) => {
                         let _ = opened_tx.send(Ok(engine.shared_reader()));
-                        run(engine, records, rx, &gauge);
+                        run(engine, records, rx, &thread_dropped, &gauge);
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -195,6 +234,7 @@ impl EngineStore {
         Ok(EngineStore {
             shared: RwLock::new(shared),
             tx,
+            dropped,
             next_iter: Arc::new(AtomicU64::new(1)),
             open_cursors,
         })
@@ -208,8 +248,14 @@ impl EngineStore {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| Error::Closed)?;
+        self.tx.send(make(reply)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// How many commands wait in the engine thread's queue (test support).
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Runs `read` on the shared reader, on this thread, or returns `None` when there is none
@@ -286,14 +332,19 @@ impl KvStore for EngineStore {
 
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {
         let id = self.next_iter.fetch_add(1, Ordering::Relaxed);
-        // Built before the open is awaited: if this call is cancelled mid-open, its drop still
-        // sends `DropIter` (after `OpenIter`, on the same ordered channel), so no cursor leaks.
+        let permit = self.tx.reserve().await.map_err(|_| Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        // `OpenIter` is queued before the iterator exists, so whatever way its drop reports
+        // (even when this call is cancelled mid-open), the engine thread sees the open first
+        // or keeps the drop until the open arrives: no cursor leaks.
+        permit.send(Command::OpenIter(id, range, reply));
         let iter = EngineIterator {
             id,
             tx: self.tx.clone(),
+            dropped: self.dropped.clone(),
             done: false,
         };
-        self.call(|r| Command::OpenIter(id, range, r)).await?;
+        rx.await.map_err(|_| Error::Closed)??;
         Ok(Box::new(iter))
     }
 
@@ -320,8 +371,28 @@ impl KvStore for EngineStore {
 
 struct EngineIterator {
     id: u64,
-    tx: mpsc::Sender<Command>,
+    tx: commands::Sender<Command>,
+    dropped: Dropped,
     done: bool,
+}
+
+/// Iterators dropped while the command queue was full: a drop cannot wait for room, so it
+/// leaves its id here, and the engine thread collects them after every command (the queue
+/// was full, so commands are coming). At most one entry per iterator.
+#[derive(Clone, Default)]
+struct Dropped(Arc<Mutex<Vec<u64>>>);
+
+impl Dropped {
+    fn push(&self, id: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
+    }
+
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 #[async_trait]
@@ -333,6 +404,7 @@ impl KvIterator for EngineIterator {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::NextChunk(self.id, max.max(1), reply))
+            .await
             .map_err(|_| Error::Closed)?;
         let chunk = rx.await.map_err(|_| Error::Closed)??;
         self.done = chunk.is_empty();
@@ -342,7 +414,12 @@ impl KvIterator for EngineIterator {
 
 impl Drop for EngineIterator {
     fn drop(&mut self) {
-        let _ = self.tx.send(Command::DropIter(self.id));
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Command::DropIter(self.id)) {
+            self.dropped.push(self.id);
+            // Wakes the engine thread if the queue emptied meanwhile; if it is still full, the
+            // thread has commands to run and collects the id after one of them.
+            let _ = self.tx.try_send(Command::Wake);
+        }
     }
 }
 
@@ -354,10 +431,25 @@ struct Cursor<I> {
     parts: std::collections::VecDeque<(Side, I)>,
     remaining: Option<u64>,
     range: Range,
+    /// Set by the first failure of an engine cursor and repeated by every later call: a failed
+    /// engine iterator may report `None` next, which must never read as the end of the range.
+    failed: Option<Error>,
 }
 
 impl<I: EngineIter> Cursor<I> {
     fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let result = self.fill_chunk(max);
+        if let Err(err) = &result {
+            self.parts.clear();
+            self.failed = Some(err.clone());
+        }
+        result
+    }
+
+    fn fill_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         let mut want = max;
         if let Some(remaining) = self.remaining {
             want = want.min(usize::try_from(remaining).unwrap_or(usize::MAX));
@@ -409,42 +501,76 @@ fn open_cursor<E: Engine>(engine: &E, range: Range) -> Result<Cursor<E::Iter<'_>
         parts,
         remaining: range.limit,
         range,
+        failed: None,
     })
 }
 
-/// The deletes that clear `range` (honouring its direction and limit), as user keys.
-fn clear_ops<E: Engine>(engine: &E, range: Range) -> Result<Vec<BatchOp>> {
-    let mut keys_only = range;
-    keys_only.projection = crate::Projection::KeysOnly;
-    let mut cursor = open_cursor(engine, keys_only)?;
-    let mut ops = Vec::new();
-    loop {
-        let chunk = cursor.next_chunk(1024)?;
-        if chunk.is_empty() {
-            break;
+/// The engine ranges that `range` clears (honouring its direction and limit), for
+/// [`Engine::delete_ranges_and_write`].
+///
+/// The user range maps to at most two engine ranges, one on each side of rave's reserved
+/// block, which they never touch. With a limit, the boundary is found by walking at most
+/// `limit` keys in order, a chunk at a time: the memory held is one chunk, whatever the size of
+/// the range or the limit.
+fn clear_ranges<E: Engine>(engine: &E, mut range: Range) -> Result<Vec<Range>> {
+    if let Some(limit) = range.limit.take() {
+        let walk = range.clone().keys_only().limit(limit);
+        let mut cursor = open_cursor(engine, walk)?;
+        let mut last = None;
+        loop {
+            let mut chunk = cursor.next_chunk(CLEAR_WALK_CHUNK)?;
+            match chunk.pop() {
+                Some(entry) => last = Some(entry.key),
+                None => break,
+            }
         }
-        ops.extend(chunk.into_iter().map(|e| BatchOp::Del { key: e.key }));
+        drop(cursor);
+        // The last key the clear reaches, in its direction, becomes its inclusive far bound
+        // (it lies inside the range, so it is the stricter bound).
+        match last {
+            None => return Ok(Vec::new()),
+            Some(last) if range.reverse => range.gte = Some(last),
+            Some(last) => range.lte = Some(last),
+        }
     }
-    Ok(ops)
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(raw_ranges(&range)
+        .into_iter()
+        .map(|(_, mut raw)| {
+            raw.reverse = false;
+            raw
+        })
+        .collect())
 }
 
 fn run<E: Engine>(
     engine: E,
     mut records: Records,
-    rx: mpsc::Receiver<Command>,
+    mut rx: commands::Receiver<Command>,
+    dropped: &Dropped,
     gauge: &OpenCursors,
 ) {
     let mut cursors: HashMap<u64, Cursor<E::Iter<'_>>> = HashMap::new();
+    // Iterators dropped (through `dropped`) before their `OpenIter` came out of the queue.
+    let mut dropped_early = std::collections::HashSet::new();
     let mut held_back: Option<Command> = None;
     let mut close_reply = None;
     loop {
         let command = match held_back.take() {
             Some(command) => command,
-            None => match rx.recv() {
-                Ok(command) => command,
-                Err(_) => break, // every handle is gone
+            None => match rx.blocking_recv() {
+                Some(command) => command,
+                None => break, // every handle is gone
             },
         };
+        for id in dropped.take() {
+            if cursors.remove(&id).is_none() {
+                dropped_early.insert(id);
+            }
+            gauge.set(cursors.len());
+        }
         match command {
             Command::Get(key, reply) => {
                 let _ = reply.send(engine.get(&key));
@@ -476,11 +602,12 @@ fn run<E: Engine>(
             }
             Command::Clear(stamp, range, reply) => {
                 let mut group = Group::new();
-                group.add(&records, stamp, reply, || clear_ops(&engine, range));
+                group.add_clear(&records, stamp, reply, || clear_ranges(&engine, range));
                 for (reply, result) in group.commit(&engine, &mut records) {
                     let _ = reply.send(result);
                 }
             }
+            Command::OpenIter(id, _, _) if dropped_early.remove(&id) => {}
             Command::OpenIter(id, range, reply) => {
                 let result = open_cursor(&engine, range).map(|cursor| {
                     cursors.insert(id, cursor);
@@ -499,6 +626,7 @@ fn run<E: Engine>(
                 cursors.remove(&id);
                 gauge.set(cursors.len());
             }
+            Command::Wake => {}
             Command::Close(reply) => {
                 close_reply = Some(reply);
                 break;
@@ -756,6 +884,201 @@ mod tests {
         assert_eq!(err.kind(), crate::ErrorKind::Other, "{err}");
         // The store still works.
         store.put(b"k", b"v").await.unwrap();
+        store.close().await.unwrap();
+    }
+
+    /// A stuck engine and many callers: the engine thread's queue holds at most
+    /// `COMMAND_QUEUE` commands; the other callers wait for room (and all complete once the
+    /// engine moves again).
+    #[tokio::test]
+    async fn a_stuck_engine_queues_a_bounded_number_of_commands() {
+        let (store, _state, entered, gate) = spawn();
+        let store = Arc::new(store);
+        let slow = tokio::spawn({
+            let store = store.clone();
+            async move { store.put(b"slow", b"1").await }
+        });
+        tokio::task::spawn_blocking(move || entered.recv().map(|()| entered))
+            .await
+            .unwrap()
+            .unwrap();
+        let callers = 4 * COMMAND_QUEUE;
+        let attempted = Arc::new(AtomicUsize::new(0));
+        let puts: Vec<_> = (0..callers)
+            .map(|i| {
+                let store = store.clone();
+                let attempted = attempted.clone();
+                tokio::spawn(async move {
+                    attempted.fetch_add(1, Ordering::SeqCst);
+                    // The first poll of the put tries to queue its command.
+                    store.put(format!("k{i}").as_bytes(), b"v").await
+                })
+            })
+            .collect();
+        while attempted.load(Ordering::SeqCst) < callers {
+            tokio::task::yield_now().await;
+        }
+        let queued = store.queued();
+        assert!(
+            queued <= COMMAND_QUEUE,
+            "{queued} commands queued for a stuck engine (bound {COMMAND_QUEUE})"
+        );
+        gate.send(()).unwrap();
+        slow.await.unwrap().unwrap();
+        for put in puts {
+            put.await.unwrap().unwrap();
+        }
+        assert_eq!(store.get(b"k0").await.unwrap(), Some(b"v".to_vec()));
+        store.close().await.unwrap();
+    }
+
+    /// An engine over a `MemoryEngine` that records the most engine operations any single
+    /// `write` or `delete_ranges_and_write` was given, and whose iterators can be made to fail.
+    #[derive(Default)]
+    struct Recording {
+        inner: crate::MemoryEngine,
+        largest: Arc<AtomicUsize>,
+        /// Iterators fail after this many entries (0: never).
+        fail_after: usize,
+    }
+
+    struct FailingIter {
+        inner: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+        left: Option<usize>,
+    }
+
+    impl EngineIter for FailingIter {
+        fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            match &mut self.left {
+                Some(0) => {
+                    // Failed once; a failed cursor then looks like the end.
+                    self.left = None;
+                    self.inner = Vec::new().into_iter();
+                    Err(Error::corruption("a damaged block"))
+                }
+                Some(left) => {
+                    *left -= 1;
+                    self.inner.next_entry()
+                }
+                None => self.inner.next_entry(),
+            }
+        }
+    }
+
+    impl Engine for Recording {
+        type Iter<'a> = FailingIter;
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+
+        fn write(&self, ops: &[BatchOp]) -> Result<()> {
+            self.largest.fetch_max(ops.len(), Ordering::SeqCst);
+            self.inner.write(ops)
+        }
+
+        fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+            self.largest.fetch_max(ops.len(), Ordering::SeqCst);
+            self.inner.delete_ranges_and_write(ranges, ops)
+        }
+
+        fn iter(&self, range: &Range) -> Result<FailingIter> {
+            Ok(FailingIter {
+                inner: self.inner.iter(range)?,
+                left: (self.fail_after > 0).then_some(self.fail_after),
+            })
+        }
+    }
+
+    /// Clearing a range of many keys (whole, limited, reversed, across the escaped side) hands
+    /// the engine no batch that grows with the range: the engine thread lists no key.
+    #[tokio::test]
+    async fn a_clear_holds_no_key_of_its_range() {
+        let largest = Arc::new(AtomicUsize::new(0));
+        let engine = Recording {
+            largest: largest.clone(),
+            ..Recording::default()
+        };
+        let store = EngineStore::spawn("recording", move || Ok(engine)).unwrap();
+        let n = 10_000u32;
+        let key = |i: u32| format!("k{i:05}").into_bytes();
+        for start in (0..n).step_by(1000) {
+            let ops = (start..start + 1000)
+                .map(|i| BatchOp::put(key(i), b"v".to_vec()))
+                .collect();
+            store.batch(ops).await.unwrap();
+        }
+        let mut escaped = vec![0xFF];
+        escaped.extend(key(0));
+        store.put(&escaped, b"high").await.unwrap();
+        store.put(b"a", b"below").await.unwrap();
+        largest.store(0, Ordering::SeqCst);
+
+        // The first 3000 keys forward, the last 3000 in reverse, then the rest.
+        store
+            .clear(Range::all().gte("k").limit(3000))
+            .await
+            .unwrap();
+        store
+            .clear(Range::all().gte("k").lt("l").reverse().limit(3000))
+            .await
+            .unwrap();
+        let left: Vec<Vec<u8>> = store
+            .iterator(Range::all().keys_only())
+            .await
+            .unwrap()
+            .collect_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        let mut want: Vec<Vec<u8>> = vec![b"a".to_vec()];
+        want.extend((3000..n - 3000).map(key));
+        want.push(escaped.clone());
+        assert_eq!(left, want);
+        // Both sides of rave's reserved block at once; its records survive.
+        store.clear(Range::all().gt("a")).await.unwrap();
+        let left = store
+            .iterator(Range::all())
+            .await
+            .unwrap()
+            .collect_all()
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].key, b"a");
+        let most = largest.load(Ordering::SeqCst);
+        assert!(
+            most <= 8,
+            "the engine was given a batch of {most} operations by a clear"
+        );
+        store.close().await.unwrap();
+    }
+
+    /// An engine cursor that failed keeps failing: its next call is never a clean end.
+    #[tokio::test]
+    async fn a_failed_cursor_never_reads_as_the_end() {
+        let engine = Recording {
+            fail_after: 3,
+            ..Recording::default()
+        };
+        let store = EngineStore::spawn("failing", move || Ok(engine)).unwrap();
+        let ops = (0..10u8)
+            .map(|i| BatchOp::put(vec![b'k', i], b"v".to_vec()))
+            .collect();
+        store.batch(ops).await.unwrap();
+        let mut iter = store.iterator(Range::all()).await.unwrap();
+        let err = iter.next_chunk(100).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corruption, "{err}");
+        for _ in 0..2 {
+            let again = iter.next_chunk(100).await;
+            assert!(
+                matches!(&again, Err(e) if e.kind() == crate::ErrorKind::Corruption),
+                "after a failure: {again:?}"
+            );
+        }
+        drop(iter);
         store.close().await.unwrap();
     }
 }

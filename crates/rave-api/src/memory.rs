@@ -46,6 +46,28 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
+    /// Cuts each range out of the map (two `split_off`s and an `append`): no key is listed or
+    /// copied, and the whole write happens under one borrow, so it is atomic.
+    fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+        let mut map = self.map.borrow_mut();
+        for range in ranges {
+            let mut cut = match range.lower() {
+                Bound::Unbounded => std::mem::take(&mut *map),
+                Bound::Included(k) => map.split_off(k),
+                Bound::Excluded(k) => map.split_off(&successor(k)),
+            };
+            let mut kept = match range.upper() {
+                Bound::Unbounded => BTreeMap::new(),
+                Bound::Excluded(k) => cut.split_off(k),
+                Bound::Included(k) => cut.split_off(&successor(k)),
+            };
+            drop(cut);
+            map.append(&mut kept);
+        }
+        BatchOp::apply_all(ops, &mut map);
+        Ok(())
+    }
+
     fn iter<'a>(&'a self, range: &Range) -> Result<Self::Iter<'a>> {
         // The snapshot is a copy of the range: simple and obviously isolated.
         let map = self.map.borrow();
@@ -59,6 +81,14 @@ impl Engine for MemoryEngine {
         }
         Ok(entries.into_iter())
     }
+}
+
+/// The smallest key greater than `key`: `key ++ [0]`.
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
 }
 
 impl EngineIter for std::vec::IntoIter<(Vec<u8>, Vec<u8>)> {

@@ -82,6 +82,13 @@ pub struct Limits {
     /// calls arm no timer of their own. A leader that is stopped (SIGSTOP) but keeps its socket
     /// open is only noticed this way.
     pub call_timeout: Option<Duration>,
+    /// The most bytes of requests a follower buffers for a leader that does not read them
+    /// (default 8 MiB): a call that finds the buffer full waits for room (backpressure) instead
+    /// of growing it. One request is always admitted into a buffer below the bound, so the
+    /// buffer holds at most this plus one frame ([`Limits::max_frame`]). The small frames that
+    /// return iterator credit or close an iterator are admitted regardless (at most two per
+    /// open iterator are outstanding).
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +101,7 @@ impl Default for Limits {
             iter_window_bytes: 1 << 20,
             max_in_flight: 1024,
             call_timeout: None,
+            send_buffer_bytes: 8 << 20,
         }
     }
 }

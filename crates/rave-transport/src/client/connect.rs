@@ -55,7 +55,10 @@ impl Client {
         });
         let stop = CancellationToken::new();
         // The handshake's frame is written (`send` flushes), so nothing is left in its buffer.
-        let out = Arc::new(Outbox::new(Box::new(writer.into_inner())));
+        let out = Arc::new(Outbox::new(
+            Box::new(writer.into_inner()),
+            limits.send_buffer_bytes,
+        ));
         tokio::spawn(read_task(reader, shared.clone(), stop.clone()));
         tokio::spawn(flush_task(out.clone(), shared.clone(), stop.clone()));
         if let Some(limit) = limits.call_timeout {

@@ -53,7 +53,7 @@ impl Client {
             unacked: 0,
             window,
         };
-        handle.send(&frame)?;
+        handle.send_request(&frame).await?;
         iter.fill().await?;
         Ok(iter)
     }

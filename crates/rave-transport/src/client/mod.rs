@@ -97,10 +97,26 @@ impl Handle {
         self.stop.cancel();
     }
 
-    /// Sends one encoded message now (or queues it behind others); a failed write ends the
+    /// Sends one encoded request now (or queues it behind others), first waiting for room
+    /// while the send buffer is full ([`Limits::send_buffer_bytes`]); a failed write ends the
     /// connection.
+    async fn send_request(&self, frame: &[u8]) -> Result<()> {
+        let enqueued = self.out.enqueue_request(frame).await;
+        self.sent(enqueued)
+    }
+
+    /// Sends one small control frame (iterator credit, close) now or queues it behind others,
+    /// without waiting for room; a failed write ends the connection.
     fn send(&self, frame: &[u8]) -> Result<()> {
-        match self.out.enqueue(frame) {
+        let enqueued = self.out.enqueue(frame);
+        self.sent(enqueued)
+    }
+
+    fn sent(
+        &self,
+        enqueued: std::result::Result<Option<outbox::FlushPromise<'_>>, ()>,
+    ) -> Result<()> {
+        match enqueued {
             // Dropping the promise writes.
             Ok(promise) => {
                 drop(promise);
@@ -128,6 +144,12 @@ impl Client {
     /// A round trip to the leader that does nothing.
     pub async fn ping(&self) -> Result<()> {
         self.call(Op::Ping).await.and_then(expect_done)
+    }
+
+    /// The bytes of requests buffered towards the leader (test support).
+    #[cfg(test)]
+    pub(crate) fn send_buffered(&self) -> usize {
+        self.handle.out.buffered()
     }
 
     /// The limits this client was connected with.
@@ -158,7 +180,7 @@ impl Client {
             id,
             armed: true,
         };
-        handle.send(&frame)?;
+        handle.send_request(&frame).await?;
         let replied = rx.await;
         // The sender of the reply (the reader, the watchdog or `end`) removed the entry first.
         guard.armed = false;

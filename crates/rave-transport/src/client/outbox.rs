@@ -34,6 +34,10 @@ pub(super) struct Outbox {
     io: Mutex<Io>,
     /// Wakes the flusher when the socket was full or a write failed.
     queued_more: Notify,
+    /// Wakes the requests waiting for room in the buffer ([`Outbox::enqueue_request`]).
+    room: Notify,
+    /// The bytes of requests buffered (staged and pending) beyond which requests wait.
+    max_buffered: usize,
 }
 
 struct Staging {
@@ -43,6 +47,9 @@ struct Staging {
     writer_active: bool,
     /// A write failed or the connection ended: the connection is unusable.
     broken: bool,
+    /// The bytes the writer took into `Io::pending` and has not finished writing (all of them
+    /// count until the socket took the last one).
+    in_pending: usize,
 }
 
 struct Io {
@@ -75,18 +82,51 @@ impl Drop for FlushPromise<'_> {
 }
 
 impl Outbox {
-    pub(super) fn new(stream: WriteSide) -> Self {
+    pub(super) fn new(stream: WriteSide, max_buffered: usize) -> Self {
         Outbox {
             staging: Mutex::new(Staging {
                 frames: BytesMut::new(),
                 writer_active: false,
                 broken: false,
+                in_pending: 0,
             }),
             io: Mutex::new(Io {
                 stream: Some(stream),
                 pending: BytesMut::new(),
             }),
             queued_more: Notify::new(),
+            room: Notify::new(),
+            max_buffered,
+        }
+    }
+
+    /// The bytes buffered towards the leader: staged plus taken by the writer (test support).
+    #[cfg(test)]
+    pub(super) fn buffered(&self) -> usize {
+        let staging = self.staging();
+        staging.frames.len() + staging.in_pending
+    }
+
+    /// [`Outbox::enqueue`] for a request: waits while the buffer holds `max_buffered` bytes or
+    /// more, so a leader that stops reading stalls its callers instead of growing the buffer.
+    /// Cancel-safe: nothing is staged until it returns.
+    pub(super) async fn enqueue_request(
+        &self,
+        payload: &[u8],
+    ) -> std::result::Result<Option<FlushPromise<'_>>, ()> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a wake between the check and the await is kept.
+            room.as_mut().enable();
+            {
+                let staging = self.staging();
+                if staging.broken || staging.frames.len() + staging.in_pending < self.max_buffered {
+                    drop(staging);
+                    return self.enqueue(payload);
+                }
+            }
+            room.await;
         }
     }
 
@@ -128,6 +168,11 @@ impl Outbox {
         loop {
             if io.pending.is_empty() {
                 let mut staging = self.staging();
+                if staging.in_pending > 0 {
+                    // The socket took everything the writer held: room for waiting requests.
+                    staging.in_pending = 0;
+                    self.room.notify_waiters();
+                }
                 if staging.broken {
                     staging.writer_active = false;
                     return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
@@ -140,6 +185,7 @@ impl Outbox {
                 // buffer's capacity is reused for staging.
                 let Io { pending, .. } = &mut *io;
                 std::mem::swap(pending, &mut staging.frames);
+                staging.in_pending = pending.len();
             }
             match io.poll_drain(cx) {
                 Poll::Ready(Ok(())) => {}
@@ -147,6 +193,7 @@ impl Outbox {
                     let mut staging = self.staging();
                     staging.broken = true;
                     staging.writer_active = false;
+                    self.room.notify_waiters();
                     return Poll::Ready(Err(e));
                 }
                 Poll::Pending => return Poll::Pending,
@@ -160,7 +207,10 @@ impl Outbox {
             let mut staging = self.staging();
             staging.broken = true;
             staging.frames = BytesMut::new();
+            staging.in_pending = 0;
         }
+        // Waiting requests see `broken` and fail.
+        self.room.notify_waiters();
         let mut io = self.io();
         io.pending = BytesMut::new();
         io.stream = None;

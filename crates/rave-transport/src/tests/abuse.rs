@@ -327,6 +327,55 @@ async fn reply(framed: &mut Wire, message: ServerMessage) {
     framed.send(wire::encode(&message).unwrap()).await.unwrap();
 }
 
+/// A leader that stops reading: the follower's callers wait for room in its send buffer
+/// (backpressure) instead of growing it with every call.
+#[tokio::test]
+async fn a_leader_that_stops_reading_bounds_the_send_buffer() {
+    let limits = Limits {
+        send_buffer_bytes: 256 << 10,
+        ..Limits::default()
+    };
+    let (a, b) = UnixStream::pair().unwrap();
+    let codec = limits.codec();
+    let leader = tokio::spawn(async move {
+        let mut framed = Framed::new(b, codec);
+        welcome(&mut framed, 1, 1).await;
+        // Kept open, never read again.
+        framed
+    });
+    let (client, _) = bounded(Client::connect(a, limits.clone())).await.unwrap();
+    let _silent = leader.await.unwrap();
+    let value = vec![7u8; 64 << 10];
+    let callers = 400;
+    let attempted = Arc::new(AtomicUsize::new(0));
+    let calls: Vec<_> = (0..callers)
+        .map(|i| {
+            let client = client.clone();
+            let value = value.clone();
+            let attempted = attempted.clone();
+            tokio::spawn(async move {
+                attempted.fetch_add(1, Ordering::SeqCst);
+                // The first poll stages the request or waits for room.
+                client.put(format!("k{i}").as_bytes(), &value).await
+            })
+        })
+        .collect();
+    while attempted.load(Ordering::SeqCst) < callers {
+        tokio::task::yield_now().await;
+    }
+    let buffered = client.send_buffered();
+    // The bound plus one request (its value and a little framing).
+    let most = limits.send_buffer_bytes + value.len() + 1024;
+    assert!(
+        buffered <= most,
+        "{buffered} bytes buffered for a leader that reads nothing (bound {most})"
+    );
+    client.close().await.unwrap();
+    for call in calls {
+        assert!(call.await.unwrap().is_err());
+    }
+}
+
 #[tokio::test]
 async fn a_lying_leader_costs_the_connection_not_a_panic() {
     let limits = window(4);
