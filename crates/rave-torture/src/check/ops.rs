@@ -18,9 +18,22 @@ pub(super) enum Fate {
     Crashed,
 }
 
-/// Each process's fate, and the time of the first SIGKILL sent to it (by the nemesis or at the
-/// end), which ends a leader term at the latest.
-pub(super) fn fates(nemesis: &[(u64, NemEvent)]) -> (HashMap<u32, Fate>, HashMap<u32, u64>) {
+/// Each process's fate, the time of the first SIGKILL sent to it (by the nemesis or at the
+/// end), which ends a leader term at the latest, and the processes that SIGKILLed themselves at
+/// the after-commit fault point (started armed, died of SIGKILL nobody sent): killed, too.
+pub(super) fn fates(
+    nemesis: &[(u64, NemEvent)],
+) -> (HashMap<u32, Fate>, HashMap<u32, u64>, HashSet<u32>) {
+    let armed: HashSet<u32> = nemesis
+        .iter()
+        .filter_map(|(_, e)| match e {
+            NemEvent::Spawn {
+                pid, fault: true, ..
+            } => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    let mut self_killed = HashSet::new();
     let mut killed = HashMap::new();
     let mut any_kill = HashMap::new();
     let mut hung = HashSet::new();
@@ -62,12 +75,15 @@ pub(super) fn fates(nemesis: &[(u64, NemEvent)]) -> (HashMap<u32, Fate>, HashMap
             Fate::Clean
         } else if termed.contains(&pid) && status == Some("signal:15") {
             Fate::Killed
+        } else if armed.contains(&pid) && status == Some("signal:9") {
+            self_killed.insert(pid);
+            Fate::Killed
         } else {
             Fate::Crashed
         };
         out.insert(pid, fate);
     }
-    (out, any_kill)
+    (out, any_kill, self_killed)
 }
 
 /// One operation, start to end.
