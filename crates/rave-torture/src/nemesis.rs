@@ -286,6 +286,9 @@ impl Nemesis {
     }
 
     fn kill(&mut self, pid: u32, epoch: Option<u64>, target: &str, tag: &str) {
+        // A process may have died meanwhile (killed itself at the fault point): reap it first,
+        // or the kill logged now would say it lived, and led, until now.
+        self.reap();
         if !self.procs.contains_key(&pid) {
             return;
         }

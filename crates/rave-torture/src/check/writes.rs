@@ -204,9 +204,10 @@ pub(super) fn collect(report: &mut Report, ops: &[OpRec]) -> Writes {
                 );
             }
             Op::Fill { uid, keys } => {
+                let d = drains.entry(uid.clone()).or_default();
                 if o.ok() {
                     report.acked += 1;
-                    drains.entry(uid.clone()).or_default().keys = *keys;
+                    d.keys = *keys;
                 }
             }
             Op::Clear { uid, limit } => {
