@@ -143,12 +143,12 @@ pub fn load(hist: &Path) -> std::io::Result<(Vec<ProcHistory>, NemLog)> {
 /// Runs every check.
 pub fn check(input: &Input) -> Report {
     let mut report = Report::default();
-    let (fate, mut kill_time, self_killed) = ops::fates(&input.nemesis);
+    let (fate, mut kill_time, self_killed) = ops::fates(input);
     // A process that killed itself logged nothing after its last line: its term ended then (a
     // lenient bound, by the time between that line and the commit it died after).
-    for p in input.procs.iter().filter(|p| self_killed.contains(&p.pid)) {
-        if let Some((t, _)) = p.events.last() {
-            kill_time.insert(p.pid, *t);
+    for &i in &self_killed {
+        if let Some((t, _)) = input.procs[i].events.last() {
+            kill_time.insert(i, *t);
         }
     }
     report.fault_kills = self_killed.len() as u64;

@@ -231,7 +231,7 @@ pub(super) fn coverage(
     report: &mut Report,
     input: &Input,
     ops: &[OpRec],
-    kill_time: &HashMap<u32, u64>,
+    kill_time: &HashMap<usize, u64>,
 ) {
     let mut kills: Vec<u64> = input
         .nemesis
@@ -248,7 +248,7 @@ pub(super) fn coverage(
         // An operation cut short by its process's death was in flight until that death.
         let end = o
             .end
-            .or_else(|| kill_time.get(&o.pid).copied())
+            .or_else(|| kill_time.get(&o.file).copied())
             .unwrap_or(u64::MAX);
         let from = kills.partition_point(|k| *k < o.start);
         let to = kills.partition_point(|k| *k <= end);

@@ -597,3 +597,52 @@ fn a_leader_killed_at_the_fault_point_is_not_a_crash() {
     input.nemesis[0] = spawn(10, "w0i0", false);
     assert_eq!(check(&input).crashed, 1);
 }
+
+/// A long run reuses pids: each nemesis event belongs to the incarnation last spawned with its
+/// pid. Here pid 10 led and killed itself at the fault point, then came back as a storm process
+/// that exited cleanly; the term of the first still ends with its last line.
+#[test]
+fn a_reused_pid_does_not_extend_an_earlier_term() {
+    let a = Builder::new("w0i0", 10)
+        .role(5, "leader", Some(1))
+        .op(8, Some(9), get("h/0"), "ok", 1, "-")
+        .done();
+    let b = Builder::new("w1i0", 11)
+        .role(20, "leader", Some(2))
+        .op(60, Some(70), Op::Close, "ok", 2, "")
+        .done();
+    let mut c = Builder::new("s1", 10);
+    c.p.kind = "storm".into();
+    let c = c.op(40, Some(45), Op::Close, "ok", 2, "").done();
+    let spawn = |t, pid, uid: &str, fault| {
+        (
+            t,
+            NemEvent::Spawn {
+                pid,
+                uid: uid.into(),
+                fault,
+            },
+        )
+    };
+    let report = check(&Input {
+        procs: vec![a, b, c],
+        nemesis: vec![
+            spawn(1, 10, "w0i0", true),
+            spawn(2, 11, "w1i0", false),
+            (
+                12,
+                NemEvent::Exit {
+                    pid: 10,
+                    status: "signal:9".into(),
+                },
+            ),
+            spawn(30, 10, "s1", false),
+            exit(10, 50),
+            exit(11, 100),
+        ],
+        frozen: 0,
+        finals: vec![],
+    });
+    assert!(report.ok(), "{:?}", report.examples);
+    assert_eq!((report.fault_kills, report.terms), (1, 2));
+}
