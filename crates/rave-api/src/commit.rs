@@ -205,12 +205,45 @@ impl<R> Group<R> {
             };
             if result.is_ok() {
                 records.commit(self.staged, now);
+                #[cfg(feature = "fault-injection")]
+                fault::after_commit();
             }
             result
         };
         let mut answers = self.answered;
         answers.extend(self.waiting.into_iter().map(|r| (r, result.clone())));
         answers
+    }
+}
+
+/// The torture harness's fault point (feature `fault-injection`, test builds only): with
+/// `RAVE_FAULT_KILL_AFTER_COMMIT=P` in the environment, the process SIGKILLs itself with
+/// probability `P` after a commit reached the engine and before anyone is answered, so that
+/// callers must re-send writes that were in fact applied.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use std::sync::OnceLock;
+
+    /// The environment variable holding the probability (0 to 1).
+    pub const ENV: &str = "RAVE_FAULT_KILL_AFTER_COMMIT";
+
+    pub fn after_commit() {
+        static P: OnceLock<f64> = OnceLock::new();
+        let p = *P.get_or_init(|| {
+            std::env::var(ENV)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|p| p.is_finite())
+                .map_or(0.0, |p| p.clamp(0.0, 1.0))
+        });
+        if p > 0.0 && rand::random_bool(p) {
+            tracing::warn!("{ENV}: killing this leader after a commit, before its replies");
+            // SAFETY: kill(2) and getpid(2) have no memory-safety preconditions; the signal
+            // is for this very process.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
     }
 }
 

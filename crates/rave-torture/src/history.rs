@@ -12,9 +12,11 @@
 //! - `T R role epoch`: the handle's role changed.
 //!
 //! Operations (`S` lines): `put KEY UID SEQ PAD`, `batch UID N KEYS SLOT`, `get KEY`,
-//! `group SLOT`, `frozen LO HI REV LIMIT PROJ`, `live REV`, `close`.
+//! `group SLOT`, `frozen LO HI REV LIMIT PROJ`, `live REV`, `fill UID KEYS`, `clear UID LIMIT`,
+//! `close`.
 //!
-//! Nemesis lines (`nemesis.log`): `T spawn PID UID KIND`, `T kill PID EPOCH TARGET TAG`,
+//! Nemesis lines (`nemesis.log`): `T spawn PID UID [fault]` (`fault`: started with the
+//! after-commit kill hook armed), `T kill PID EPOCH TARGET TAG`,
 //! `T stop PID`, `T cont PID`, `T term PID`, `T exit PID STATUS`, `T leader EPOCH PID`,
 //! `T storm N`, `T stall MS`.
 
@@ -123,6 +125,20 @@ pub enum Op {
         /// Direction.
         reverse: bool,
     },
+    /// The batch that fills writer `uid`'s drain with `keys` keys.
+    Fill {
+        /// The writer incarnation.
+        uid: String,
+        /// How many keys.
+        keys: u32,
+    },
+    /// A `clear` of writer `uid`'s drain with a limit.
+    Clear {
+        /// The writer incarnation.
+        uid: String,
+        /// Most keys removed.
+        limit: u32,
+    },
     /// Closing the handle.
     Close,
 }
@@ -198,6 +214,14 @@ fn parse_op(words: &[&str]) -> Option<Op> {
         "live" => Op::Live {
             reverse: *words.get(1)? == "1",
         },
+        "fill" => Op::Fill {
+            uid: (*words.get(1)?).to_string(),
+            keys: words.get(2)?.parse().ok()?,
+        },
+        "clear" => Op::Clear {
+            uid: (*words.get(1)?).to_string(),
+            limit: words.get(2)?.parse().ok()?,
+        },
         "close" => Op::Close,
         _ => return None,
     })
@@ -242,6 +266,8 @@ pub enum NemEvent {
         pid: u32,
         /// Its incarnation id.
         uid: String,
+        /// Started with the after-commit kill hook armed: a SIGKILL it was not sent is its own.
+        fault: bool,
     },
     /// A process was sent SIGKILL (recorded before the signal).
     Kill {
@@ -298,7 +324,9 @@ pub enum NemEvent {
 impl std::fmt::Display for NemEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NemEvent::Spawn { pid, uid } => write!(f, "spawn {pid} {uid}"),
+            NemEvent::Spawn { pid, uid, fault } => {
+                write!(f, "spawn {pid} {uid}{}", if *fault { " fault" } else { "" })
+            }
             NemEvent::Kill {
                 pid,
                 epoch,
@@ -328,6 +356,7 @@ pub fn parse_nemesis_line(line: &str) -> Option<(u64, NemEvent)> {
         "spawn" => NemEvent::Spawn {
             pid: pid(2)?,
             uid: (*words.get(3)?).to_string(),
+            fault: words.get(4) == Some(&"fault"),
         },
         "kill" => NemEvent::Kill {
             pid: pid(2)?,
@@ -413,6 +442,16 @@ mod tests {
                 status: "signal:9".into(),
             },
             NemEvent::Leader { epoch: 4, pid: 9 },
+            NemEvent::Spawn {
+                pid: 8,
+                uid: "w0i1".into(),
+                fault: true,
+            },
+            NemEvent::Spawn {
+                pid: 9,
+                uid: "w0i2".into(),
+                fault: false,
+            },
         ];
         for event in events {
             let line = format!("100 {event}");

@@ -5,8 +5,12 @@
 //! SIGKILL, SIGSTOP and storm them, then checks every process's history and the final state
 //! (read through rave, and again with the engine opened directly) and prints one line:
 //!
-//! `torture: backend=B kills=N acked=M lost=L overlapping_terms=T dup=D skip=S hung=H
+//! `torture: backend=B kills=N acked=M lost=L twice=W overlapping_terms=T dup=D skip=S hung=H
 //! failover_p50_ms=X failover_p99_ms=Y seed=Z`
+//!
+//! Some workers run with rave-api's after-commit fault point armed (feature `fault-injection`,
+//! on through this crate's dependency on rave). Per-key histories are also handed to
+//! stateright's linearizability checker, as an independent check of the checker's own rules.
 //!
 //! It exits non-zero when any invariant is broken. See RELIABILITY.md at the repository root.
 

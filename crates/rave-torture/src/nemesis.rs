@@ -5,7 +5,9 @@
 //! the leader record changes (while the new leader opens its engine and rebinds the socket),
 //! SIGKILL of followers, SIGSTOP/SIGCONT of the leader (sometimes killed while stopped),
 //! election storms of 8–32 short-lived processes, and the stale socket every killed leader
-//! leaves behind. Every action is logged with its time in `nemesis.log` before it is taken.
+//! leaves behind; and, through the after-commit fault point of rave-api (feature
+//! `fault-injection`), leaders that SIGKILL themselves between an engine commit and its replies:
+//! a share of the processes are started with `RAVE_FAULT_KILL_AFTER_COMMIT` set. Every action is logged with its time in `nemesis.log` before it is taken.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,7 +46,14 @@ pub struct Config {
     pub election_timeout_ms: u64,
     /// Worker pause between operations (µs).
     pub pace_us: u64,
+    /// Share of the processes started with the after-commit kill hook armed.
+    pub fault_share: f64,
+    /// The hook's probability per commit (`RAVE_FAULT_KILL_AFTER_COMMIT`).
+    pub fault_p: f64,
 }
+
+/// The environment variable of rave-api's after-commit fault point.
+pub const FAULT_ENV: &str = "RAVE_FAULT_KILL_AFTER_COMMIT";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
@@ -164,6 +173,12 @@ impl Nemesis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        // Never inherit the hook from the harness's own environment: the seed decides.
+        cmd.env_remove(FAULT_ENV);
+        let fault = self.cfg.fault_p > 0.0 && self.rng.random_bool(self.cfg.fault_share);
+        if fault {
+            cmd.env(FAULT_ENV, self.cfg.fault_p.to_string());
+        }
         // The last writer runs without retries, so the LeaderLost path is exercised too.
         if kind == Kind::Writer && slot + 1 == self.cfg.writers && self.cfg.writers > 1 {
             cmd.arg("--no-retry");
@@ -179,7 +194,7 @@ impl Nemesis {
         match cmd.spawn() {
             Ok(child) => {
                 let pid = child.id();
-                self.note(&NemEvent::Spawn { pid, uid });
+                self.note(&NemEvent::Spawn { pid, uid, fault });
                 self.procs.insert(
                     pid,
                     Proc {
@@ -271,6 +286,9 @@ impl Nemesis {
     }
 
     fn kill(&mut self, pid: u32, epoch: Option<u64>, target: &str, tag: &str) {
+        // A process may have died meanwhile (killed itself at the fault point): reap it first,
+        // or the kill logged now would say it lived, and led, until now.
+        self.reap();
         if !self.procs.contains_key(&pid) {
             return;
         }

@@ -52,6 +52,13 @@ pub struct RunArgs {
     /// Most microseconds a worker pauses between operations.
     #[arg(long, default_value_t = 2000)]
     pub pace_us: u64,
+    /// Share of the worker processes started with rave-api's after-commit fault point armed
+    /// (a leader SIGKILLs itself between an engine commit and its replies).
+    #[arg(long, default_value_t = 0.2)]
+    pub fault_share: f64,
+    /// The armed processes' probability of that kill per commit (0 turns the fault point off).
+    #[arg(long, default_value_t = 0.02)]
+    pub fault_p: f64,
 }
 
 /// Options of `rave-torture check`.
@@ -121,8 +128,8 @@ fn run_with<B: Backend + Default>(args: RunArgs) -> ExitCode {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     println!(
-        "rave-torture: backend={} kills={} writers={} readers={} seed={seed}",
-        args.backend, args.kills, args.writers, args.readers
+        "rave-torture: backend={} kills={} writers={} readers={} fault_share={} fault_p={} seed={seed}",
+        args.backend, args.kills, args.writers, args.readers, args.fault_share, args.fault_p
     );
     let (temp, work) = match &args.dir {
         Some(dir) => {
@@ -194,6 +201,8 @@ fn run_with<B: Backend + Default>(args: RunArgs) -> ExitCode {
         op_timeout_ms: args.op_timeout_ms,
         election_timeout_ms: args.election_timeout_ms,
         pace_us: args.pace_us,
+        fault_share: args.fault_share.clamp(0.0, 1.0),
+        fault_p: args.fault_p.clamp(0.0, 1.0),
     };
     let mut nemesis = match Nemesis::new(cfg, ChaCha8Rng::seed_from_u64(seed)) {
         Ok(n) => n,

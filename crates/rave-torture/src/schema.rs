@@ -6,7 +6,12 @@
 //! - `b/UID/N/I`: the unique keys of batch `UID:N` (value `UID:N`);
 //! - `g/SLOT/I`: group slots, every batch also overwrites one slot's [`GROUP_KEYS`] keys with its
 //!   id, so any single snapshot must show one id in all of them;
-//! - `f/IIIIII`: the frozen prefix, written once before the workers start and never again.
+//! - `f/IIIIII`: the frozen prefix, written once before the workers start and never again;
+//! - `l/WINDOW/K`: registers for the linearizability cross-check: every process puts to and gets
+//!   the [`LIN_KEYS`] keys of the current [`LIN_WINDOW_MS`] window of the shared monotonic clock,
+//!   so each key's history is short (the exhaustive checker is exponential in its length);
+//! - `d/UID/IIII`: writer `UID`'s drain, [`DRAIN_KEYS`] keys filled by one batch when it starts
+//!   and emptied by `clear` with a limit, so the keys removed can be counted against the clears.
 //!
 //! Put values are `UID:SEQ:` followed by `PAD` bytes `x`. Ids never contain `/`, `:` or spaces.
 
@@ -20,6 +25,38 @@ pub const HOT_KEYS: u32 = 4;
 pub const SLOTS: u32 = 4;
 /// Keys per group slot.
 pub const GROUP_KEYS: u32 = 4;
+
+/// Registers per window of the linearizability cross-check.
+pub const LIN_KEYS: u32 = 2;
+/// Length of one window of linearizability registers.
+pub const LIN_WINDOW_MS: u64 = 500;
+/// Keys in each writer's drain.
+pub const DRAIN_KEYS: u32 = 200;
+
+/// Register `k` of the window holding monotonic time `now_ns`.
+pub fn lin_key(now_ns: u64, k: u32) -> String {
+    format!("l/{:010}/{k}", now_ns / (LIN_WINDOW_MS * 1_000_000))
+}
+
+/// The prefix of writer `uid`'s drain.
+pub fn drain_prefix(uid: &str) -> String {
+    format!("d/{uid}/")
+}
+
+/// Key `i` of writer `uid`'s drain.
+pub fn drain_key(uid: &str, i: u32) -> String {
+    format!("d/{uid}/{i:04}")
+}
+
+/// The value of every drain key.
+pub const DRAIN_VALUE: &[u8] = b"d";
+
+/// The writer whose drain holds `key`, when it is a drain key.
+pub fn drain_owner(key: &[u8]) -> Option<&str> {
+    let rest = std::str::from_utf8(key.strip_prefix(b"d/")?).ok()?;
+    let (uid, index) = rest.split_once('/')?;
+    (index.len() == 4 && index.parse::<u32>().is_ok_and(|i| i < DRAIN_KEYS)).then_some(uid)
+}
 
 /// A unique key.
 pub fn unique_key(uid: &str, seq: u64) -> String {
@@ -333,5 +370,9 @@ mod tests {
         assert_eq!(parse_put_value(b"junk"), None);
         assert_eq!(frozen_index(frozen_key(42).as_bytes()), Some(42));
         assert_eq!(frozen_value_index(frozen_value(42).as_bytes()), Some(42));
+        assert_eq!(drain_owner(drain_key("w1i2", 7).as_bytes()), Some("w1i2"));
+        assert_eq!(drain_owner(b"d/w1i2/9999"), None);
+        assert!(drain_key("w1i2", 7).starts_with(&drain_prefix("w1i2")));
+        assert_eq!(lin_key(1_500_000_000, 1), "l/0000000003/1");
     }
 }

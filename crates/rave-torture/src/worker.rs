@@ -15,10 +15,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rave::{Backend, BatchOp, Error, KvStore, Projection, Range, Rave, RaveOptions, Role};
 
-use crate::history::Recorder;
+use crate::history::{Recorder, now_ns};
 use crate::schema::{
-    FrozenSpec, GROUP_KEYS, HOT_KEYS, SLOTS, batch_id, batch_key, encode_runs, frozen_index,
-    frozen_value_index, group_key, hot_key, parse_put_value, put_value, unique_key,
+    DRAIN_KEYS, DRAIN_VALUE, FrozenSpec, GROUP_KEYS, HOT_KEYS, LIN_KEYS, SLOTS, batch_id,
+    batch_key, drain_key, drain_prefix, encode_runs, frozen_index, frozen_value_index, group_key,
+    hot_key, lin_key, parse_put_value, put_value, unique_key,
 };
 
 /// Options of `rave-torture worker` (started by `run`, not by hand).
@@ -78,6 +79,10 @@ struct Ctx<B: Backend> {
     stop: Arc<AtomicBool>,
     seq: u64,
     batches: u64,
+    /// The drain's fill was acknowledged: its clears can be counted.
+    drain_filled: bool,
+    /// Sum of the limits of the clears issued so far.
+    drain_issued: u32,
 }
 
 impl<B: Backend> Ctx<B> {
@@ -112,6 +117,41 @@ impl<B: Backend> Ctx<B> {
         self.put(key, pad).await;
     }
 
+    /// A put to a register of the current linearizability window.
+    async fn put_lin(&mut self) {
+        self.seq += 1;
+        let key = lin_key(now_ns(), self.rng.random_range(0..LIN_KEYS));
+        let pad = self.rng.random_range(0..16);
+        self.put(key, pad).await;
+    }
+
+    /// Fills this writer's drain in one batch.
+    async fn fill_drain(&mut self) {
+        let ops = (0..DRAIN_KEYS)
+            .map(|i| BatchOp::put(drain_key(&self.uid, i), DRAIN_VALUE.to_vec()))
+            .collect();
+        let id = self
+            .rec
+            .start(format_args!("fill {} {DRAIN_KEYS}", self.uid));
+        let r = self.db.batch(ops).await;
+        self.drain_filled = r.is_ok();
+        self.end(id, &r, "");
+    }
+
+    /// A `clear` of the drain with a small limit. Limits never add up to more than half the
+    /// drain, so a clear applied twice removes keys that are there to count.
+    async fn clear_drain(&mut self) {
+        let limit = self.rng.random_range(1..=3);
+        if !self.drain_filled || self.drain_issued + limit > DRAIN_KEYS / 2 {
+            return;
+        }
+        self.drain_issued += limit;
+        let range = Range::prefix(drain_prefix(&self.uid)).limit(u64::from(limit));
+        let id = self.rec.start(format_args!("clear {} {limit}", self.uid));
+        let r = self.db.clear(range).await;
+        self.end(id, &r, "");
+    }
+
     async fn put(&mut self, key: String, pad: usize) {
         let value = put_value(&self.uid, self.seq, pad);
         let id = self
@@ -140,6 +180,16 @@ impl<B: Backend> Ctx<B> {
 
     async fn get_hot(&mut self) {
         let key = hot_key(self.rng.random_range(0..HOT_KEYS));
+        self.get(key).await;
+    }
+
+    async fn get_lin(&mut self) {
+        let key = lin_key(now_ns(), self.rng.random_range(0..LIN_KEYS));
+        self.get(key).await;
+    }
+
+    /// A get of a register key, recording which put's value it returned.
+    async fn get(&mut self, key: String) {
         let id = self.rec.start(format_args!("get {key}"));
         let r = self.db.get(key.as_bytes()).await;
         let text = match &r {
@@ -373,14 +423,20 @@ pub async fn run<B: Backend + Default>(args: WorkerArgs) -> Result<(), WorkerErr
         stop,
         seq: 0,
         batches: 0,
+        drain_filled: false,
+        drain_issued: 0,
     };
     match args.kind.as_str() {
         "writer" => {
+            ctx.fill_drain().await;
             while !ctx.stopping() {
                 match ctx.rng.random_range(0..100) {
-                    0..45 => ctx.put_unique().await,
-                    45..70 => ctx.put_hot().await,
-                    70..92 => ctx.batch().await,
+                    0..36 => ctx.put_unique().await,
+                    36..52 => ctx.put_hot().await,
+                    52..62 => ctx.put_lin().await,
+                    62..80 => ctx.batch().await,
+                    80..88 => ctx.clear_drain().await,
+                    88..94 => ctx.get_lin().await,
                     _ => ctx.group().await,
                 }
                 ctx.pace(args.pace_us).await;
@@ -389,8 +445,9 @@ pub async fn run<B: Backend + Default>(args: WorkerArgs) -> Result<(), WorkerErr
         "reader" => {
             while !ctx.stopping() {
                 match ctx.rng.random_range(0..100) {
-                    0..30 => ctx.get_hot().await,
-                    30..45 => ctx.group().await,
+                    0..15 => ctx.get_hot().await,
+                    15..35 => ctx.get_lin().await,
+                    35..45 => ctx.group().await,
                     45..85 => ctx.frozen_iter(64, true).await,
                     _ => ctx.live_iter().await,
                 }

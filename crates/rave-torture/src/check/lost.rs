@@ -4,20 +4,23 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::writes::{Batch, Register, Writes};
+use super::writes::{Batch, Drain, Register, Seen, Writes};
 use super::{Input, Report};
 use crate::schema::{
-    GROUP_KEYS, HOT_KEYS, SLOTS, batch_key, frozen_index, frozen_key, frozen_value, group_key,
-    hot_key, parse_put_value,
+    DRAIN_VALUE, GROUP_KEYS, HOT_KEYS, SLOTS, batch_key, drain_owner, drain_prefix, frozen_index,
+    frozen_key, frozen_value, group_key, hot_key, parse_put_value,
 };
 
 /// Checks every view of the final state; a write lost in any view counts once.
 pub(super) fn check(report: &mut Report, input: &Input, writes: &Writes) {
     let mut lost: HashSet<String> = HashSet::new();
+    // Keys a drain lost to clears applied twice, the most any view shows.
+    let mut drains_twice: HashMap<String, u64> = HashMap::new();
     for (view, map) in &input.finals {
         check_final(
             report,
             &mut lost,
+            &mut drains_twice,
             view,
             map,
             &FinalExpect {
@@ -25,11 +28,13 @@ pub(super) fn check(report: &mut Report, input: &Input, writes: &Writes) {
                 puts: &writes.puts,
                 registers: &writes.registers,
                 batches: &writes.batches,
+                drains: &writes.drains,
                 frozen: input.frozen,
             },
         );
     }
     report.lost = lost.len() as u64;
+    report.twice += drains_twice.values().sum::<u64>();
 }
 
 struct FinalExpect<'a> {
@@ -37,12 +42,14 @@ struct FinalExpect<'a> {
     puts: &'a HashMap<String, Vec<u8>>,
     registers: &'a HashMap<String, Register>,
     batches: &'a HashMap<String, Batch>,
+    drains: &'a HashMap<String, Drain>,
     frozen: u32,
 }
 
 fn check_final(
     report: &mut Report,
     lost: &mut HashSet<String>,
+    drains_twice: &mut HashMap<String, u64>,
     view: &str,
     map: &BTreeMap<Vec<u8>, Vec<u8>>,
     want: &FinalExpect<'_>,
@@ -75,20 +82,35 @@ fn check_final(
         }
     }
     let empty = Register::default();
-    for k in 0..HOT_KEYS {
-        let key = hot_key(k);
+    let mut put_registers: Vec<String> = (0..HOT_KEYS).map(hot_key).collect();
+    put_registers.extend(
+        want.registers
+            .keys()
+            .filter(|k| k.starts_with("l/"))
+            .cloned(),
+    );
+    put_registers.sort();
+    for key in put_registers {
         let reg = want.registers.get(&key).unwrap_or(&empty);
         let seen = map.get(key.as_bytes()).map(|v| match parse_put_value(v) {
             Some((uid, seq, pad)) => format!("{uid}:{seq}:{pad}"),
             None => "?".to_string(),
         });
         match reg.check(seen.as_deref(), u64::MAX) {
-            Ok(true) => {}
-            Ok(false) => {
+            Seen::Fine => {}
+            Seen::Phantom => {
                 report.phantom += 1;
                 report.example(format!("phantom ({view}): {key} = {seen:?}"));
             }
-            Err(why) => note_lost(report, format!("register {key}"), format!("{key}: {why}")),
+            Seen::Stale(why) => {
+                note_lost(report, format!("register {key}"), format!("{key}: {why}"));
+                report.flagged.insert(key.clone());
+            }
+            Seen::Twice(why) => {
+                report.twice += 1;
+                report.example(format!("twice ({view}): final {key}: {why}"));
+                report.flagged.insert(key.clone());
+            }
         }
     }
     for slot in 0..SLOTS {
@@ -110,12 +132,18 @@ fn check_final(
             .unwrap_or(&empty)
             .check(seen.as_deref(), u64::MAX)
         {
-            Ok(true) => {}
-            Ok(false) => {
+            Seen::Fine => {}
+            Seen::Phantom => {
                 report.phantom += 1;
                 report.example(format!("phantom ({view}): group slot {slot} = {seen:?}"));
             }
-            Err(why) => note_lost(report, format!("register {name}"), format!("{name}: {why}")),
+            Seen::Stale(why) => {
+                note_lost(report, format!("register {name}"), format!("{name}: {why}"));
+            }
+            Seen::Twice(why) => {
+                report.twice += 1;
+                report.example(format!("twice ({view}): final {name}: {why}"));
+            }
         }
     }
     let mut bids: Vec<&String> = want.batches.keys().collect();
@@ -144,6 +172,44 @@ fn check_final(
             ));
         }
     }
+    // Drains: the keys removed lie between the limits of the acknowledged clears and those of
+    // every clear that may have been applied.
+    let mut uids: Vec<&String> = want.drains.keys().collect();
+    uids.sort();
+    for uid in uids {
+        let d = &want.drains[uid];
+        if d.keys == 0 {
+            continue;
+        }
+        let prefix = drain_prefix(uid);
+        let left = map
+            .range(prefix.clone().into_bytes()..)
+            .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .count() as u64;
+        let removed = u64::from(d.keys).saturating_sub(left);
+        let name = format!("d/{uid}");
+        if removed > d.maybe {
+            let extra = removed - d.maybe;
+            let most = drains_twice.entry(name.clone()).or_insert(0);
+            *most = (*most).max(extra);
+            report.example(format!(
+                "twice ({view}): drain {uid} lost {removed} keys to clears whose limits add up \
+                 to {} (acknowledged {}): {extra} removed by a clear applied twice",
+                d.maybe, d.acked
+            ));
+            report.flagged.insert(name);
+        } else if removed < d.acked {
+            note_lost(
+                report,
+                format!("drain {uid}"),
+                format!(
+                    "drain {uid} lost {removed} keys, but acknowledged clears remove {}",
+                    d.acked
+                ),
+            );
+            report.flagged.insert(name);
+        }
+    }
     // Keys nobody wrote.
     for (key, value) in map {
         let known = if key.starts_with(b"u/") {
@@ -155,8 +221,10 @@ fn check_final(
                 .is_some()
         } else if key.starts_with(b"f/") {
             frozen_index(key).is_some_and(|i| i < want.frozen)
+        } else if key.starts_with(b"d/") {
+            value == DRAIN_VALUE && drain_owner(key).is_some_and(|u| want.drains.contains_key(u))
         } else {
-            key.starts_with(b"h/") || key.starts_with(b"g/")
+            key.starts_with(b"h/") || key.starts_with(b"g/") || key.starts_with(b"l/")
         };
         if !known {
             report.phantom += 1;

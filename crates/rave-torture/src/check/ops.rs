@@ -18,56 +18,107 @@ pub(super) enum Fate {
     Crashed,
 }
 
-/// Each process's fate, and the time of the first SIGKILL sent to it (by the nemesis or at the
-/// end), which ends a leader term at the latest.
-pub(super) fn fates(nemesis: &[(u64, NemEvent)]) -> (HashMap<u32, Fate>, HashMap<u32, u64>) {
+/// Each process's fate, the time of the first SIGKILL sent to it (by the nemesis or at the
+/// end), which ends a leader term at the latest, and the processes that SIGKILLed themselves at
+/// the after-commit fault point (started armed, died of SIGKILL nobody sent): killed, too.
+///
+/// All by the index of the process's history in `input.procs`, not by pid: a long run reuses
+/// pids, so a nemesis event belongs to the incarnation most recently spawned with its pid.
+pub(super) fn fates(input: &Input) -> (HashMap<usize, Fate>, HashMap<usize, u64>, HashSet<usize>) {
+    let by_uid: HashMap<&str, usize> = input
+        .procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.uid.as_str(), i))
+        .collect();
+    // Histories whose spawn is not logged (hand-made ones) are found by pid.
+    let mut by_pid: HashMap<u32, usize> = HashMap::new();
+    for (i, p) in input.procs.iter().enumerate().rev() {
+        by_pid.insert(p.pid, i);
+    }
+    let mut spawned: HashSet<u32> = HashSet::new();
+    let mut current: HashMap<u32, usize> = HashMap::new();
+    let mut armed = HashSet::new();
+    let mut self_killed = HashSet::new();
     let mut killed = HashMap::new();
     let mut any_kill = HashMap::new();
     let mut hung = HashSet::new();
     let mut termed = HashSet::new();
     let mut exits = HashMap::new();
-    for (t, ev) in nemesis {
+    for (t, ev) in &input.nemesis {
+        let pid = match ev {
+            NemEvent::Spawn { pid, uid, fault } => {
+                spawned.insert(*pid);
+                match by_uid.get(uid.as_str()) {
+                    Some(&i) => {
+                        current.insert(*pid, i);
+                        if *fault {
+                            armed.insert(i);
+                        }
+                    }
+                    None => {
+                        current.remove(pid);
+                    }
+                }
+                continue;
+            }
+            NemEvent::Kill { pid, .. } | NemEvent::Term { pid } | NemEvent::Exit { pid, .. } => {
+                *pid
+            }
+            _ => continue,
+        };
+        let proc = match current.get(&pid) {
+            Some(&i) => i,
+            None if !spawned.contains(&pid) => match by_pid.get(&pid) {
+                Some(&i) => i,
+                None => continue,
+            },
+            None => continue,
+        };
         match ev {
-            NemEvent::Kill { pid, target, .. } => {
-                any_kill.entry(*pid).or_insert(*t);
+            NemEvent::Kill { target, .. } => {
+                any_kill.entry(proc).or_insert(*t);
                 if target == "end" {
-                    hung.insert(*pid);
+                    hung.insert(proc);
                 } else {
-                    killed.entry(*pid).or_insert(*t);
+                    killed.entry(proc).or_insert(*t);
                 }
             }
-            NemEvent::Term { pid } => {
-                termed.insert(*pid);
+            NemEvent::Term { .. } => {
+                termed.insert(proc);
             }
-            NemEvent::Exit { pid, status } => {
-                exits.insert(*pid, status.clone());
+            NemEvent::Exit { status, .. } => {
+                exits.insert(proc, status.clone());
             }
             _ => {}
         }
     }
     let mut out = HashMap::new();
-    let pids: HashSet<u32> = exits
+    let procs: HashSet<usize> = exits
         .keys()
         .chain(killed.keys())
         .chain(hung.iter())
         .copied()
         .collect();
-    for pid in pids {
-        let status = exits.get(&pid).map(String::as_str);
-        let fate = if hung.contains(&pid) {
+    for proc in procs {
+        let status = exits.get(&proc).map(String::as_str);
+        let fate = if hung.contains(&proc) {
             Fate::Hung
-        } else if killed.contains_key(&pid) {
+        } else if killed.contains_key(&proc) {
             Fate::Killed
         } else if status == Some("code:0") {
             Fate::Clean
-        } else if termed.contains(&pid) && status == Some("signal:15") {
+        } else if termed.contains(&proc) && status == Some("signal:15") {
+            Fate::Killed
+        } else if armed.contains(&proc) && status == Some("signal:9") {
+            self_killed.insert(proc);
             Fate::Killed
         } else {
             Fate::Crashed
         };
-        out.insert(pid, fate);
+        out.insert(proc, fate);
     }
-    (out, any_kill)
+    (out, any_kill, self_killed)
 }
 
 /// One operation, start to end.
@@ -91,7 +142,11 @@ impl OpRec {
 
 /// Pairs every start with its end, counts errors, and reports hung operations and crashed
 /// processes.
-pub(super) fn collect(report: &mut Report, input: &Input, fate: &HashMap<u32, Fate>) -> Vec<OpRec> {
+pub(super) fn collect(
+    report: &mut Report,
+    input: &Input,
+    fate: &HashMap<usize, Fate>,
+) -> Vec<OpRec> {
     // Operations, per process.
     let mut ops: Vec<OpRec> = Vec::new();
     for (fi, p) in input.procs.iter().enumerate() {
@@ -128,7 +183,7 @@ pub(super) fn collect(report: &mut Report, input: &Input, fate: &HashMap<u32, Fa
                 _ => {}
             }
         }
-        let f = fate.get(&p.pid).copied().unwrap_or(Fate::Crashed);
+        let f = fate.get(&fi).copied().unwrap_or(Fate::Crashed);
         if f == Fate::Crashed {
             report.crashed += 1;
             report.example(format!(

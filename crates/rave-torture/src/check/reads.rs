@@ -4,7 +4,7 @@
 
 use super::iterators;
 use super::ops::OpRec;
-use super::writes::Writes;
+use super::writes::{Seen, Writes};
 use super::{Input, Report};
 use crate::history::Op;
 use crate::schema::GROUP_KEYS;
@@ -28,23 +28,8 @@ pub(super) fn check(report: &mut Report, input: &Input, ops: &[OpRec], writes: &
                     }
                     v => Some(v),
                 };
-                match register(key).check(seen, o.start) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        report.phantom += 1;
-                        report.example(format!(
-                            "phantom: {file} get {key} at {} returned {:?}, never written",
-                            o.start, o.result
-                        ));
-                    }
-                    Err(why) => {
-                        report.stale += 1;
-                        report.example(format!(
-                            "stale read: {file} get {key} began at {}: {why}",
-                            o.start
-                        ));
-                    }
-                }
+                let what = format!("{file} get {key} began at {}", o.start);
+                judge(report, key, &what, register(key).check(seen, o.start));
             }
             Op::Group { slot } if o.ok() => {
                 let values: Vec<&str> = o.result.split(',').collect();
@@ -64,27 +49,33 @@ pub(super) fn check(report: &mut Report, input: &Input, ops: &[OpRec], writes: &
                     }
                     v => Some(v),
                 };
-                match register(&format!("g/{slot}")).check(seen, o.start) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        report.phantom += 1;
-                        report.example(format!(
-                            "phantom: {file} group {slot} at {} saw {}",
-                            o.start, o.result
-                        ));
-                    }
-                    Err(why) => {
-                        report.stale += 1;
-                        report.example(format!(
-                            "stale read: {file} group {slot} began at {}: {why}",
-                            o.start
-                        ));
-                    }
-                }
+                let name = format!("g/{slot}");
+                let what = format!("{file} group {slot} began at {} saw {}", o.start, o.result);
+                judge(report, &name, &what, register(&name).check(seen, o.start));
             }
             Op::Frozen(spec) => iterators::check_frozen(report, file, o, spec, input.frozen),
             Op::Live { .. } => iterators::check_live(report, file, o),
             _ => {}
         }
     }
+}
+
+/// Counts a read's verdict (and remembers the register, for the cross-check).
+fn judge(report: &mut Report, name: &str, what: &str, seen: Seen) {
+    match seen {
+        Seen::Fine => return,
+        Seen::Phantom => {
+            report.phantom += 1;
+            report.example(format!("phantom: {what}: a value never written"));
+        }
+        Seen::Stale(why) => {
+            report.stale += 1;
+            report.example(format!("stale read: {what}: {why}"));
+        }
+        Seen::Twice(why) => {
+            report.twice += 1;
+            report.example(format!("twice: {what}: {why}"));
+        }
+    }
+    report.flagged.insert(name.to_string());
 }

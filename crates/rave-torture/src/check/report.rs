@@ -17,6 +17,9 @@ pub struct Report {
     pub acked: u64,
     /// Acknowledged writes missing from a final view (counted once across views).
     pub lost: u64,
+    /// Writes applied twice: a value read again after a newer acknowledged write replaced it,
+    /// plus drain keys removed beyond the limits of every clear that may have been applied.
+    pub twice: u64,
     /// Pairs of overlapping leader terms, plus terms whose epoch did not grow.
     pub overlapping_terms: u64,
     /// Entries an iterator returned twice.
@@ -55,6 +58,22 @@ pub struct Report {
     pub failovers_ms: Vec<f64>,
     /// Leader terms seen.
     pub terms: u64,
+    /// Leaders that SIGKILLed themselves at the after-commit fault point.
+    pub fault_kills: u64,
+    /// Registers and drains the rules above flagged (compared with the linearizability checker).
+    pub flagged: HashSet<String>,
+    /// Per-key histories given to the linearizability checker (stateright).
+    pub lin_checked: u64,
+    /// Of those, the ones it found linearizable.
+    pub lin_ok: u64,
+    /// Keys it found not linearizable.
+    pub nonlinear: u64,
+    /// Keys it could not decide within its time budget.
+    pub lin_undecided: u64,
+    /// Keys left out (history too long, or the budget spent).
+    pub lin_skipped: u64,
+    /// Checked keys on which it and the rules above disagree.
+    pub lin_disagree: u64,
     /// Leader kills that landed while a batch was in flight.
     pub kills_mid_batch: u64,
     /// Leader kills that landed while a frozen-prefix iterator was open.
@@ -84,6 +103,8 @@ impl Report {
     pub fn ok(&self) -> bool {
         [
             self.lost,
+            self.twice,
+            self.nonlinear,
             self.overlapping_terms,
             self.dup,
             self.skip,
@@ -116,10 +137,11 @@ impl Report {
     /// The final line.
     pub fn summary(&self, backend: &str, seed: u64) -> String {
         format!(
-            "torture: backend={backend} kills={} acked={} lost={} overlapping_terms={} dup={} skip={} hung={} failover_p50_ms={:.0} failover_p99_ms={:.0} seed={seed}",
+            "torture: backend={backend} kills={} acked={} lost={} twice={} overlapping_terms={} dup={} skip={} hung={} failover_p50_ms={:.0} failover_p99_ms={:.0} seed={seed}",
             self.kills,
             self.acked,
             self.lost,
+            self.twice,
             self.overlapping_terms,
             self.dup,
             self.skip,
@@ -137,9 +159,16 @@ impl Report {
             .map(|(k, n)| format!("{k}:{n}"))
             .collect();
         format!(
-            "torture-detail: ops={} terms={} kills_mid_batch={} kills_mid_iter={} iters_across_kills={} stale={} partial={} phantom={} stray={} disorder={} corrupt={} epoch_regress={} crashed={} stalls={} indeterminate={} max_op_ms={:.0} errors={}",
+            "torture-detail: ops={} terms={} fault_kills={} linearizable={}/{} nonlinear={} lin_undecided={} lin_skipped={} lin_disagree={} kills_mid_batch={} kills_mid_iter={} iters_across_kills={} stale={} partial={} phantom={} stray={} disorder={} corrupt={} epoch_regress={} crashed={} stalls={} indeterminate={} max_op_ms={:.0} errors={}",
             self.ops,
             self.terms,
+            self.fault_kills,
+            self.lin_ok,
+            self.lin_checked,
+            self.nonlinear,
+            self.lin_undecided,
+            self.lin_skipped,
+            self.lin_disagree,
             self.kills_mid_batch,
             self.kills_mid_iter,
             self.iters_across_kills,
@@ -202,7 +231,7 @@ pub(super) fn coverage(
     report: &mut Report,
     input: &Input,
     ops: &[OpRec],
-    kill_time: &HashMap<u32, u64>,
+    kill_time: &HashMap<usize, u64>,
 ) {
     let mut kills: Vec<u64> = input
         .nemesis
@@ -219,7 +248,7 @@ pub(super) fn coverage(
         // An operation cut short by its process's death was in flight until that death.
         let end = o
             .end
-            .or_else(|| kill_time.get(&o.pid).copied())
+            .or_else(|| kill_time.get(&o.file).copied())
             .unwrap_or(u64::MAX);
         let from = kills.partition_point(|k| *k < o.start);
         let to = kills.partition_point(|k| *k <= end);

@@ -11,12 +11,12 @@ use crate::history::{Event, NemEvent, Op};
 pub(super) fn check_terms(
     report: &mut Report,
     input: &Input,
-    fate: &HashMap<u32, Fate>,
-    kill_time: &HashMap<u32, u64>,
+    fate: &HashMap<usize, Fate>,
+    kill_time: &HashMap<usize, u64>,
 ) {
     // (start, end, epoch, file)
     let mut terms: Vec<(u64, u64, Option<u64>, &str)> = Vec::new();
-    for p in &input.procs {
+    for (fi, p) in input.procs.iter().enumerate() {
         let last_t = p.events.last().map_or(0, |(t, _)| *t);
         let mut open: Option<(u64, Option<u64>)> = None;
         let mut ends: Vec<(u64, Option<u64>, u64)> = Vec::new();
@@ -38,7 +38,7 @@ pub(super) fn check_terms(
         }
         if let Some((s, e)) = open {
             // Still leading when its history stops: the term ended with the process.
-            let end = match (kill_time.get(&p.pid), fate.get(&p.pid)) {
+            let end = match (kill_time.get(&fi), fate.get(&fi)) {
                 (Some(k), _) => (*k).max(s),
                 (None, Some(Fate::Crashed) | None) => last_t.max(s),
                 _ => u64::MAX,
@@ -48,7 +48,7 @@ pub(super) fn check_terms(
         for (s, e, end) in ends {
             // A SIGKILL logged before the role change was recorded (the signal takes a moment
             // to land): the term ends at the kill, or at once.
-            let end = match kill_time.get(&p.pid) {
+            let end = match kill_time.get(&fi) {
                 Some(k) if *k >= s => end.min(*k),
                 _ => end,
             };

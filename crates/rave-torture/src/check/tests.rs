@@ -5,7 +5,8 @@ use rave::Projection;
 use super::*;
 use crate::history::Op;
 use crate::schema::{
-    FrozenSpec, GROUP_KEYS, batch_key, frozen_key, frozen_value, group_key, put_value, unique_key,
+    DRAIN_KEYS, DRAIN_VALUE, FrozenSpec, GROUP_KEYS, batch_key, drain_key, frozen_key,
+    frozen_value, group_key, put_value, unique_key,
 };
 
 struct Builder {
@@ -418,4 +419,230 @@ fn failover_is_measured_from_the_kill_to_a_newer_leader() {
             .summary("redb", 7)
             .starts_with("torture: backend=redb kills=1 acked=0 lost=0")
     );
+}
+
+fn get(key: &str) -> Op {
+    Op::Get { key: key.into() }
+}
+
+/// A put applied, read, replaced by a newer acknowledged put, then applied again (its re-send
+/// after a failover): the value is back. Both this checker's `twice` rule and stateright flag
+/// the key; without the earlier read both accept it (the put may simply have taken effect late).
+#[test]
+fn a_put_applied_twice_is_caught_by_both_checkers() {
+    let key = "l/0000000001/0";
+    let run = |first_read: bool| {
+        let mut a = Builder::new("w0i0", 10);
+        // Put X: started at 10, answered only at 100 (after its re-send).
+        a.op(10, Some(100), put(key, "w0i0", 1), "ok", 1, "");
+        let mut b = Builder::new("w1i0", 11);
+        // Put Y: started at 40, acknowledged at 50.
+        b.op(40, Some(50), put(key, "w1i0", 1), "ok", 2, "");
+        let mut r = Builder::new("r0i0", 12);
+        if first_read {
+            r.op(20, Some(30), get(key), "ok", 1, "w0i0:1:0");
+        }
+        // X again, in a read that began after Y was acknowledged.
+        r.op(60, Some(70), get(key), "ok", 2, "w0i0:1:0");
+        let mut fin = BTreeMap::new();
+        fin.insert(key.as_bytes().to_vec(), put_value("w0i0", 1, 0));
+        check(&Input {
+            procs: vec![a.done(), b.done(), r.done()],
+            nemesis: vec![exit(10, 200), exit(11, 200), exit(12, 200)],
+            frozen: 0,
+            finals: vec![("rave".into(), fin)],
+        })
+    };
+    let report = run(true);
+    // The read at 60 and the final state.
+    assert_eq!(report.twice, 2, "{:?}", report.examples);
+    assert_eq!(report.stale, 0);
+    assert_eq!((report.lin_checked, report.nonlinear), (1, 1));
+    assert_eq!(report.lin_disagree, 0, "{:?}", report.examples);
+    assert!(!report.ok());
+    assert!(
+        report
+            .summary("redb", 1)
+            .contains(" lost=0 twice=2 overlapping_terms=0 ")
+    );
+    let report = run(false);
+    assert!(report.ok(), "{:?}", report.examples);
+    assert_eq!((report.lin_checked, report.lin_ok), (1, 1));
+}
+
+/// A stale read (the value's put was acknowledged before the newer one started) stays `stale`,
+/// not `twice`, and stateright rejects it too.
+#[test]
+fn a_stale_linearizability_register_read_is_not_counted_twice() {
+    let key = "l/0000000001/1";
+    let a = Builder::new("w0i0", 10)
+        .op(10, Some(20), put(key, "w0i0", 1), "ok", 1, "")
+        .op(30, Some(40), put(key, "w0i0", 2), "ok", 1, "")
+        .done();
+    let r = Builder::new("r0i0", 12)
+        .op(50, Some(60), get(key), "ok", 1, "w0i0:1:0")
+        .done();
+    let report = check(&Input {
+        procs: vec![a, r],
+        nemesis: vec![exit(10, 200), exit(12, 200)],
+        frozen: 0,
+        finals: vec![],
+    });
+    assert_eq!((report.stale, report.twice), (1, 0));
+    assert_eq!((report.nonlinear, report.lin_disagree), (1, 0));
+}
+
+fn drain_final(uid: &str, left: u32) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    (DRAIN_KEYS - left..DRAIN_KEYS)
+        .map(|i| (drain_key(uid, i).into_bytes(), DRAIN_VALUE.to_vec()))
+        .collect()
+}
+
+fn clear(uid: &str, limit: u32) -> Op {
+    Op::Clear {
+        uid: uid.into(),
+        limit,
+    }
+}
+
+/// A drain filled, then cleared with limits 2 (acknowledged), 3 (failed: may have applied) and
+/// 1 (acknowledged): between 3 and 6 keys may be gone. 7 gone is a clear applied twice; 2 gone
+/// is an acknowledged clear lost. stateright's search over the same history agrees each time.
+#[test]
+fn drain_clears_are_counted_against_their_limits() {
+    let uid = "w0i0";
+    let run = |removed: u32| {
+        let w = Builder::new(uid, 10)
+            .op(
+                1,
+                Some(2),
+                Op::Fill {
+                    uid: uid.into(),
+                    keys: DRAIN_KEYS,
+                },
+                "ok",
+                1,
+                "",
+            )
+            .op(3, Some(4), clear(uid, 2), "ok", 1, "")
+            .op(5, Some(6), clear(uid, 3), "LeaderLost", 1, "")
+            .op(7, Some(8), clear(uid, 1), "ok", 2, "")
+            .done();
+        let fin = drain_final(uid, DRAIN_KEYS - removed);
+        check(&Input {
+            procs: vec![w],
+            nemesis: vec![exit(10, 100)],
+            frozen: 0,
+            finals: vec![("rave".into(), fin.clone()), ("direct".into(), fin)],
+        })
+    };
+    for removed in [3, 6] {
+        let report = run(removed);
+        assert!(report.ok(), "{removed}: {:?}", report.examples);
+        assert_eq!((report.lin_checked, report.lin_ok), (1, 1));
+        assert_eq!(report.acked, 3);
+    }
+    let report = run(7);
+    assert_eq!((report.twice, report.lost), (1, 0), "{:?}", report.examples);
+    assert_eq!((report.nonlinear, report.lin_disagree), (1, 0));
+    let report = run(2);
+    assert_eq!((report.twice, report.lost), (0, 1), "{:?}", report.examples);
+    assert_eq!((report.nonlinear, report.lin_disagree), (1, 0));
+}
+
+/// A process started with the fault point armed that died of a SIGKILL nobody sent killed
+/// itself: not a crash; its leader term ends with its last line.
+#[test]
+fn a_leader_killed_at_the_fault_point_is_not_a_crash() {
+    let a = Builder::new("w0i0", 10)
+        .role(5, "leader", Some(1))
+        .op(10, None, put("h/0", "w0i0", 1), "", 1, "")
+        .done();
+    let b = Builder::new("w1i0", 11)
+        .role(20, "leader", Some(2))
+        .op(60, Some(70), Op::Close, "ok", 2, "")
+        .done();
+    let spawn = |pid, uid: &str, fault| {
+        (
+            1,
+            NemEvent::Spawn {
+                pid,
+                uid: uid.into(),
+                fault,
+            },
+        )
+    };
+    let input = Input {
+        procs: vec![a, b],
+        nemesis: vec![
+            spawn(10, "w0i0", true),
+            spawn(11, "w1i0", false),
+            (
+                30,
+                NemEvent::Exit {
+                    pid: 10,
+                    status: "signal:9".into(),
+                },
+            ),
+            exit(11, 100),
+        ],
+        frozen: 0,
+        finals: vec![],
+    };
+    let report = check(&input);
+    assert!(report.ok(), "{:?}", report.examples);
+    assert_eq!((report.fault_kills, report.indeterminate), (1, 1));
+    // Not armed: the same death is a crash.
+    let mut input = input;
+    input.nemesis[0] = spawn(10, "w0i0", false);
+    assert_eq!(check(&input).crashed, 1);
+}
+
+/// A long run reuses pids: each nemesis event belongs to the incarnation last spawned with its
+/// pid. Here pid 10 led and killed itself at the fault point, then came back as a storm process
+/// that exited cleanly; the term of the first still ends with its last line.
+#[test]
+fn a_reused_pid_does_not_extend_an_earlier_term() {
+    let a = Builder::new("w0i0", 10)
+        .role(5, "leader", Some(1))
+        .op(8, Some(9), get("h/0"), "ok", 1, "-")
+        .done();
+    let b = Builder::new("w1i0", 11)
+        .role(20, "leader", Some(2))
+        .op(60, Some(70), Op::Close, "ok", 2, "")
+        .done();
+    let mut c = Builder::new("s1", 10);
+    c.p.kind = "storm".into();
+    let c = c.op(40, Some(45), Op::Close, "ok", 2, "").done();
+    let spawn = |t, pid, uid: &str, fault| {
+        (
+            t,
+            NemEvent::Spawn {
+                pid,
+                uid: uid.into(),
+                fault,
+            },
+        )
+    };
+    let report = check(&Input {
+        procs: vec![a, b, c],
+        nemesis: vec![
+            spawn(1, 10, "w0i0", true),
+            spawn(2, 11, "w1i0", false),
+            (
+                12,
+                NemEvent::Exit {
+                    pid: 10,
+                    status: "signal:9".into(),
+                },
+            ),
+            spawn(30, 10, "s1", false),
+            exit(10, 50),
+            exit(11, 100),
+        ],
+        frozen: 0,
+        finals: vec![],
+    });
+    assert!(report.ok(), "{:?}", report.examples);
+    assert_eq!((report.fault_kills, report.terms), (1, 2));
 }

@@ -1,5 +1,6 @@
-//! What was written: unique puts, registers (hot keys and group slots) with the times of their
-//! writes, and batches; the evidence the other rules judge reads and the final state against.
+//! What was written: unique puts, registers (hot keys, linearizability keys and group slots)
+//! with the times of their writes, batches, and drains with their clears; the evidence the other
+//! rules judge reads and the final state against.
 
 use std::collections::HashMap;
 
@@ -22,6 +23,22 @@ pub(super) struct RegWrite {
 pub(super) struct Register {
     pub(super) writes: HashMap<String, RegWrite>,
     pub(super) by_end: Vec<(u64, u64)>,
+    /// By value id: the earliest end of a successful read that returned it (the value was
+    /// applied by then, whenever its write was acknowledged).
+    pub(super) first_seen: HashMap<String, u64>,
+}
+
+/// How a value read from a register (or found in the final state) compares with its writes.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Possible in a linearizable history.
+    Fine,
+    /// Nobody wrote it.
+    Phantom,
+    /// Older than an acknowledged write that started after it was acknowledged.
+    Stale(String),
+    /// Seen again after a newer acknowledged write replaced it: applied twice.
+    Twice(String),
 }
 
 impl Register {
@@ -47,28 +64,44 @@ impl Register {
     }
 
     /// Checks a value `seen` (a value id, or `None` for absent) read by an operation that began
-    /// at `t`: `Err` explains the violation. `Ok(false)` when the value is unknown (phantom).
-    pub(super) fn check(&self, seen: Option<&str>, t: u64) -> Result<bool, String> {
+    /// at `t`.
+    ///
+    /// Stale: the value's write was acknowledged before another write started, and that one was
+    /// acknowledged before `t`. Twice: the value had been read (so applied) before another
+    /// write started, that one was acknowledged before `t`, and yet the value is back: the only
+    /// single-application explanation is gone, its write took effect a second time (a re-sent
+    /// write applied again). Both are sound: recorded starts precede the real ones and
+    /// recorded ends follow them.
+    pub(super) fn check(&self, seen: Option<&str>, t: u64) -> Seen {
         let newest = self.newest_acked_start_before(t);
-        match seen {
-            None => match newest {
-                Some(s) => Err(format!(
+        let Some(id) = seen else {
+            return match newest {
+                Some(s) => Seen::Stale(format!(
                     "absent, but a write that started at {s} was acknowledged before {t}"
                 )),
-                None => Ok(true),
-            },
-            Some(id) => {
-                let Some(w) = self.writes.get(id) else {
-                    return Ok(false);
-                };
-                match (w.acked_end, newest) {
-                    (Some(end), Some(s)) if s > end => Err(format!(
-                        "value {id} (acknowledged at {end}) but a write that started later, at \
-                         {s}, was acknowledged before {t}"
-                    )),
-                    _ => Ok(true),
-                }
-            }
+                None => Seen::Fine,
+            };
+        };
+        let Some(w) = self.writes.get(id) else {
+            return Seen::Phantom;
+        };
+        let Some(s) = newest else {
+            return Seen::Fine;
+        };
+        if let Some(end) = w.acked_end
+            && s > end
+        {
+            return Seen::Stale(format!(
+                "value {id} (acknowledged at {end}) but a write that started later, at {s}, was \
+                 acknowledged before {t}"
+            ));
+        }
+        match self.first_seen.get(id) {
+            Some(&seen_at) if s > seen_at => Seen::Twice(format!(
+                "value {id} (read by {seen_at}) again, though a write that started later, at \
+                 {s}, was acknowledged before {t}"
+            )),
+            _ => Seen::Fine,
         }
     }
 }
@@ -78,6 +111,18 @@ pub(super) struct Batch {
     pub(super) n: u64,
     pub(super) keys: u32,
     pub(super) acked: bool,
+}
+
+/// A writer's drain: its fill and the clears of it.
+#[derive(Default)]
+pub(super) struct Drain {
+    /// Keys filled (0 when the fill was not acknowledged: then nothing is counted).
+    pub(super) keys: u32,
+    /// Sum of the limits of the acknowledged clears.
+    pub(super) acked: u64,
+    /// Sum of the limits of every clear that may have been applied (acknowledged, failed, or cut
+    /// short by its process's death).
+    pub(super) maybe: u64,
 }
 
 /// Every write of the run, by kind.
@@ -90,6 +135,8 @@ pub(super) struct Writes {
     pub(super) registers: HashMap<String, Register>,
     /// Batches by id.
     pub(super) batches: HashMap<String, Batch>,
+    /// Drains by writer.
+    pub(super) drains: HashMap<String, Drain>,
     /// What [`Writes::register`] answers for a register nobody wrote.
     pub(super) empty: Register,
 }
@@ -107,6 +154,7 @@ pub(super) fn collect(report: &mut Report, ops: &[OpRec]) -> Writes {
     let mut acked_puts: Vec<(String, Vec<u8>)> = Vec::new();
     let mut registers: HashMap<String, Register> = HashMap::new();
     let mut batches: HashMap<String, Batch> = HashMap::new();
+    let mut drains: HashMap<String, Drain> = HashMap::new();
     for o in ops {
         match &o.op {
             Op::Put { key, uid, seq, pad } => {
@@ -114,7 +162,7 @@ pub(super) fn collect(report: &mut Report, ops: &[OpRec]) -> Writes {
                 if o.ok() {
                     report.acked += 1;
                 }
-                if key.starts_with("h/") {
+                if is_register(key) {
                     registers.entry(key.clone()).or_default().writes.insert(
                         format!("{uid}:{seq}:{pad}"),
                         RegWrite {
@@ -155,17 +203,56 @@ pub(super) fn collect(report: &mut Report, ops: &[OpRec]) -> Writes {
                     },
                 );
             }
+            Op::Fill { uid, keys } => {
+                let d = drains.entry(uid.clone()).or_default();
+                if o.ok() {
+                    report.acked += 1;
+                    d.keys = *keys;
+                }
+            }
+            Op::Clear { uid, limit } => {
+                let d = drains.entry(uid.clone()).or_default();
+                if o.ok() {
+                    report.acked += 1;
+                    d.acked += u64::from(*limit);
+                }
+                d.maybe += u64::from(*limit);
+            }
             _ => {}
         }
     }
     for r in registers.values_mut() {
         r.finish();
     }
+    // When each value was first read, as evidence that it had been applied by then.
+    for o in ops.iter().filter(|o| o.ok()) {
+        let (name, id) = match &o.op {
+            Op::Get { key } if is_register(key) => (key.clone(), o.result.as_str()),
+            Op::Group { slot } => (
+                format!("g/{slot}"),
+                o.result.split(',').next().unwrap_or("-"),
+            ),
+            _ => continue,
+        };
+        if let (Some(r), Some(end)) = (registers.get_mut(&name), o.end)
+            && r.writes.contains_key(id)
+        {
+            let at = r.first_seen.entry(id.to_string()).or_insert(end);
+            *at = (*at).min(end);
+        }
+    }
     Writes {
         puts,
         acked_puts,
         registers,
         batches,
+        drains,
         empty: Register::default(),
     }
+}
+
+/// Whether puts to `key` overwrite a register (hot keys and linearizability keys) rather than
+/// write a unique key once.
+pub(super) fn is_register(key: &str) -> bool {
+    key.starts_with("h/") || key.starts_with("l/")
 }
