@@ -146,16 +146,23 @@ impl Leadership {
     where
         Fut: Future<Output = Result<T>>,
     {
+        let started = Instant::now();
         loop {
             let Ticket {
                 store,
                 generation,
+                role,
                 _turn: turn,
-                ..
             } = self.acquire().await?;
             // A follower's wait for its leader is bounded by `op_timeout` inside the client
-            // (one watchdog per connection; see `try_follow`).
-            let result = op(store).await;
+            // (one watchdog per connection; see `try_follow`); a leader's wait for its own
+            // engine (hung in a call) here.
+            let result = match (role, self.options.op_timeout) {
+                (Role::Leader, Some(limit)) => tokio::time::timeout(limit, op(store))
+                    .await
+                    .unwrap_or(Err(Error::Timeout { waited: limit })),
+                _ => op(store).await,
+            };
             // The next queued operation may start only now.
             drop(turn);
             match result {
@@ -166,6 +173,15 @@ impl Leadership {
                     }
                     if !self.options.retry {
                         return Err(Error::LeaderLost);
+                    }
+                    // A leader that keeps dropping connections must not hold the operation
+                    // forever: retries end with `Timeout` once `op_timeout` has passed.
+                    if let Some(limit) = self.options.op_timeout
+                        && started.elapsed() >= limit
+                    {
+                        return Err(Error::Timeout {
+                            waited: started.elapsed(),
+                        });
                     }
                     tracing::debug!("leader lost with an operation in flight; retrying");
                 }
@@ -325,9 +341,13 @@ impl Leadership {
 /// The election loop of one handle; returns when the handle closes.
 pub(crate) async fn drive(core: Arc<Leadership>) {
     let mut backoff = Backoff::default();
+    // Paces reconnections to a leader whose connections end soon after they start (its store
+    // closing, or broken), so that its followers do not reconnect in a loop.
+    let mut churn = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     while !core.cancel.is_cancelled() {
         if let Some((client, epoch)) = try_follow(&core).await {
             backoff.reset();
+            let since = Instant::now();
             let generation = core.follow(client.clone(), epoch);
             tracing::debug!(epoch, "following");
             tokio::select! {
@@ -335,6 +355,11 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
                     core.lost(generation);
                     core.electing();
                     tracing::debug!(epoch, "leader gone; electing");
+                    if since.elapsed() < STEADY_CONNECTION {
+                        sleep_or_cancel(&core, churn.next_delay()).await;
+                    } else {
+                        churn.reset();
+                    }
                 }
                 _ = core.cancel.cancelled() => {
                     let _ = rave_api::KvStore::close(&client).await;
@@ -364,6 +389,10 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
         }
     }
 }
+
+/// A connection to the leader that lasts this long was a working one: the next reconnection
+/// need not wait.
+const STEADY_CONNECTION: Duration = Duration::from_secs(1);
 
 async fn sleep_or_cancel(core: &Leadership, delay: Duration) {
     tokio::select! {

@@ -8,7 +8,8 @@
 //!   write closes and reopens the engine first, so once the cause is gone (space freed) writes
 //!   succeed again without restarting any process.
 //! - Reopen attempts are paced ([`Pace`]): at most one per `delay`, doubling from 50 ms to 1 s
-//!   while they keep failing, so a broken disk never makes the thread spin. While no engine is
+//!   until a write succeeds, so a broken disk never makes the thread spin (the one exception: a
+//!   panic reopens at once, since no engine is left to answer; a panicking open is paced). While no engine is
 //!   open, every command is answered at once with the last error (nothing waits for a reopen),
 //!   and a command that arrives when an attempt is due triggers it; there is no timer.
 //! - After a reopen the exactly-once records are loaded again ([`prepare`]), and the new
@@ -73,8 +74,9 @@ impl Pace {
 enum Outcome {
     /// The store closed (with the caller to answer) or every handle is gone.
     Close(Option<Reply<()>>),
-    /// The engine must be closed and reopened, because of this error.
-    Reopen(Error),
+    /// The engine must be closed and reopened, because of this error; at once (after a panic:
+    /// no engine is left to serve), or when the pace allows.
+    Reopen(Error, bool),
 }
 
 /// What one command did to the engine's health.
@@ -149,11 +151,11 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                     }
                     return;
                 }
-                Outcome::Reopen(cause) => {
+                Outcome::Reopen(cause, at_once) => {
                     if let Err(err) = closed {
                         tracing::warn!(engine = %self.name, %err, "closing the engine to reopen it failed");
                     }
-                    match self.reopen(cause) {
+                    match self.reopen(cause, at_once) {
                         Some(engine) => current = engine,
                         None => return,
                     }
@@ -204,11 +206,11 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
 
     /// Reopens the engine, closed because of `cause`. Until an attempt succeeds, answers every
     /// command with the last error; an attempt runs when one is due and a command is waiting
-    /// (or at once, when due on entry). `None` when the store closed meanwhile.
-    fn reopen(&mut self, cause: Error) -> Option<Opened<E>> {
+    /// (or on entry, when due or `at_once`). `None` when the store closed meanwhile.
+    fn reopen(&mut self, cause: Error, mut at_once: bool) -> Option<Opened<E>> {
         let mut last = cause;
         loop {
-            if self.pace.due() {
+            if std::mem::take(&mut at_once) || self.pace.due() {
                 self.pace.attempted();
                 match self.open_engine() {
                     Ok(engine) => {
@@ -267,7 +269,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
             {
                 tracing::info!(engine = %self.name, %cause, "reopening the engine after a failed write");
                 self.held_back = Some(command);
-                break Outcome::Reopen(cause.clone());
+                break Outcome::Reopen(cause.clone(), false);
             }
             match self.handle(engine, records, &mut cursors, command) {
                 Step::Done => {}
@@ -276,13 +278,13 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                     self.pace.reset();
                 }
                 Step::Wrote(Some(err)) => suspect = Some(err),
-                Step::Panicked(err) => break Outcome::Reopen(err),
+                Step::Panicked(err) => break Outcome::Reopen(err, true),
                 Step::Close(reply) => break Outcome::Close(Some(reply)),
             }
         };
         // Cursors borrow the engine: gone before it closes. Their iterators fail from now on.
         let lost = match &outcome {
-            Outcome::Reopen(cause) => Some(Error::other(format!(
+            Outcome::Reopen(cause, _) => Some(Error::other(format!(
                 "the iterator's snapshot is gone: the engine was reopened after: {cause}"
             ))),
             Outcome::Close(_) => None,
