@@ -23,6 +23,7 @@ use rave::{
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
+const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 fn set(flag: &std::sync::atomic::AtomicBool, on: bool) {
     flag.store(on, Ordering::SeqCst);
@@ -53,110 +54,122 @@ async fn keys(iter: &mut Box<dyn KvIterator>) -> rave::Result<Vec<Vec<u8>>> {
 
 #[tokio::test]
 async fn a_panicking_write_is_an_error_and_the_engine_is_reopened_with_its_records() {
-    let faults = Arc::new(Faults::default());
-    let (store, _tmp) = store(&faults);
-    let stamp = WriteStamp {
-        client: ClientId::random(),
-        seq: 1,
-        floor: 1,
-    };
-    let first = Write::Batch(vec![BatchOp::put(b"k".to_vec(), b"first".to_vec())]);
-    store.write_stamped(stamp, first.clone()).await.unwrap();
-    store.put(b"k", b"second").await.unwrap();
+    // No call may hang, even when the healing is broken.
+    within("the test", TEST_LIMIT, async {
+        let faults = Arc::new(Faults::default());
+        let (store, _tmp) = store(&faults);
+        let stamp = WriteStamp {
+            client: ClientId::random(),
+            seq: 1,
+            floor: 1,
+        };
+        let first = Write::Batch(vec![BatchOp::put(b"k".to_vec(), b"first".to_vec())]);
+        store.write_stamped(stamp, first.clone()).await.unwrap();
+        store.put(b"k", b"second").await.unwrap();
 
-    set(&faults.panic_write, true);
-    let err = store.put(b"x", b"1").await.unwrap_err();
-    assert_panicked(&err);
-    // Every caller is answered, not only the first: a second write fails the same way.
-    assert_panicked(&store.put(b"x", b"2").await.unwrap_err());
-    set(&faults.panic_write, false);
+        set(&faults.panic_write, true);
+        let err = store.put(b"x", b"1").await.unwrap_err();
+        assert_panicked(&err);
+        // Every caller is answered, not only the first: a second write fails the same way.
+        assert_panicked(&store.put(b"x", b"2").await.unwrap_err());
+        set(&faults.panic_write, false);
 
-    store.put(b"x", b"3").await.unwrap();
-    assert_eq!(store.get(b"x").await.unwrap(), Some(b"3".to_vec()));
-    assert!(faults.opens() >= 2, "the engine was not reopened");
-    // The reopened engine's exactly-once records came back: the re-sent write is not applied
-    // again over the newer value.
-    store.write_stamped(stamp, first).await.unwrap();
-    assert_eq!(store.get(b"k").await.unwrap(), Some(b"second".to_vec()));
-    store.close().await.unwrap();
+        store.put(b"x", b"3").await.unwrap();
+        assert_eq!(store.get(b"x").await.unwrap(), Some(b"3".to_vec()));
+        assert!(faults.opens() >= 2, "the engine was not reopened");
+        // The reopened engine's exactly-once records came back: the re-sent write is not applied
+        // again over the newer value.
+        store.write_stamped(stamp, first).await.unwrap();
+        assert_eq!(store.get(b"k").await.unwrap(), Some(b"second".to_vec()));
+        store.close().await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_panicking_iterator_fails_typed_and_open_iterators_do_not_end_silently() {
-    let faults = Arc::new(Faults::default());
-    let (store, _tmp) = store(&faults);
-    for key in [b"a", b"b", b"c"] {
-        store.put(key, b"v").await.unwrap();
-    }
-    let mut early = store.iterator(Range::all()).await.unwrap();
-    assert_eq!(early.next_chunk(1).await.unwrap().len(), 1);
-
-    set(&faults.panic_iterate, true);
-    let mut panicking = store.iterator(Range::all()).await.unwrap();
-    assert_panicked(&panicking.next_chunk(10).await.unwrap_err());
-    set(&faults.panic_iterate, false);
-
-    // The reopen dropped every cursor: the early iterator fails, typed, instead of ending.
-    let err = early.next_chunk(10).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Other, "{err:?}");
-    assert!(err.to_string().contains("snapshot is gone"), "{err}");
-    assert!(panicking.next_chunk(10).await.is_err());
-    drop((early, panicking));
-    let mut fresh = store.iterator(Range::all()).await.unwrap();
-    assert_eq!(
-        keys(&mut fresh).await.unwrap(),
-        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
-    );
-    drop(fresh);
-    // Drops reach the engine thread asynchronously.
-    let cursors = store.open_cursors();
-    within("the cursors' release", LIMIT, async {
-        while cursors.get() != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    // No call may hang, even when the healing is broken.
+    within("the test", TEST_LIMIT, async {
+        let faults = Arc::new(Faults::default());
+        let (store, _tmp) = store(&faults);
+        for key in [b"a", b"b", b"c"] {
+            store.put(key, b"v").await.unwrap();
         }
+        let mut early = store.iterator(Range::all()).await.unwrap();
+        assert_eq!(early.next_chunk(1).await.unwrap().len(), 1);
+
+        set(&faults.panic_iterate, true);
+        let mut panicking = store.iterator(Range::all()).await.unwrap();
+        assert_panicked(&panicking.next_chunk(10).await.unwrap_err());
+        set(&faults.panic_iterate, false);
+
+        // The reopen dropped every cursor: the early iterator fails, typed, instead of ending.
+        let err = early.next_chunk(10).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Other, "{err:?}");
+        assert!(err.to_string().contains("snapshot is gone"), "{err}");
+        assert!(panicking.next_chunk(10).await.is_err());
+        drop((early, panicking));
+        let mut fresh = store.iterator(Range::all()).await.unwrap();
+        assert_eq!(
+            keys(&mut fresh).await.unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        drop(fresh);
+        // Drops reach the engine thread asynchronously.
+        let cursors = store.open_cursors();
+        within("the cursors' release", LIMIT, async {
+            while cursors.get() != 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        store.close().await.unwrap();
     })
     .await;
-    store.close().await.unwrap();
 }
 
 #[tokio::test]
 async fn writes_heal_once_the_disk_has_room_and_reopens_are_paced() {
-    let faults = Arc::new(Faults::default());
-    let (store, _tmp) = store(&faults);
-    store.put(b"k1", b"v").await.unwrap();
-    set(&faults.full, true);
-    let err = store.put(b"k2", b"v").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
-    // Reads still work on the engine that refuses writes.
-    assert_eq!(store.get(b"k1").await.unwrap(), Some(b"v".to_vec()));
-
-    // Room again: that engine instance refuses writes for good, so the store reopens it.
-    set(&faults.full, false);
-    store.put(b"k3", b"v").await.unwrap();
-    assert_eq!(faults.opens(), 2);
-
-    // A stream of writes on a full disk: each fails, typed, at once; the reopens are paced
-    // (the first at once, then at most one per 50 ms, the pause doubling up to 1 s).
-    set(&faults.full, true);
-    let opens = faults.opens();
-    let started = Instant::now();
-    for i in 0..200 {
-        let err = store
-            .put(format!("f{i}").as_bytes(), b"v")
-            .await
-            .unwrap_err();
+    // No call may hang, even when the healing is broken.
+    within("the test", TEST_LIMIT, async {
+        let faults = Arc::new(Faults::default());
+        let (store, _tmp) = store(&faults);
+        store.put(b"k1", b"v").await.unwrap();
+        set(&faults.full, true);
+        let err = store.put(b"k2", b"v").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
-    }
-    let reopens = faults.opens() - opens;
-    let bound = 2 + started.elapsed().as_millis() / 50;
-    assert!(
-        (reopens as u128) <= bound,
-        "{reopens} reopens for 200 failing writes in {:?}",
-        started.elapsed()
-    );
-    set(&faults.full, false);
-    within("a healed write", LIMIT, until_ok(|| store.put(b"k4", b"v"))).await;
-    store.close().await.unwrap();
+        // Reads still work on the engine that refuses writes.
+        assert_eq!(store.get(b"k1").await.unwrap(), Some(b"v".to_vec()));
+
+        // Room again: that engine instance refuses writes for good, so the store reopens it.
+        set(&faults.full, false);
+        store.put(b"k3", b"v").await.unwrap();
+        assert_eq!(faults.opens(), 2);
+
+        // A stream of writes on a full disk: each fails, typed, at once; the reopens are paced
+        // (the first at once, then at most one per 50 ms, the pause doubling up to 1 s).
+        set(&faults.full, true);
+        let opens = faults.opens();
+        let started = Instant::now();
+        for i in 0..200 {
+            let err = store
+                .put(format!("f{i}").as_bytes(), b"v")
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+        }
+        let reopens = faults.opens() - opens;
+        let bound = 2 + started.elapsed().as_millis() / 50;
+        assert!(
+            (reopens as u128) <= bound,
+            "{reopens} reopens for 200 failing writes in {:?}",
+            started.elapsed()
+        );
+        set(&faults.full, false);
+        within("a healed write", LIMIT, until_ok(|| store.put(b"k4", b"v"))).await;
+        store.close().await.unwrap();
+    })
+    .await;
 }
 
 /// Retries `op` until it succeeds, 10 ms apart; returns the errors seen on the way.
@@ -177,29 +190,33 @@ where
 
 #[tokio::test]
 async fn an_engine_that_cannot_reopen_answers_at_once_and_is_retried() {
-    let faults = Arc::new(Faults::default());
-    let (store, _tmp) = store(&faults);
-    store.put(b"k", b"v").await.unwrap();
-    set(&faults.full, true);
-    store.put(b"k2", b"v").await.unwrap_err();
-    set(&faults.fail_open, true);
-    // The reopen fails: the write, and reads while no engine is open, get its error, at once.
-    let err = store.put(b"k2", b"v").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
-    assert!(err.to_string().contains("faulty open"), "{err}");
-    let err = within("a read", LIMIT, store.get(b"k")).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
-    assert!(store.iterator(Range::all()).await.is_err());
+    // No call may hang, even when the healing is broken.
+    within("the test", TEST_LIMIT, async {
+        let faults = Arc::new(Faults::default());
+        let (store, _tmp) = store(&faults);
+        store.put(b"k", b"v").await.unwrap();
+        set(&faults.full, true);
+        store.put(b"k2", b"v").await.unwrap_err();
+        set(&faults.fail_open, true);
+        // The reopen fails: the write, and reads while no engine is open, get its error, at once.
+        let err = store.put(b"k2", b"v").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+        assert!(err.to_string().contains("faulty open"), "{err}");
+        let err = within("a read", LIMIT, store.get(b"k")).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+        assert!(store.iterator(Range::all()).await.is_err());
 
-    set(&faults.full, false);
-    set(&faults.fail_open, false);
-    let errors = within("a healed write", LIMIT, until_ok(|| store.put(b"k2", b"v"))).await;
-    assert!(
-        errors.iter().all(|e| e.kind() == ErrorKind::Io),
-        "{errors:?}"
-    );
-    assert_eq!(store.get(b"k").await.unwrap(), Some(b"v".to_vec()));
-    store.close().await.unwrap();
+        set(&faults.full, false);
+        set(&faults.fail_open, false);
+        let errors = within("a healed write", LIMIT, until_ok(|| store.put(b"k2", b"v"))).await;
+        assert!(
+            errors.iter().all(|e| e.kind() == ErrorKind::Io),
+            "{errors:?}"
+        );
+        assert_eq!(store.get(b"k").await.unwrap(), Some(b"v".to_vec()));
+        store.close().await.unwrap();
+    })
+    .await;
 }
 
 /// A leader and a follower on the faulty engine, in this process.
