@@ -165,24 +165,54 @@ async fn fill<B: Engine>(db: &Rave<B>) -> Vec<usize> {
     panic!("the disk never filled up");
 }
 
-async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
-    const TEST: &str = "a_full_disk_is_a_typed_io_error_and_loses_nothing";
+/// A small tmpfs holding a database directory `db` (not created) and a file `filler`, to free
+/// later.
+struct SmallDisk {
+    dir: PathBuf,
+    filler: PathBuf,
+    // Dropped before `_tmp`: unmounted before the directory is removed.
+    _mount: Tmpfs,
+    _tmp: tempfile::TempDir,
+}
+
+/// A tmpfs of `size` for test `test`, with a filler of `filler` bytes; `None` (after
+/// `skip_or_fail`) when this process cannot mount one.
+fn small_disk(test: &str, size: &str, filler: usize) -> Option<SmallDisk> {
     if !is_root() {
-        return skip_or_fail(TEST, "not running as root: cannot mount a small tmpfs");
+        skip_or_fail(test, "not running as root: cannot mount a small tmpfs");
+        return None;
     }
     let tmp = tempdir();
     let mnt = tmp.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
-    // Declared after `tmp`, so it is unmounted before the directory is removed.
-    let _mount = match Tmpfs::mount(&mnt, "2m") {
+    let mount = match Tmpfs::mount(&mnt, size) {
         Ok(mount) => mount,
-        Err(why) => return skip_or_fail(TEST, &why),
+        Err(why) => {
+            skip_or_fail(test, &why);
+            return None;
+        }
     };
-    let dir = mnt.join("db");
+    let disk = SmallDisk {
+        dir: mnt.join("db"),
+        filler: mnt.join("filler"),
+        _mount: mount,
+        _tmp: tmp,
+    };
+    std::fs::write(&disk.filler, vec![0u8; filler]).unwrap();
+    Some(disk)
+}
+
+async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     // Room to free later, in case reopening needs some (LevelDB turns its log into a table
     // when it opens, which takes about as much room as the data).
-    let filler = mnt.join("filler");
-    std::fs::write(&filler, vec![0u8; 1024 * 1024]).unwrap();
+    let Some(disk) = small_disk(
+        "a_full_disk_is_a_typed_io_error_and_loses_nothing",
+        "2m",
+        1 << 20,
+    ) else {
+        return;
+    };
+    let (dir, filler) = (disk.dir.clone(), disk.filler.clone());
 
     // A leader and a follower in this process; writes go through the follower, so the error
     // also crosses the wire.
@@ -267,22 +297,12 @@ async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
 /// it itself, so once space is freed writes succeed again through the same leader and follower,
 /// with nothing restarted and nothing lost.
 async fn a_full_disk_heals_when_space_returns<B: Engine>() {
-    const TEST: &str = "a_full_disk_heals_when_space_returns";
-    if !is_root() {
-        return skip_or_fail(TEST, "not running as root: cannot mount a small tmpfs");
-    }
-    let tmp = tempdir();
-    let mnt = tmp.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let _mount = match Tmpfs::mount(&mnt, "4m") {
-        Ok(mount) => mount,
-        Err(why) => return skip_or_fail(TEST, &why),
+    // A filler larger than the data will be: freeing it leaves room for LevelDB's reopen, which
+    // turns its log into a table.
+    let Some(disk) = small_disk("a_full_disk_heals_when_space_returns", "4m", 2 << 20) else {
+        return;
     };
-    let dir = mnt.join("db");
-    // More than the data will take: freeing it leaves room for LevelDB's reopen, which turns
-    // its log into a table.
-    let filler = mnt.join("filler");
-    std::fs::write(&filler, vec![0u8; 2 << 20]).unwrap();
+    let (dir, filler) = (disk.dir.clone(), disk.filler.clone());
     let (leader, role) = open_handle::<B>(&dir, RaveOptions::default()).await;
     assert_eq!(role, Role::Leader);
     let (follower, role) = open_handle::<B>(&dir, RaveOptions::default()).await;
