@@ -212,13 +212,26 @@ impl Leadership {
             let Ticket {
                 store,
                 generation,
+                role,
                 _turn: turn,
                 ..
             } = self.acquire_by(started, deadline).await?;
-            // A follower's wait for its leader is also bounded by `op_timeout` inside the
-            // client (one watchdog per connection; see `try_follow`).
-            let result = match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, op(store))
+            // The call ends by the operation's deadline; a leader's call to its own engine
+            // (which may hang in a call) also within `op_timeout`. A follower's wait for its
+            // leader is bounded by `op_timeout` inside the client (one watchdog per
+            // connection; see `try_follow`).
+            let call_ends = match (role, self.options.op_timeout) {
+                (Role::Leader, Some(limit)) => {
+                    let limit = Instant::now().checked_add(limit);
+                    match (limit, deadline) {
+                        (Some(l), Some(d)) => Some(l.min(d)),
+                        (l, d) => l.or(d),
+                    }
+                }
+                _ => deadline,
+            };
+            let result = match call_ends {
+                Some(ends) => tokio::time::timeout_at(ends, op(store))
                     .await
                     .unwrap_or_else(|_| {
                         Err(Error::Timeout {
@@ -238,6 +251,8 @@ impl Leadership {
                     if !self.options.retry {
                         return Err(Error::LeaderLost);
                     }
+                    // A leader that keeps dropping connections must not hold the operation
+                    // forever: retries end with `Timeout` at the operation's deadline.
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(Error::Timeout {
                             waited: started.elapsed(),
@@ -403,9 +418,13 @@ impl Leadership {
 /// The election loop of one handle; returns when the handle closes.
 pub(crate) async fn drive(core: Arc<Leadership>) {
     let mut backoff = Backoff::default();
+    // Paces reconnections to a leader whose connections end soon after they start (its store
+    // closing, or broken), so that its followers do not reconnect in a loop.
+    let mut churn = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     while !core.cancel.is_cancelled() {
         if let Some((client, epoch)) = try_follow(&core).await {
             backoff.reset();
+            let since = Instant::now();
             let generation = core.follow(client.clone(), epoch);
             tracing::debug!(epoch, "following");
             tokio::select! {
@@ -413,6 +432,11 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
                     core.lost(generation);
                     core.electing();
                     tracing::debug!(epoch, "leader gone; electing");
+                    if since.elapsed() < STEADY_CONNECTION {
+                        sleep_or_cancel(&core, churn.next_delay()).await;
+                    } else {
+                        churn.reset();
+                    }
                 }
                 _ = core.cancel.cancelled() => {
                     let _ = rave_api::KvStore::close(&client).await;
@@ -448,6 +472,10 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
         }
     }
 }
+
+/// A connection to the leader that lasts this long was a working one: the next reconnection
+/// need not wait.
+const STEADY_CONNECTION: Duration = Duration::from_secs(1);
 
 async fn sleep_or_cancel(core: &Leadership, delay: Duration) {
     tokio::select! {

@@ -19,7 +19,8 @@ pub struct RaveOptions {
     /// [`rave_api::ErrorKind::Timeout`] (default: 30 s; `None` waits forever). A leader that is
     /// stopped (SIGSTOP) but keeps its socket open is only noticed this way. It becomes the
     /// follower connection's [`Limits::call_timeout`] (one watchdog per connection, no timer
-    /// per operation), overriding the value in `limits`.
+    /// per operation), overriding the value in `limits`. A leader's own operations wait this
+    /// long for its engine (one hung in a call) too. Both within [`RaveOptions::deadline`].
     pub op_timeout: Option<Duration>,
     /// How the engine is opened when this handle becomes leader (`create_if_missing`,
     /// `error_if_exists`, `sync`). `error_if_exists` applies to the first leader only in spirit:

@@ -3,7 +3,9 @@
 //!
 //! - A full disk (a 2 MiB tmpfs, when root): writes fail with `Io` ("No space left"), every
 //!   acknowledged write stays readable, from the same handle and after reopening on the still
-//!   full disk.
+//!   full disk (with LevelDB, whose engine cannot reopen on a full disk, reads fail with the
+//!   same typed error once a later write made the leader try). Once space is freed, writes and
+//!   reads succeed again through the same leader and follower, without restarting anything.
 //! - A directory the user may not write (as `rave-test-other` when root, else by mode): exit 3
 //!   with a permission error.
 //! - A corrupt database file: exit 3 with a corruption message.
@@ -30,6 +32,7 @@ use rave::{ErrorKind, KvStore, Range, Rave, RaveOptions, Role};
 
 per_engine!(
     a_full_disk_is_a_typed_io_error_and_loses_nothing,
+    a_full_disk_heals_when_space_returns,
     a_directory_without_write_permission_is_a_permission_error,
     a_corrupt_database_is_a_corruption_error,
     a_regular_file_is_not_a_database_directory,
@@ -134,24 +137,82 @@ async fn assert_all_readable<B: Engine>(db: &Rave<B>, acked: &[usize], what: &st
     );
 }
 
-async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
-    const TEST: &str = "a_full_disk_is_a_typed_io_error_and_loses_nothing";
+/// Writes 8 KiB values through `db` until the disk is full; returns the acknowledged ones and
+/// checks that the failure is a typed no-space error.
+async fn fill<B: Engine>(db: &Rave<B>) -> Vec<usize> {
+    let mut acked = Vec::new();
+    // Far more than any of these small disks holds.
+    for i in 0..1024 {
+        match within(
+            "a write",
+            Duration::from_secs(20),
+            db.put(&key(i), &value(i)),
+        )
+        .await
+        {
+            Ok(()) => acked.push(i),
+            Err(err) => {
+                println!("{} acknowledged writes, then: {err}", acked.len());
+                assert!(!acked.is_empty(), "not even one write fitted");
+                assert!(
+                    is_no_space(&err),
+                    "the error is not a typed Io no-space error: {err:?}"
+                );
+                return acked;
+            }
+        }
+    }
+    panic!("the disk never filled up");
+}
+
+/// A small tmpfs holding a database directory `db` (not created) and a file `filler`, to free
+/// later.
+struct SmallDisk {
+    dir: PathBuf,
+    filler: PathBuf,
+    // Dropped before `_tmp`: unmounted before the directory is removed.
+    _mount: Tmpfs,
+    _tmp: tempfile::TempDir,
+}
+
+/// A tmpfs of `size` for test `test`, with a filler of `filler` bytes; `None` (after
+/// `skip_or_fail`) when this process cannot mount one.
+fn small_disk(test: &str, size: &str, filler: usize) -> Option<SmallDisk> {
     if !is_root() {
-        return skip_or_fail(TEST, "not running as root: cannot mount a small tmpfs");
+        skip_or_fail(test, "not running as root: cannot mount a small tmpfs");
+        return None;
     }
     let tmp = tempdir();
     let mnt = tmp.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
-    // Declared after `tmp`, so it is unmounted before the directory is removed.
-    let _mount = match Tmpfs::mount(&mnt, "2m") {
+    let mount = match Tmpfs::mount(&mnt, size) {
         Ok(mount) => mount,
-        Err(why) => return skip_or_fail(TEST, &why),
+        Err(why) => {
+            skip_or_fail(test, &why);
+            return None;
+        }
     };
-    let dir = mnt.join("db");
+    let disk = SmallDisk {
+        dir: mnt.join("db"),
+        filler: mnt.join("filler"),
+        _mount: mount,
+        _tmp: tmp,
+    };
+    std::fs::write(&disk.filler, vec![0u8; filler]).unwrap();
+    Some(disk)
+}
+
+async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     // Room to free later, in case reopening needs some (LevelDB turns its log into a table
     // when it opens, which takes about as much room as the data).
-    let filler = mnt.join("filler");
-    std::fs::write(&filler, vec![0u8; 1024 * 1024]).unwrap();
+    let Some(disk) = small_disk(
+        "a_full_disk_is_a_typed_io_error_and_loses_nothing",
+        "2m",
+        1 << 20,
+    ) else {
+        return;
+    };
+    let (dir, filler) = (disk.dir.clone(), disk.filler.clone());
 
     // A leader and a follower in this process; writes go through the follower, so the error
     // also crosses the wire.
@@ -159,34 +220,16 @@ async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     assert_eq!(role, Role::Leader);
     let (follower, role) = open_handle::<B>(&dir, RaveOptions::default()).await;
     assert_eq!(role, Role::Follower);
-    let mut acked = Vec::new();
-    let mut failure = None;
     // The 1 MiB left holds fewer than 128 values of 8 KiB.
-    for i in 0..1024 {
-        match within(
-            "a write",
-            Duration::from_secs(20),
-            follower.put(&key(i), &value(i)),
-        )
-        .await
-        {
-            Ok(()) => acked.push(i),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    let err = failure.expect("the disk never filled up");
-    println!("{} acknowledged writes, then: {err}", acked.len());
-    assert!(!acked.is_empty(), "not even one write fitted");
-    assert!(
-        is_no_space(&err),
-        "the error is not a typed Io no-space error: {err:?}"
-    );
+    let acked = fill(&follower).await;
+    // Every acknowledged write is readable, through both handles.
+    assert_all_readable(&leader, &acked, "the leader, disk full").await;
+    assert_all_readable(&follower, &acked, "the follower, disk full").await;
+
     // A second write fails too, typed; nothing panics. redb and LevelDB refuse every write
-    // after a failed one until reopened, with an Io error ("previous I/O error" for redb; the
-    // first failure's kind and cause for LevelDB).
+    // after a failed one until reopened, so the leader reopens its engine first: redb reopens
+    // and the write fails again for want of room; LevelDB cannot even reopen on a full disk
+    // (it turns its log into a table), and the open's error answers.
     let again = within(
         "a write",
         Duration::from_secs(20),
@@ -195,11 +238,15 @@ async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     .await
     .expect_err("the disk is still full");
     println!("then: {again}");
-    assert_eq!(again.kind(), ErrorKind::Io, "{again:?}");
-
-    // Every acknowledged write is readable, through both handles.
-    assert_all_readable(&leader, &acked, "the leader, disk full").await;
-    assert_all_readable(&follower, &acked, "the follower, disk full").await;
+    assert!(is_no_space(&again), "{again:?}");
+    // Until the engine reopens, reads fail with that typed error too (never a wrong answer);
+    // redb's reads go on. `a_full_disk_heals_when_space_returns` shows them coming back.
+    for (db, what) in [(&leader, "the leader"), (&follower, "the follower")] {
+        match within("a get", Duration::from_secs(20), db.get(&key(acked[0]))).await {
+            Ok(got) => assert_eq!(got, Some(value(acked[0])), "{what}"),
+            Err(e) => assert!(is_no_space(&e), "{what}: {e:?}"),
+        }
+    }
     within("close", Duration::from_secs(20), follower.close())
         .await
         .unwrap();
@@ -244,6 +291,69 @@ async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     within("close", Duration::from_secs(20), reopened.close())
         .await
         .ok();
+}
+
+/// The engine refuses writes after the disk filled up, until it is reopened: the leader reopens
+/// it itself, so once space is freed writes succeed again through the same leader and follower,
+/// with nothing restarted and nothing lost.
+async fn a_full_disk_heals_when_space_returns<B: Engine>() {
+    // A filler larger than the data will be: freeing it leaves room for LevelDB's reopen, which
+    // turns its log into a table.
+    let Some(disk) = small_disk("a_full_disk_heals_when_space_returns", "4m", 2 << 20) else {
+        return;
+    };
+    let (dir, filler) = (disk.dir.clone(), disk.filler.clone());
+    let (leader, role) = open_handle::<B>(&dir, RaveOptions::default()).await;
+    assert_eq!(role, Role::Leader);
+    let (follower, role) = open_handle::<B>(&dir, RaveOptions::default()).await;
+    assert_eq!(role, Role::Follower);
+    let epoch = leader.epoch();
+
+    let mut acked = fill(&follower).await;
+    let again = within(
+        "a write",
+        Duration::from_secs(20),
+        leader.put(b"one-more", &value(0)),
+    )
+    .await
+    .expect_err("the disk is still full");
+    assert!(is_no_space(&again), "{again:?}");
+
+    std::fs::remove_file(&filler).unwrap();
+    // Reopens are paced (at most 1 s apart), so the first writes may still fail, typed.
+    for (db, i) in [(&follower, acked.len()), (&leader, acked.len() + 1)] {
+        within(
+            "a write once there is room",
+            Duration::from_secs(20),
+            async {
+                loop {
+                    match db.put(&key(i), &value(i)).await {
+                        Ok(()) => break,
+                        // No space, or the engine's refusal after it (redb: "previous I/O
+                        // error") until the paced reopen comes.
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::Io, "{e:?}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        )
+        .await;
+        acked.push(i);
+    }
+    assert_all_readable(&leader, &acked, "the leader, healed").await;
+    assert_all_readable(&follower, &acked, "the follower, healed").await;
+    // Healed in place: the same leader, never replaced.
+    assert_eq!(
+        (leader.role(), follower.role()),
+        (Role::Leader, Role::Follower)
+    );
+    assert_eq!(follower.epoch(), epoch);
+    within("close", Duration::from_secs(20), follower.close())
+        .await
+        .unwrap();
+    within("close", Duration::from_secs(20), leader.close())
+        .await
+        .unwrap();
 }
 
 async fn a_directory_without_write_permission_is_a_permission_error<B: Engine>() {

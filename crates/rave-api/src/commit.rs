@@ -269,7 +269,7 @@ mod tests {
             .map(|(k, v)| BatchOp::put(k.clone(), v.clone()))
             .collect();
         engine.write(&ops).unwrap();
-        let store = EngineStore::spawn("legacy", move || Ok(engine)).unwrap();
+        let store = EngineStore::spawn("legacy", move || Ok(engine.clone())).unwrap();
         let mut iter = store.iterator(Range::all()).await.unwrap();
         let entries: Vec<(Vec<u8>, Vec<u8>)> = iter
             .collect_all()

@@ -50,6 +50,7 @@ impl<B: EngineBackend> Backend for B {
         crate::dir::prepare(path, options, B::NAME)?;
         let dir = path.to_path_buf();
         let options = options.clone();
+        // Callable again: the engine thread reopens the engine after a panic or a failed write.
         EngineStore::spawn(B::NAME, move || B::open_engine(&dir, &options))
     }
 }
@@ -97,11 +98,7 @@ pub fn guard<T>(
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(payload) => {
-            let detail = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
+            let detail = panic_detail(payload.as_ref());
             let op = op.as_str();
             tracing::error!(path = %path.display(), op, detail, "the {engine} engine panicked");
             Err(Error::corruption(format!(
@@ -110,6 +107,15 @@ pub fn guard<T>(
             )))
         }
     }
+}
+
+/// The message a panic carried (`panic!("...")` payloads), or "unknown panic".
+pub(crate) fn panic_detail(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 #[cfg(test)]

@@ -12,6 +12,13 @@
 //!   offers a [`SharedReader`] ([`Engine::shared_reader`]), and `get`/`get_many` then run it
 //!   directly on the caller's thread, without queueing on the engine thread.
 //!
+//! The engine thread also heals the engine (see the `worker` module): a panic in any engine call
+//! answers its caller with an error of kind [`crate::ErrorKind::Other`] and the engine is closed
+//! and reopened; after a write fails with an I/O error (redb and LevelDB then refuse every
+//! write until reopened, e.g. after the disk filled up), the next write reopens the engine
+//! first, so writes succeed again once the cause is gone. This is why the opener passed to
+//! [`EngineStore::spawn`] is called again: it must open the same data each time.
+//!
 //! Commands are handled strictly in arrival order (a group commit only merges consecutive
 //! writes), so a read issued after a write's acknowledgement always sees it. Shared reads keep
 //! that guarantee: an engine makes each commit visible to its shared reader before
@@ -27,29 +34,27 @@
 //! has no await point), so a server can answer reads inline without spawning a task. Only a
 //! read that misses the page cache waits for the disk, as a read on the engine thread would.
 
-use std::collections::HashMap;
+mod cursor;
+#[cfg(test)]
+mod tests;
+mod worker;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc as commands, oneshot};
 
-use crate::commit::{Group, prepare};
-use crate::keyspace::{Side, raw_ranges, to_raw};
-use crate::once::{Records, Write, WriteStamp};
+use crate::keyspace::to_raw;
+use crate::once::{Write, WriteStamp};
 use crate::{BatchOp, Entry, Error, KvIterator, KvStore, Range, Result};
-
-/// The most bytes of writes merged into one group commit.
-const MAX_GROUP_BYTES: usize = 64 << 20;
+use worker::{ReaderSlot, Worker};
 
 /// The most commands queued for the engine thread. Callers beyond wait (asynchronously) for
 /// room, so a stuck or slow engine holds a bounded queue, not one command per caller.
 const COMMAND_QUEUE: usize = 1024;
-
-/// Keys read at a time while a limited `clear` walks to its boundary.
-const CLEAR_WALK_CHUNK: usize = 1024;
 
 /// A blocking engine, driven by [`EngineStore`] from a single thread.
 pub trait Engine: 'static {
@@ -147,9 +152,6 @@ pub trait SharedReader: Send + Sync + 'static {
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
-/// What the engine thread hands back once the engine is open.
-type Opened = Result<Option<Arc<dyn SharedReader>>>;
-
 enum Command {
     Get(Vec<u8>, Reply<Option<Vec<u8>>>),
     GetMany(Vec<Vec<u8>>, Reply<Vec<Option<Vec<u8>>>>),
@@ -165,12 +167,11 @@ enum Command {
 
 /// A [`KvStore`] backed by an [`Engine`] running on its own thread.
 pub struct EngineStore {
-    /// The engine's shared reader until [`KvStore::close`] takes it. Shared reads hold the read
-    /// lock for their whole duration, so the close, taking the write lock, waits for the reads in
-    /// progress before the engine closes. Declared first so that a store dropped without
-    /// `close` lets go of its reader before the engine thread (woken by the drop of `tx`)
-    /// closes the engine.
-    shared: RwLock<Option<Arc<dyn SharedReader>>>,
+    /// The engine's shared reader, set by the engine thread whenever it opens the engine and
+    /// taken away before it closes it (and by [`KvStore::close`]). Shared reads hold the read
+    /// lock for their whole duration, so whoever takes the reader, taking the write lock, waits
+    /// for the reads in progress before the engine closes.
+    shared: ReaderSlot,
     tx: commands::Sender<Command>,
     /// Iterators dropped when the command queue was full (see [`EngineIterator`]'s drop).
     dropped: Dropped,
@@ -203,36 +204,37 @@ impl EngineStore {
     /// Starts a thread named `rave-<name>`, opens the engine on it with `open`, and returns once
     /// the engine is open (or with the error `open` returned). Blocking. When the engine offers a
     /// [`SharedReader`], the store's `get` and `get_many` use it on the caller's thread.
+    ///
+    /// `open` is called again, on the same thread, whenever the engine must be reopened (after
+    /// it panicked, or before a write that follows a failed one): it must open the same data
+    /// (the same directory) every time, after the previous engine has been closed.
     pub fn spawn<E, F>(name: &str, open: F) -> Result<Self>
     where
         E: Engine,
-        F: FnOnce() -> Result<E> + Send + 'static,
+        F: FnMut() -> Result<E> + Send + 'static,
     {
         let (tx, rx) = commands::channel(COMMAND_QUEUE);
         let dropped = Dropped::default();
-        let thread_dropped = dropped.clone();
-        let (opened_tx, opened_rx) = mpsc::sync_channel::<Opened>(1);
+        let (opened_tx, opened_rx) = mpsc::sync_channel::<Result<()>>(1);
         let open_cursors = OpenCursors::default();
-        let gauge = open_cursors.clone();
+        let shared = ReaderSlot::default();
+        let worker = Worker::new(
+            name,
+            open,
+            rx,
+            dropped.clone(),
+            open_cursors.clone(),
+            shared.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("rave-{name}"))
-            .spawn(
-                move || match open().and_then(|engine| Ok((prepare(&engine)?, engine))) {
-                    Ok((records, engine)) => {
-                        let _ = opened_tx.send(Ok(engine.shared_reader()));
-                        run(engine, records, rx, &thread_dropped, &gauge);
-                    }
-                    Err(e) => {
-                        let _ = opened_tx.send(Err(e));
-                    }
-                },
-            )
+            .spawn(move || worker.run(opened_tx))
             .map_err(|e| Error::io("spawn the engine thread", &e))?;
-        let shared = opened_rx
+        opened_rx
             .recv()
             .map_err(|_| Error::other("the engine thread died while opening"))??;
         Ok(EngineStore {
-            shared: RwLock::new(shared),
+            shared,
             tx,
             dropped,
             next_iter: Arc::new(AtomicU64::new(1)),
@@ -420,665 +422,5 @@ impl Drop for EngineIterator {
             // thread has commands to run and collects the id after one of them.
             let _ = self.tx.try_send(Command::Wake);
         }
-    }
-}
-
-/// An open iterator on the engine thread: the engine iterators of the user range's parts (at most
-/// two, one on each side of rave's reserved keys, opened together so they share one snapshot),
-/// walked in order.
-struct Cursor<I> {
-    /// The parts not yet exhausted, the current one first.
-    parts: std::collections::VecDeque<(Side, I)>,
-    remaining: Option<u64>,
-    range: Range,
-    /// Set by the first failure of an engine cursor and repeated by every later call: a failed
-    /// engine iterator may report `None` next, which must never read as the end of the range.
-    failed: Option<Error>,
-}
-
-impl<I: EngineIter> Cursor<I> {
-    fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
-        if let Some(err) = &self.failed {
-            return Err(err.clone());
-        }
-        let result = self.fill_chunk(max);
-        if let Err(err) = &result {
-            self.parts.clear();
-            self.failed = Some(err.clone());
-        }
-        result
-    }
-
-    fn fill_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
-        let mut want = max;
-        if let Some(remaining) = self.remaining {
-            want = want.min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        }
-        let mut chunk = Vec::with_capacity(want.min(1024));
-        while chunk.len() < want {
-            let Some((side, iter)) = self.parts.front_mut() else {
-                break;
-            };
-            match iter.next_entry()? {
-                Some((key, value)) => {
-                    let projection = self.range.projection;
-                    chunk.push(Entry {
-                        key: if projection.keys() {
-                            side.user_key(key)
-                        } else {
-                            Vec::new()
-                        },
-                        value: if projection.values() {
-                            value
-                        } else {
-                            Vec::new()
-                        },
-                    });
-                }
-                None => {
-                    self.parts.pop_front();
-                }
-            }
-        }
-        if let Some(remaining) = self.remaining.as_mut() {
-            *remaining -= chunk.len() as u64;
-            if *remaining == 0 {
-                self.parts.clear();
-            }
-        }
-        Ok(chunk)
-    }
-}
-
-fn open_cursor<E: Engine>(engine: &E, range: Range) -> Result<Cursor<E::Iter<'_>>> {
-    let mut parts = std::collections::VecDeque::new();
-    if !range.is_empty() {
-        for (side, raw) in raw_ranges(&range) {
-            parts.push_back((side, engine.iter(&raw)?));
-        }
-    }
-    Ok(Cursor {
-        parts,
-        remaining: range.limit,
-        range,
-        failed: None,
-    })
-}
-
-/// The engine ranges that `range` clears (honouring its direction and limit), for
-/// [`Engine::delete_ranges_and_write`].
-///
-/// The user range maps to at most two engine ranges, one on each side of rave's reserved
-/// block, which they never touch. With a limit, the boundary is found by walking at most
-/// `limit` keys in order, a chunk at a time: the memory held is one chunk, whatever the size of
-/// the range or the limit.
-fn clear_ranges<E: Engine>(engine: &E, mut range: Range) -> Result<Vec<Range>> {
-    if let Some(limit) = range.limit.take() {
-        let walk = range.clone().keys_only().limit(limit);
-        let mut cursor = open_cursor(engine, walk)?;
-        let mut last = None;
-        loop {
-            let mut chunk = cursor.next_chunk(CLEAR_WALK_CHUNK)?;
-            match chunk.pop() {
-                Some(entry) => last = Some(entry.key),
-                None => break,
-            }
-        }
-        drop(cursor);
-        // The last key the clear reaches, in its direction, becomes its inclusive far bound
-        // (it lies inside the range, so it is the stricter bound).
-        match last {
-            None => return Ok(Vec::new()),
-            Some(last) if range.reverse => range.gte = Some(last),
-            Some(last) => range.lte = Some(last),
-        }
-    }
-    if range.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(raw_ranges(&range)
-        .into_iter()
-        .map(|(_, mut raw)| {
-            raw.reverse = false;
-            raw
-        })
-        .collect())
-}
-
-fn run<E: Engine>(
-    engine: E,
-    mut records: Records,
-    mut rx: commands::Receiver<Command>,
-    dropped: &Dropped,
-    gauge: &OpenCursors,
-) {
-    let mut cursors: HashMap<u64, Cursor<E::Iter<'_>>> = HashMap::new();
-    // Iterators dropped (through `dropped`) before their `OpenIter` came out of the queue.
-    let mut dropped_early = std::collections::HashSet::new();
-    let mut held_back: Option<Command> = None;
-    let mut close_reply = None;
-    loop {
-        let command = match held_back.take() {
-            Some(command) => command,
-            None => match rx.blocking_recv() {
-                Some(command) => command,
-                None => break, // every handle is gone
-            },
-        };
-        for id in dropped.take() {
-            if cursors.remove(&id).is_none() {
-                dropped_early.insert(id);
-            }
-            gauge.set(cursors.len());
-        }
-        match command {
-            Command::Get(key, reply) => {
-                let _ = reply.send(engine.get(&key));
-            }
-            Command::GetMany(keys, reply) => {
-                let _ = reply.send(engine.get_many(&keys));
-            }
-            Command::Write(stamp, ops, reply) => {
-                // Group commit: merge the writes already queued behind this one.
-                let mut group = Group::new();
-                group.add(&records, stamp, reply, || Ok(ops));
-                let mut bytes: usize = group.ops().iter().map(BatchOp::payload_len).sum();
-                while bytes < MAX_GROUP_BYTES {
-                    match rx.try_recv() {
-                        Ok(Command::Write(stamp, more, reply)) => {
-                            bytes += more.iter().map(BatchOp::payload_len).sum::<usize>();
-                            group.add(&records, stamp, reply, || Ok(more));
-                        }
-                        Ok(other) => {
-                            held_back = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                for (reply, result) in group.commit(&engine, &mut records) {
-                    let _ = reply.send(result);
-                }
-            }
-            Command::Clear(stamp, range, reply) => {
-                let mut group = Group::new();
-                group.add_clear(&records, stamp, reply, || clear_ranges(&engine, range));
-                for (reply, result) in group.commit(&engine, &mut records) {
-                    let _ = reply.send(result);
-                }
-            }
-            Command::OpenIter(id, _, _) if dropped_early.remove(&id) => {}
-            Command::OpenIter(id, range, reply) => {
-                let result = open_cursor(&engine, range).map(|cursor| {
-                    cursors.insert(id, cursor);
-                });
-                gauge.set(cursors.len());
-                let _ = reply.send(result);
-            }
-            Command::NextChunk(id, max, reply) => {
-                let result = match cursors.get_mut(&id) {
-                    Some(cursor) => cursor.next_chunk(max),
-                    None => Err(Error::Closed),
-                };
-                let _ = reply.send(result);
-            }
-            Command::DropIter(id) => {
-                cursors.remove(&id);
-                gauge.set(cursors.len());
-            }
-            Command::Wake => {}
-            Command::Close(reply) => {
-                close_reply = Some(reply);
-                break;
-            }
-        }
-    }
-    drop(cursors);
-    gauge.set(0);
-    // Anything still queued behind the close fails with `Closed` when its reply is dropped.
-    drop(held_back);
-    let result = engine.close();
-    if let Some(reply) = close_reply {
-        let _ = reply.send(result);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::future::Future;
-    use std::pin::pin;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
-    use std::task::{Context, Poll, Waker};
-    use std::time::Duration;
-
-    use super::*;
-
-    /// The state shared by [`TestEngine`] and its reader.
-    #[derive(Default)]
-    struct State {
-        map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-        /// Point reads answered on the engine thread.
-        engine_reads: AtomicUsize,
-        /// Point reads answered by the shared reader.
-        shared_reads: AtomicUsize,
-        /// Shared reads running now.
-        in_flight: AtomicUsize,
-        /// How long each shared read takes, in µs.
-        read_micros: AtomicUsize,
-        closed: AtomicBool,
-        /// Set when a shared read ran during or after the engine's close.
-        read_while_closed: AtomicBool,
-    }
-
-    struct TestReader(Arc<State>);
-
-    impl SharedReader for TestReader {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            let state = &self.0;
-            state.in_flight.fetch_add(1, Ordering::SeqCst);
-            if state.closed.load(Ordering::SeqCst) {
-                state.read_while_closed.store(true, Ordering::SeqCst);
-            }
-            let micros = state.read_micros.load(Ordering::SeqCst);
-            if micros > 0 {
-                std::thread::sleep(Duration::from_micros(micros as u64));
-            }
-            let value = state.map.lock().unwrap().get(key).cloned();
-            state.shared_reads.fetch_add(1, Ordering::SeqCst);
-            state.in_flight.fetch_sub(1, Ordering::SeqCst);
-            Ok(value)
-        }
-    }
-
-    /// An engine with a shared reader, whose writes of the key `slow` wait for `gate`.
-    struct TestEngine {
-        state: Arc<State>,
-        entered: mpsc::Sender<()>,
-        gate: mpsc::Receiver<()>,
-    }
-
-    impl Engine for TestEngine {
-        type Iter<'a> = std::vec::IntoIter<(Vec<u8>, Vec<u8>)>;
-
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.state.engine_reads.fetch_add(1, Ordering::SeqCst);
-            Ok(self.state.map.lock().unwrap().get(key).cloned())
-        }
-
-        fn write(&self, ops: &[BatchOp]) -> Result<()> {
-            if ops.iter().any(|op| op.key() == b"slow") {
-                self.entered.send(()).unwrap();
-                self.gate.recv().unwrap();
-            }
-            // Applied (so visible to the reader) before `write` returns.
-            BatchOp::apply_all(ops, &mut self.state.map.lock().unwrap());
-            Ok(())
-        }
-
-        fn iter<'a>(&'a self, _range: &Range) -> Result<Self::Iter<'a>> {
-            Ok(Vec::new().into_iter())
-        }
-
-        fn shared_reader(&self) -> Option<Arc<dyn SharedReader>> {
-            Some(Arc::new(TestReader(self.state.clone())))
-        }
-
-        fn close(self) -> Result<()> {
-            if self.state.in_flight.load(Ordering::SeqCst) != 0 {
-                self.state.read_while_closed.store(true, Ordering::SeqCst);
-            }
-            self.state.closed.store(true, Ordering::SeqCst);
-            Ok(())
-        }
-    }
-
-    /// A store on a [`TestEngine`], with the channel its slow writes report on and their gate.
-    fn spawn() -> (
-        EngineStore,
-        Arc<State>,
-        mpsc::Receiver<()>,
-        mpsc::Sender<()>,
-    ) {
-        let state = Arc::new(State::default());
-        let (entered_tx, entered_rx) = mpsc::channel();
-        let (gate_tx, gate_rx) = mpsc::channel();
-        let engine_state = state.clone();
-        let store = EngineStore::spawn("test", move || {
-            Ok(TestEngine {
-                state: engine_state,
-                entered: entered_tx,
-                gate: gate_rx,
-            })
-        })
-        .unwrap();
-        (store, state, entered_rx, gate_tx)
-    }
-
-    /// The output of `future`, which must be ready on its first poll.
-    fn first_poll<F: Future>(future: F) -> F::Output {
-        let mut future = pin!(future);
-        match future
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-        {
-            Poll::Ready(output) => output,
-            Poll::Pending => panic!("the future was not ready on its first poll"),
-        }
-    }
-
-    #[tokio::test]
-    async fn point_reads_do_not_queue_behind_a_commit() {
-        let (store, state, entered, gate) = spawn();
-        // The open reads the layout record on the engine thread; no user read does.
-        let opening_reads = state.engine_reads.load(Ordering::SeqCst);
-        let store = Arc::new(store);
-        store.put(b"a", b"1").await.unwrap();
-        // Read after the acknowledgement: sees the write, without the engine thread.
-        assert_eq!(first_poll(store.get(b"a")).unwrap(), Some(b"1".to_vec()));
-
-        // Block the engine thread inside a commit.
-        let writer = tokio::spawn({
-            let store = store.clone();
-            async move { store.put(b"slow", b"2").await }
-        });
-        tokio::task::spawn_blocking(move || entered.recv().map(|()| entered))
-            .await
-            .unwrap()
-            .unwrap();
-        // Reads still complete, at once, while the engine thread is busy.
-        assert_eq!(first_poll(store.get(b"a")).unwrap(), Some(b"1".to_vec()));
-        assert_eq!(
-            first_poll(store.get_many(&[b"a".to_vec(), b"slow".to_vec()])).unwrap(),
-            vec![Some(b"1".to_vec()), None]
-        );
-        assert!(!writer.is_finished());
-
-        gate.send(()).unwrap();
-        writer.await.unwrap().unwrap();
-        // Acknowledged, so visible.
-        assert_eq!(first_poll(store.get(b"slow")).unwrap(), Some(b"2".to_vec()));
-        assert_eq!(state.engine_reads.load(Ordering::SeqCst), opening_reads);
-        assert_eq!(state.shared_reads.load(Ordering::SeqCst), 5);
-        store.close().await.unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn close_waits_for_shared_reads_and_ends_them() {
-        let (store, state, _entered, _gate) = spawn();
-        let store = Arc::new(store);
-        store.put(b"k", b"v").await.unwrap();
-        // Slow reads, so that the close surely lands while some are running.
-        state.read_micros.store(500, Ordering::SeqCst);
-        let handle = tokio::runtime::Handle::current();
-        let started = Arc::new(AtomicUsize::new(0));
-        let readers: Vec<_> = (0..4)
-            .map(|_| {
-                let store = store.clone();
-                let handle = handle.clone();
-                let started = started.clone();
-                std::thread::spawn(move || {
-                    let mut ok = 0u64;
-                    loop {
-                        match handle.block_on(store.get(b"k")) {
-                            Ok(value) => {
-                                assert_eq!(value, Some(b"v".to_vec()));
-                                ok += 1;
-                                started.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Err(Error::Closed) => return ok,
-                            Err(e) => panic!("unexpected error: {e}"),
-                        }
-                    }
-                })
-            })
-            .collect();
-        while started.load(Ordering::SeqCst) < 20 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        store.close().await.unwrap();
-        assert!(state.closed.load(Ordering::SeqCst));
-        for reader in readers {
-            assert!(reader.join().unwrap() > 0);
-        }
-        assert!(
-            !state.read_while_closed.load(Ordering::SeqCst),
-            "a shared read ran while the engine closed"
-        );
-        assert!(matches!(store.get(b"k").await, Err(Error::Closed)));
-        assert!(matches!(
-            store.get_many(&[b"k".to_vec()]).await,
-            Err(Error::Closed)
-        ));
-        store.close().await.unwrap();
-    }
-
-    /// A panic in a shared reader is an error for the caller, not a panic in its task.
-    #[tokio::test]
-    async fn a_panicking_reader_is_an_error() {
-        struct Panics;
-        impl SharedReader for Panics {
-            fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>> {
-                panic!("damaged")
-            }
-        }
-        struct PanicEngine;
-        impl Engine for PanicEngine {
-            type Iter<'a> = std::vec::IntoIter<(Vec<u8>, Vec<u8>)>;
-            fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>> {
-                Ok(None)
-            }
-            fn write(&self, _ops: &[BatchOp]) -> Result<()> {
-                Ok(())
-            }
-            fn iter<'a>(&'a self, _range: &Range) -> Result<Self::Iter<'a>> {
-                Ok(Vec::new().into_iter())
-            }
-            fn shared_reader(&self) -> Option<Arc<dyn SharedReader>> {
-                Some(Arc::new(Panics))
-            }
-        }
-        let store = EngineStore::spawn("panics", || Ok(PanicEngine)).unwrap();
-        let err = store.get(b"k").await.unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::Other, "{err}");
-        // The store still works.
-        store.put(b"k", b"v").await.unwrap();
-        store.close().await.unwrap();
-    }
-
-    /// A stuck engine and many callers: the engine thread's queue holds at most
-    /// `COMMAND_QUEUE` commands; the other callers wait for room (and all complete once the
-    /// engine moves again).
-    #[tokio::test]
-    async fn a_stuck_engine_queues_a_bounded_number_of_commands() {
-        let (store, _state, entered, gate) = spawn();
-        let store = Arc::new(store);
-        let slow = tokio::spawn({
-            let store = store.clone();
-            async move { store.put(b"slow", b"1").await }
-        });
-        tokio::task::spawn_blocking(move || entered.recv().map(|()| entered))
-            .await
-            .unwrap()
-            .unwrap();
-        let callers = 4 * COMMAND_QUEUE;
-        let attempted = Arc::new(AtomicUsize::new(0));
-        let puts: Vec<_> = (0..callers)
-            .map(|i| {
-                let store = store.clone();
-                let attempted = attempted.clone();
-                tokio::spawn(async move {
-                    attempted.fetch_add(1, Ordering::SeqCst);
-                    // The first poll of the put tries to queue its command.
-                    store.put(format!("k{i}").as_bytes(), b"v").await
-                })
-            })
-            .collect();
-        while attempted.load(Ordering::SeqCst) < callers {
-            tokio::task::yield_now().await;
-        }
-        let queued = store.queued();
-        assert!(
-            queued <= COMMAND_QUEUE,
-            "{queued} commands queued for a stuck engine (bound {COMMAND_QUEUE})"
-        );
-        gate.send(()).unwrap();
-        slow.await.unwrap().unwrap();
-        for put in puts {
-            put.await.unwrap().unwrap();
-        }
-        assert_eq!(store.get(b"k0").await.unwrap(), Some(b"v".to_vec()));
-        store.close().await.unwrap();
-    }
-
-    /// An engine over a `MemoryEngine` that records the most engine operations any single
-    /// `write` or `delete_ranges_and_write` was given, and whose iterators can be made to fail.
-    #[derive(Default)]
-    struct Recording {
-        inner: crate::MemoryEngine,
-        largest: Arc<AtomicUsize>,
-        /// Iterators fail after this many entries (0: never).
-        fail_after: usize,
-    }
-
-    struct FailingIter {
-        inner: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
-        left: Option<usize>,
-    }
-
-    impl EngineIter for FailingIter {
-        fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-            match &mut self.left {
-                Some(0) => {
-                    // Failed once; a failed cursor then looks like the end.
-                    self.left = None;
-                    self.inner = Vec::new().into_iter();
-                    Err(Error::corruption("a damaged block"))
-                }
-                Some(left) => {
-                    *left -= 1;
-                    self.inner.next_entry()
-                }
-                None => self.inner.next_entry(),
-            }
-        }
-    }
-
-    impl Engine for Recording {
-        type Iter<'a> = FailingIter;
-
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.inner.get(key)
-        }
-
-        fn write(&self, ops: &[BatchOp]) -> Result<()> {
-            self.largest.fetch_max(ops.len(), Ordering::SeqCst);
-            self.inner.write(ops)
-        }
-
-        fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
-            self.largest.fetch_max(ops.len(), Ordering::SeqCst);
-            self.inner.delete_ranges_and_write(ranges, ops)
-        }
-
-        fn iter(&self, range: &Range) -> Result<FailingIter> {
-            Ok(FailingIter {
-                inner: self.inner.iter(range)?,
-                left: (self.fail_after > 0).then_some(self.fail_after),
-            })
-        }
-    }
-
-    /// Clearing a range of many keys (whole, limited, reversed, across the escaped side) hands
-    /// the engine no batch that grows with the range: the engine thread lists no key.
-    #[tokio::test]
-    async fn a_clear_holds_no_key_of_its_range() {
-        let largest = Arc::new(AtomicUsize::new(0));
-        let engine = Recording {
-            largest: largest.clone(),
-            ..Recording::default()
-        };
-        let store = EngineStore::spawn("recording", move || Ok(engine)).unwrap();
-        let n = 10_000u32;
-        let key = |i: u32| format!("k{i:05}").into_bytes();
-        for start in (0..n).step_by(1000) {
-            let ops = (start..start + 1000)
-                .map(|i| BatchOp::put(key(i), b"v".to_vec()))
-                .collect();
-            store.batch(ops).await.unwrap();
-        }
-        let mut escaped = vec![0xFF];
-        escaped.extend(key(0));
-        store.put(&escaped, b"high").await.unwrap();
-        store.put(b"a", b"below").await.unwrap();
-        largest.store(0, Ordering::SeqCst);
-
-        // The first 3000 keys forward, the last 3000 in reverse, then the rest.
-        store
-            .clear(Range::all().gte("k").limit(3000))
-            .await
-            .unwrap();
-        store
-            .clear(Range::all().gte("k").lt("l").reverse().limit(3000))
-            .await
-            .unwrap();
-        let left: Vec<Vec<u8>> = store
-            .iterator(Range::all().keys_only())
-            .await
-            .unwrap()
-            .collect_all()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.key)
-            .collect();
-        let mut want: Vec<Vec<u8>> = vec![b"a".to_vec()];
-        want.extend((3000..n - 3000).map(key));
-        want.push(escaped.clone());
-        assert_eq!(left, want);
-        // Both sides of rave's reserved block at once; its records survive.
-        store.clear(Range::all().gt("a")).await.unwrap();
-        let left = store
-            .iterator(Range::all())
-            .await
-            .unwrap()
-            .collect_all()
-            .await
-            .unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].key, b"a");
-        let most = largest.load(Ordering::SeqCst);
-        assert!(
-            most <= 8,
-            "the engine was given a batch of {most} operations by a clear"
-        );
-        store.close().await.unwrap();
-    }
-
-    /// An engine cursor that failed keeps failing: its next call is never a clean end.
-    #[tokio::test]
-    async fn a_failed_cursor_never_reads_as_the_end() {
-        let engine = Recording {
-            fail_after: 3,
-            ..Recording::default()
-        };
-        let store = EngineStore::spawn("failing", move || Ok(engine)).unwrap();
-        let ops = (0..10u8)
-            .map(|i| BatchOp::put(vec![b'k', i], b"v".to_vec()))
-            .collect();
-        store.batch(ops).await.unwrap();
-        let mut iter = store.iterator(Range::all()).await.unwrap();
-        let err = iter.next_chunk(100).await.unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::Corruption, "{err}");
-        for _ in 0..2 {
-            let again = iter.next_chunk(100).await;
-            assert!(
-                matches!(&again, Err(e) if e.kind() == crate::ErrorKind::Corruption),
-                "after a failure: {again:?}"
-            );
-        }
-        drop(iter);
-        store.close().await.unwrap();
     }
 }

@@ -1,7 +1,7 @@
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::engine_thread::{Engine, EngineIter, EngineStore};
 use crate::{Backend, BatchOp, Capabilities, OpenOptions, Range, Result};
@@ -24,32 +24,43 @@ impl Backend for MemoryBackend {
     }
 
     fn open(&self, _path: &Path, _options: &OpenOptions) -> Result<EngineStore> {
-        EngineStore::spawn("memory", || Ok(MemoryEngine::default()))
+        // Reopening (after a panic) opens the same map again.
+        let engine = MemoryEngine::default();
+        EngineStore::spawn("memory", move || Ok(engine.clone()))
     }
 }
 
-/// The [`Engine`] behind [`MemoryBackend`].
-#[derive(Debug, Default)]
+/// The [`Engine`] behind [`MemoryBackend`]. Clones share one map, so an engine thread reopens
+/// it by cloning it again, without losing data.
+#[derive(Clone, Debug, Default)]
 pub struct MemoryEngine {
-    map: RefCell<BTreeMap<Vec<u8>, Vec<u8>>>,
+    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+}
+
+impl MemoryEngine {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        // Every change is one `apply_all` or nothing that can panic halfway in practice; the map
+        // is valid whatever a panicking thread left.
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Engine for MemoryEngine {
     type Iter<'a> = std::vec::IntoIter<(Vec<u8>, Vec<u8>)>;
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.map.borrow().get(key).cloned())
+        Ok(self.map().get(key).cloned())
     }
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
-        BatchOp::apply_all(ops, &mut self.map.borrow_mut());
+        BatchOp::apply_all(ops, &mut self.map());
         Ok(())
     }
 
     /// Cuts each range out of the map (two `split_off`s and an `append`): no key is listed or
-    /// copied, and the whole write happens under one borrow, so it is atomic.
+    /// copied, and the whole write happens under one lock, so it is atomic.
     fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
-        let mut map = self.map.borrow_mut();
+        let mut map = self.map();
         for range in ranges {
             let mut cut = match range.lower() {
                 Bound::Unbounded => std::mem::take(&mut *map),
@@ -70,7 +81,7 @@ impl Engine for MemoryEngine {
 
     fn iter<'a>(&'a self, range: &Range) -> Result<Self::Iter<'a>> {
         // The snapshot is a copy of the range: simple and obviously isolated.
-        let map = self.map.borrow();
+        let map = self.map();
         let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (range.lower(), range.upper());
         let mut entries: Vec<_> = map
             .range::<[u8], _>(bounds)

@@ -464,8 +464,10 @@ async fn a_silent_leader_times_calls_and_iterators_out_and_the_connection_surviv
         let mut framed = Framed::new(b, codec);
         welcome(&mut framed, 1, 1).await;
         loop {
+            // Biased: the order to answer comes before the ping it announces, which the other
+            // branch must not swallow.
             tokio::select! {
-                request = next_request(&mut framed) => if request.is_none() { break },
+                biased;
                 Some(()) = answer_rx.recv() => {
                     // Answer the next ping, to show the connection still works.
                     while let Some(request) = next_request(&mut framed).await {
@@ -475,6 +477,7 @@ async fn a_silent_leader_times_calls_and_iterators_out_and_the_connection_surviv
                         }
                     }
                 }
+                request = next_request(&mut framed) => if request.is_none() { break },
             }
         }
     });
