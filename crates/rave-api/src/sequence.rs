@@ -50,7 +50,47 @@ pub(crate) fn record(seq: u64) -> BatchOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryEngine;
+    use crate::engine_thread::EngineStore;
+    use crate::{KvStore, MemoryEngine, Range};
+
+    /// A memory engine whose write of the key `!panic` panics before writing anything.
+    #[derive(Clone, Default)]
+    struct Panicky(MemoryEngine);
+
+    impl Engine for Panicky {
+        type Iter<'a> = <MemoryEngine as Engine>::Iter<'a>;
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.0.get(key)
+        }
+        fn write(&self, ops: &[BatchOp]) -> Result<()> {
+            if ops.iter().any(|op| op.key() == b"!panic") {
+                panic!("a write that panics on purpose");
+            }
+            self.0.write(ops)
+        }
+        fn iter<'a>(&'a self, range: &Range) -> Result<Self::Iter<'a>> {
+            self.0.iter(range)
+        }
+    }
+
+    /// The engine thread reopens a panicked engine and loads the sequence again: it goes on
+    /// from the last persisted number, and the commit that panicked took none that lasts.
+    #[tokio::test]
+    async fn the_sequence_continues_after_the_engine_heals() {
+        let engine = Panicky::default();
+        let opener = engine.clone();
+        let store = EngineStore::spawn("panicky", move || Ok(opener.clone())).unwrap();
+        store.put(b"a", b"1").await.unwrap();
+        store.put(b"b", b"2").await.unwrap();
+        assert_eq!(store.sequence().await.unwrap(), 2);
+        store.put(b"!panic", b"x").await.unwrap_err();
+        assert_eq!(store.sequence().await.unwrap(), 2);
+        store.del(b"a").await.unwrap();
+        assert_eq!(store.sequence().await.unwrap(), 3);
+        assert_eq!(load(&engine).unwrap(), 3);
+        store.close().await.unwrap();
+    }
 
     #[test]
     fn a_recorded_number_loads_back() {
