@@ -198,6 +198,13 @@ impl<B: Backend> KvStore for Rave<B> {
             .await
     }
 
+    /// Asks the leader; across a leader change the number continues from the last one persisted.
+    async fn sequence(&self) -> Result<u64> {
+        self.core
+            .run(|s| async move { (*s).sequence().await })
+            .await
+    }
+
     /// Closes the handle: waiting operations fail with `Closed`; a leader stops serving (its
     /// followers re-elect at once), closes its engine and releases the lock before this returns.
     async fn close(&self) -> Result<()> {

@@ -264,22 +264,26 @@ async fn status_names_the_leader<B: Engine>() {
     let out = alone.finish(Duration::from_secs(30)).await;
     out.assert_code(0, "status alone");
     let fields = status_fields(&out.text());
-    let expect = |role: &str, pid: u32, epoch: u64| {
+    let expect = |role: &str, pid: u32, epoch: u64, sequence: u64| {
         vec![
             ("role".to_string(), role.to_string()),
             ("leader_pid".to_string(), pid.to_string()),
             ("epoch".to_string(), epoch.to_string()),
             ("socket".to_string(), socket.display().to_string()),
+            ("sequence".to_string(), sequence.to_string()),
         ]
     };
-    assert_eq!(fields, expect("leader", pid, 1));
-    // A leader in another process.
+    assert_eq!(fields, expect("leader", pid, 1, 0));
+    // A leader in another process; one write later the sequence is 1.
     let mut leader = start_leader::<B>(dir).await;
+    run_rave::<B>(&[], dir, &["put", "k", "v"], None)
+        .await
+        .assert_code(0, "put");
     let out = run_rave::<B>(&[], dir, &["status"], None).await;
     out.assert_code(0, "status as a follower");
     assert_eq!(
         status_fields(&out.text()),
-        expect("follower", leader.pid(), 2)
+        expect("follower", leader.pid(), 2, 1)
     );
     leader.kill();
 }

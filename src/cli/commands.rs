@@ -134,6 +134,7 @@ async fn execute<B: Backend>(
                 None => writeln!(out, "leader_pid\tunknown").map_err(stdout_error)?,
             }
             writeln!(out, "socket\t{}", db.socket_path()?.display()).map_err(stdout_error)?;
+            writeln!(out, "sequence\t{}", db.sequence().await?).map_err(stdout_error)?;
         }
         Command::Demo(_) | Command::DemoWriter(_) | Command::DemoReader(_) => {}
     }

@@ -104,7 +104,8 @@ pub enum Command {
     Batch,
     /// Keep a handle open; print `leader` or `follower` at start and at every role change.
     Hold,
-    /// Print the leader's pid, the socket address and this process's role.
+    /// Print this process's role, the leader's pid and epoch, the socket address and the
+    /// commit sequence (the number of the last commit that applied writes).
     Status,
     /// The main job: writer and reader processes on one directory, the leader killed with
     /// SIGKILL, failover, and a summary.

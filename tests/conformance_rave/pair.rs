@@ -277,6 +277,10 @@ impl<B: Backend> KvStore for Pair<B> {
             .await
     }
 
+    async fn sequence(&self) -> Result<u64> {
+        self.0.counted(self.0.follower.sequence().await).await
+    }
+
     /// Makes the planned failover if it has not happened yet, checks the follower took over,
     /// then closes the follower and what is left of the leader.
     async fn close(&self) -> Result<()> {

@@ -419,6 +419,10 @@ impl KvStore for Gone {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(Error::Closed)
     }
+    async fn sequence(&self) -> rave::Result<u64> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(Error::Closed)
+    }
     async fn close(&self) -> rave::Result<()> {
         Ok(())
     }

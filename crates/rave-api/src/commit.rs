@@ -1,5 +1,6 @@
 //! The engine thread's writes: user keys mapped into the engine's key space, exactly-once
-//! records written in the same commit, and the layout migration at open.
+//! records and the commit sequence ([`crate::sequence`]) written in the same commit, and the
+//! layout migration at open.
 //!
 //! Everything here runs on the engine thread ([`crate::engine_thread`]); engines only ever see
 //! plain atomic writes of engine keys ([`Engine::write`]).
@@ -32,10 +33,21 @@ fn map_owned(key: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// What the engine thread keeps in memory about an open engine, loaded by [`prepare`] and
+/// mirrored in the engine by every commit.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// The exactly-once records.
+    pub records: Records,
+    /// The number of the last commit that applied user writes ([`crate::sequence`]).
+    pub sequence: u64,
+}
+
 /// Readies a freshly opened engine: migrates an older directory to the key layout once, and
-/// loads the exactly-once records.
-pub(crate) fn prepare<E: Engine>(engine: &E) -> Result<Records> {
+/// loads the exactly-once records and the commit sequence.
+pub(crate) fn prepare<E: Engine>(engine: &E) -> Result<Ledger> {
     migrate_layout(engine)?;
+    let sequence = crate::sequence::load(engine)?;
     let mut entries = Vec::new();
     for range in record_ranges() {
         let mut iter = engine.iter(&range)?;
@@ -43,7 +55,10 @@ pub(crate) fn prepare<E: Engine>(engine: &E) -> Result<Records> {
             entries.push(entry);
         }
     }
-    Records::load(entries)
+    Ok(Ledger {
+        records: Records::load(entries)?,
+        sequence,
+    })
 }
 
 /// A directory written before the key layout existed stores user keys beginning `0xFF`
@@ -103,6 +118,8 @@ pub(crate) struct Group<R> {
     waiting: Vec<R>,
     /// Callers answered at once (re-sent writes already applied, stale ones refused).
     answered: Vec<(R, Result<()>)>,
+    /// Whether a write is to be applied: the commit then takes a sequence number.
+    applies: bool,
 }
 
 impl<R> Group<R> {
@@ -113,6 +130,7 @@ impl<R> Group<R> {
             staged: Staged::default(),
             waiting: Vec::new(),
             answered: Vec::new(),
+            applies: false,
         }
     }
 
@@ -178,6 +196,7 @@ impl<R> Group<R> {
                 if let Some(stamp) = stamp {
                     records.stage(&mut self.staged, stamp);
                 }
+                self.applies = true;
                 self.waiting.push(reply);
             }
             Err(err) => self.answered.push((reply, Err(err))),
@@ -190,21 +209,27 @@ impl<R> Group<R> {
     }
 
     /// Commits the group in one engine write (nothing to write: no engine call) and returns who
-    /// to answer with what.
-    pub fn commit<E: Engine>(mut self, engine: &E, records: &mut Records) -> Vec<(R, Result<()>)> {
+    /// to answer with what. A commit that applies writes takes the next sequence number,
+    /// recorded in the same engine write (taken even if the write fails: see
+    /// [`crate::sequence`]).
+    pub fn commit<E: Engine>(mut self, engine: &E, ledger: &mut Ledger) -> Vec<(R, Result<()>)> {
         let now = now_ms();
-        let meta = records.meta_ops(&mut self.staged, now);
-        let result = if self.raw.is_empty() && meta.is_empty() && self.ranges.is_empty() {
+        let meta = ledger.records.meta_ops(&mut self.staged, now);
+        let result = if !self.applies && meta.is_empty() {
             Ok(())
         } else {
             self.raw.extend(meta);
+            if self.applies {
+                ledger.sequence += 1;
+                self.raw.push(crate::sequence::record(ledger.sequence));
+            }
             let result = if self.ranges.is_empty() {
                 engine.write(&self.raw)
             } else {
                 engine.delete_ranges_and_write(&self.ranges, &self.raw)
             };
             if result.is_ok() {
-                records.commit(self.staged, now);
+                ledger.records.commit(self.staged, now);
                 #[cfg(feature = "fault-injection")]
                 fault::after_commit();
             }

@@ -160,6 +160,8 @@ enum Command {
     OpenIter(u64, Range, Reply<()>),
     NextChunk(u64, usize, Reply<Vec<Entry>>),
     DropIter(u64),
+    /// The last commit's sequence number ([`KvStore::sequence`]).
+    Sequence(Reply<u64>),
     /// Nothing to do but collect [`Dropped`] iterators.
     Wake,
     Close(Reply<()>),
@@ -352,6 +354,11 @@ impl KvStore for EngineStore {
 
     async fn clear(&self, range: Range) -> Result<()> {
         self.call(|r| Command::Clear(None, range, r)).await
+    }
+
+    /// Asked in the command queue, so a write acknowledged before the call is counted.
+    async fn sequence(&self) -> Result<u64> {
+        self.call(Command::Sequence).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -26,6 +26,7 @@ pub mod keyspace;
 mod memory;
 pub mod once;
 mod range;
+mod sequence;
 mod store;
 
 pub use backend::{Backend, Capabilities, OpenOptions};

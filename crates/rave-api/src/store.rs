@@ -74,6 +74,14 @@ pub trait KvStore: Send + Sync + 'static {
     /// [`apply_unstamped`] does that.
     async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()>;
 
+    /// The number of the last commit that applied writes: it grows strictly with every
+    /// acknowledged `put`, `del`, `batch` and `clear` (a group commit of several writes takes
+    /// one number; numbers may skip), reads leave it unchanged, and a store that keeps its data
+    /// across a reopen (or, through rave, a leader change) keeps the number too, so it never
+    /// goes back. Read after a write is acknowledged, it is at least that write's number.
+    /// Required, with no default, so that a wrapper must forward it.
+    async fn sequence(&self) -> Result<u64>;
+
     /// Closes the store. Later operations fail with [`crate::Error::Closed`]; closing twice is
     /// not an error.
     async fn close(&self) -> Result<()>;
@@ -144,6 +152,9 @@ macro_rules! forward_kv_store {
             }
             async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
                 (**self).write_stamped(stamp, write).await
+            }
+            async fn sequence(&self) -> Result<u64> {
+                (**self).sequence().await
             }
             async fn close(&self) -> Result<()> {
                 (**self).close().await

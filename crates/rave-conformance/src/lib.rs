@@ -56,6 +56,7 @@
 //! | `clear_ranges` | clear with bounds, limits and direction (limit 2 reverse removes the 2 highest) |
 //! | `closed_operations`, `close_twice`, `close_with_open_iterators` | everything fails with `Closed` after close; closing is idempotent and does not wait for iterators |
 //! | `reopen_persistence` | data survives close and reopen (`persistent`) |
+//! | `commit_sequence_grows` | the commit sequence grows strictly after each acknowledged `put`, `del`, `batch` and `clear` (even one that changes nothing), reads leave it unchanged, and it never goes back across close and reopen (`persistent`) or a change of leader |
 //! | `randomized_model` | a few hundred random operations against the model; seed from `RAVE_SEED`, printed on failure |
 //!
 //! # The engine contract
@@ -198,6 +199,7 @@ macro_rules! __with_test_names {
             close_with_open_iterators
             reopen_persistence
             exactly_once_writes
+            commit_sequence_grows
             randomized_model
         }
     };

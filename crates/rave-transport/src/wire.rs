@@ -47,7 +47,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub const MAGIC: u32 = u32::from_be_bytes(*b"RAVE");
 
 /// The protocol version this crate speaks. Peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// How deep a body may nest. Our messages nest a handful of levels; the limit stops a hostile
 /// body from recursing deeply while an unknown field is skipped.
@@ -175,6 +175,8 @@ pub enum Op {
     },
     /// Does nothing; replies [`Reply::Done`]. Proves the leader is alive and answering.
     Ping,
+    /// [`rave_api::KvStore::sequence`]; replies [`Reply::Sequence`] (protocol 4).
+    Sequence,
     /// A write (`put`, `del` and `batch` are [`Write::Batch`]es, `clear` is [`Write::Clear`]);
     /// replies [`Reply::Done`]. With a stamp it is applied once per stamp however often it is
     /// re-sent ([`rave_api::KvStore::write_stamped`]); without one, each time it arrives.
@@ -275,6 +277,8 @@ pub enum Reply {
     Values(#[serde(with = "opt_bytes_seq")] Vec<Option<Vec<u8>>>),
     /// A write, `clear` or ping succeeded.
     Done,
+    /// The commit sequence number asked by [`Op::Sequence`].
+    Sequence(u64),
 }
 
 /// An error as it travels on the wire: its stable kind and its message.

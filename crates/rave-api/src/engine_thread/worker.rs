@@ -12,7 +12,8 @@
 //!   panic reopens at once, since no engine is left to answer; a panicking open is paced). While no engine is
 //!   open, every command is answered at once with the last error (nothing waits for a reopen),
 //!   and a command that arrives when an attempt is due triggers it; there is no timer.
-//! - After a reopen the exactly-once records are loaded again ([`prepare`]), and the new
+//! - After a reopen the exactly-once records and the commit sequence are loaded again
+//!   ([`prepare`]), so the sequence continues from the last persisted number, and the new
 //!   engine's shared reader replaces the old one. Iterators open at the reopen fail with a typed
 //!   error (their snapshot is gone), never with a silent end.
 //! - Commands come from a bounded queue; iterators dropped while it was full are collected
@@ -27,9 +28,8 @@ use tokio::sync::mpsc as commands;
 
 use super::cursor::{Cursor, clear_ranges, open_cursor};
 use super::{Command, Dropped, Engine, OpenCursors, Reply, SharedReader};
-use crate::commit::{Group, prepare};
+use crate::commit::{Group, Ledger, prepare};
 use crate::engine_backend::panic_detail;
-use crate::once::Records;
 use crate::{BatchOp, Error, ErrorKind, Result};
 
 /// The most bytes of writes merged into one group commit.
@@ -93,8 +93,8 @@ enum Step {
     Close(Reply<()>),
 }
 
-/// An engine open on this thread, with its exactly-once records.
-type Opened<E> = (E, Records);
+/// An engine open on this thread, with its exactly-once records and commit sequence.
+type Opened<E> = (E, Ledger);
 
 /// The engine thread's state, apart from the engine itself.
 pub(super) struct Worker<F> {
@@ -150,8 +150,8 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
             }
         };
         loop {
-            let (engine, mut records) = current;
-            let outcome = self.serve(&engine, &mut records);
+            let (engine, mut ledger) = current;
+            let outcome = self.serve(&engine, &mut ledger);
             // Waits for the shared reads in progress: none runs while the engine closes.
             self.set_reader(None);
             let closed = self.close_engine(engine);
@@ -214,14 +214,14 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
         let engine = catch_unwind(AssertUnwindSafe(open))
             .unwrap_or_else(|p| Err(self::panicked(&self.name, "open", p.as_ref())))?;
         let ready = catch_unwind(AssertUnwindSafe(|| {
-            let records = prepare(&engine)?;
-            Ok((records, engine.shared_reader()))
+            let ledger = prepare(&engine)?;
+            Ok((ledger, engine.shared_reader()))
         }))
         .unwrap_or_else(|p| Err(self::panicked(&self.name, "open", p.as_ref())));
         match ready {
-            Ok((records, reader)) => {
+            Ok((ledger, reader)) => {
                 self.set_reader(reader);
-                Ok((engine, records))
+                Ok((engine, ledger))
             }
             Err(err) => {
                 let _ = self.close_engine(engine);
@@ -286,6 +286,9 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 Command::GetMany(_, reply) => {
                     let _ = reply.send(Err(last.clone()));
                 }
+                Command::Sequence(reply) => {
+                    let _ = reply.send(Err(last.clone()));
+                }
                 Command::Write(_, _, reply)
                 | Command::Clear(_, _, reply)
                 | Command::OpenIter(_, _, reply) => {
@@ -300,7 +303,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
     }
 
     /// Serves commands on `engine` until the store closes or the engine must be reopened.
-    fn serve(&mut self, engine: &E, records: &mut Records) -> Outcome {
+    fn serve(&mut self, engine: &E, ledger: &mut Ledger) -> Outcome {
         let mut cursors: HashMap<u64, Cursor<E::Iter<'_>>> = HashMap::new();
         // The I/O error of the last write, when it failed.
         let mut suspect: Option<Error> = None;
@@ -320,7 +323,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 self.held_back = Some(command);
                 break Outcome::Reopen(cause.clone(), false);
             }
-            match self.handle(engine, records, &mut cursors, command) {
+            match self.handle(engine, ledger, &mut cursors, command) {
                 Step::Done => {}
                 Step::Wrote(None) => {
                     suspect = None;
@@ -368,7 +371,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
     fn handle<'e>(
         &mut self,
         engine: &'e E,
-        records: &mut Records,
+        ledger: &mut Ledger,
         cursors: &mut HashMap<u64, Cursor<E::Iter<'e>>>,
         command: Command,
     ) -> Step {
@@ -382,13 +385,13 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 // here, so that a panic in the engine still answers every caller.
                 let mut replies = vec![reply];
                 let mut group = Group::new();
-                group.add(records, stamp, 0, || Ok(ops));
+                group.add(&ledger.records, stamp, 0, || Ok(ops));
                 let mut bytes: usize = group.ops().iter().map(BatchOp::payload_len).sum();
                 while bytes < MAX_GROUP_BYTES {
                     match self.rx.try_recv() {
                         Ok(Command::Write(stamp, more, reply)) => {
                             bytes += more.iter().map(BatchOp::payload_len).sum::<usize>();
-                            group.add(records, stamp, replies.len(), || Ok(more));
+                            group.add(&ledger.records, stamp, replies.len(), || Ok(more));
                             replies.push(reply);
                         }
                         Ok(other) => {
@@ -398,18 +401,18 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                         Err(_) => break,
                     }
                 }
-                self.commit(engine, records, group, replies)
+                self.commit(engine, ledger, group, replies)
             }
             Command::Clear(stamp, range, reply) => {
                 let mut group = Group::new();
                 // Walks at most `limit` keys, a chunk at a time, and lists none: the engine
                 // deletes the ranges natively (`Engine::delete_ranges_and_write`).
                 let scanned = self.guard("iterate", || {
-                    group.add_clear(records, stamp, 0, || clear_ranges(engine, range));
+                    group.add_clear(&ledger.records, stamp, 0, || clear_ranges(engine, range));
                     Ok(())
                 });
                 match scanned {
-                    Ok(()) => self.commit(engine, records, group, vec![reply]),
+                    Ok(()) => self.commit(engine, ledger, group, vec![reply]),
                     Err(fault) => answer(reply, Err(fault)),
                 }
             }
@@ -442,6 +445,10 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                     _ => Step::Done,
                 }
             }
+            Command::Sequence(reply) => {
+                let _ = reply.send(Ok(ledger.sequence));
+                Step::Done
+            }
             Command::Wake => Step::Done,
             Command::Close(reply) => Step::Close(reply),
         }
@@ -451,12 +458,12 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
     fn commit(
         &self,
         engine: &E,
-        records: &mut Records,
+        ledger: &mut Ledger,
         group: Group<usize>,
         replies: Vec<Reply<()>>,
     ) -> Step {
         let mut replies: Vec<Option<Reply<()>>> = replies.into_iter().map(Some).collect();
-        let committed = catch_unwind(AssertUnwindSafe(|| group.commit(engine, records)));
+        let committed = catch_unwind(AssertUnwindSafe(|| group.commit(engine, ledger)));
         match committed {
             Ok(answers) => {
                 let mut failure = None;

@@ -9,6 +9,7 @@ mod lifecycle;
 mod once;
 mod random;
 mod ranges;
+mod sequence;
 
 pub(crate) use basic::{
     binary_keys, empty_key_and_value, get_many, large_value, overwrite, put_get_del,
@@ -27,3 +28,4 @@ pub(crate) use ranges::{
     binary_edge_bounds, keys_only_values_only, range_empty_and_inverted, range_limits,
     range_paired_bounds, range_prefixes, range_single_bounds, reverse_order,
 };
+pub(crate) use sequence::commit_sequence_grows;

@@ -252,6 +252,13 @@ impl KvStore for Client {
         .and_then(expect_done)
     }
 
+    async fn sequence(&self) -> Result<u64> {
+        match self.call(Op::Sequence).await? {
+            Reply::Sequence(seq) => Ok(seq),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn close(&self) -> Result<()> {
         self.handle.close();
         Ok(())

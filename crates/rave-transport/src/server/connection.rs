@@ -326,5 +326,6 @@ async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
             write: Write::Clear(range),
         } => store.clear(range).await.map(|()| Reply::Done),
         Op::Ping => Ok(Reply::Done),
+        Op::Sequence => store.sequence().await.map(Reply::Sequence),
     }
 }

@@ -153,6 +153,9 @@ impl KvStore for TestStore {
     ) -> Result<()> {
         self.inner.write_stamped(stamp, write).await
     }
+    async fn sequence(&self) -> Result<u64> {
+        self.inner.sequence().await
+    }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }

@@ -67,6 +67,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         prop::option::of(bytes()).prop_map(Reply::Value),
         prop::collection::vec(prop::option::of(bytes()), 0..5).prop_map(Reply::Values),
         Just(Reply::Done),
+        any::<u64>().prop_map(Reply::Sequence),
     ]
 }
 

@@ -63,5 +63,6 @@ where
         prop::collection::vec(batch_op, 0..most).prop_map(Op::batch),
         range.prop_map(Op::clear),
         Just(Op::Ping),
+        Just(Op::Sequence),
     ]
 }
