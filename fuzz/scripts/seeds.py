@@ -16,9 +16,10 @@ import msgpack
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "corpus")
 MAGIC = struct.unpack(">I", b"RAVE")[0]
-# rave_transport::PROTOCOL_VERSION (3: writes are one `Write` op, optionally stamped for
+# rave_transport::PROTOCOL_VERSION (4: `Sequence` reads the commit sequence; 3: writes are one
+# `Write` op, optionally stamped for
 # exactly-once delivery; 2: iterator credit counts bytes of entries).
-VERSION = 3
+VERSION = 4
 
 
 def enc(obj):
