@@ -123,6 +123,10 @@ impl Connection {
                     };
                     let message = wire::decode::<ClientMessage>(&frame)?;
                     self.handle(message, writer).await?;
+                    // Requests already read are answered without I/O, which spends none of
+                    // tokio's cooperative budget: spend it here, so a flood from one follower
+                    // yields to the leader process's other tasks every few requests.
+                    tokio::task::consume_budget().await;
                 }
                 flushed = SinkExt::<Bytes>::flush(writer), if must_flush => {
                     flushed.map_err(|e| write_error(&e))?;

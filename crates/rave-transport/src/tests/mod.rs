@@ -2,6 +2,7 @@
 //! [`rave_api::MemoryBackend`] store behind the server.
 
 mod abuse;
+mod fairness;
 mod fuzz_regressions;
 mod lifecycle;
 mod ops;
