@@ -15,12 +15,21 @@ use crate::{Error, OpenOptions, Result};
 /// The file, inside the directory, that names the engine whose database it holds.
 pub const ENGINE_FILE: &str = "rave-engine";
 
+/// The format of a directory's contents that this release writes: rave's reserved key block
+/// ([`crate::keyspace`]) and redb's checksummed values. It is the engine record's second line,
+/// `format N`. Releases before it read the whole record as the engine's name, so they refuse a
+/// directory in this format as another engine's instead of misreading it.
+pub const FORMAT: u32 = 2;
+
 /// Which engine's database `path` holds, if any: the recorded name, or else a guess from the
 /// engines' well-known file names (so that a plain redb, LevelDB or RocksDB directory is
 /// recognised too).
 pub fn detect(path: &Path) -> Result<Option<String>> {
     match fs::read_to_string(path.join(ENGINE_FILE)) {
-        Ok(name) => return Ok(Some(name.trim().to_string())),
+        Ok(record) => {
+            let name = record.lines().next().unwrap_or_default().trim();
+            return Ok(Some(name.to_string()));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(Error::io(
@@ -72,7 +81,7 @@ pub fn prepare(path: &Path, options: &OpenOptions, engine: &str) -> Result<()> {
         Some(_) if options.error_if_exists => Err(Error::AlreadyExists {
             path: path.to_path_buf(),
         }),
-        Some(_) => Ok(()),
+        Some(_) => upgrade_record(path, engine),
         None if !options.create_if_missing => Err(Error::DoesNotExist {
             path: path.to_path_buf(),
         }),
@@ -84,11 +93,44 @@ pub fn prepare(path: &Path, options: &OpenOptions, engine: &str) -> Result<()> {
     }
 }
 
+/// The format recorded in `path`'s engine record (0: a record from before formats, or none).
+fn recorded_format(path: &Path) -> u32 {
+    fs::read_to_string(path.join(ENGINE_FILE))
+        .ok()
+        .and_then(|record| {
+            let line = record.lines().nth(1)?;
+            line.trim().strip_prefix("format ")?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Refuses a directory written by a newer release, and records [`FORMAT`] in one written by an
+/// older one (its data is migrated when the engine opens). Recording is best effort: a full disk
+/// must still let a leader open the directory and serve reads; the next open tries again.
+fn upgrade_record(path: &Path, engine: &str) -> Result<()> {
+    let format = recorded_format(path);
+    if format > FORMAT {
+        return Err(Error::Unsupported {
+            message: format!(
+                "{} was written by a newer release of rave (format {format}; this release \
+                 reads formats up to {FORMAT})",
+                path.display()
+            ),
+        });
+    }
+    if format < FORMAT
+        && let Err(err) = write_engine_record(path, engine)
+    {
+        tracing::warn!(%err, "could not record the directory's format; will retry at the next open");
+    }
+    Ok(())
+}
+
 fn write_engine_record(path: &Path, engine: &str) -> Result<()> {
     let tmp = path.join(format!("{ENGINE_FILE}.tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&tmp)?;
-        file.write_all(format!("{engine}\n").as_bytes())?;
+        file.write_all(format!("{engine}\nformat {FORMAT}\n").as_bytes())?;
         file.sync_all()?;
         fs::rename(&tmp, path.join(ENGINE_FILE))?;
         // The rename is durable only once the directory is synced (power loss could otherwise
@@ -128,6 +170,32 @@ mod tests {
         ));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    /// A record from before formats gets the format line (so earlier releases, which compare the
+    /// whole record with the engine's name, refuse the directory); a newer format is refused.
+    #[test]
+    fn formats_are_recorded_and_newer_ones_refused() {
+        let dir = tmp();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(ENGINE_FILE), "redb\n").unwrap();
+        prepare(&dir, &OpenOptions::default(), "redb").unwrap();
+        let record = fs::read_to_string(dir.join(ENGINE_FILE)).unwrap();
+        assert_eq!(record, format!("redb\nformat {FORMAT}\n"));
+        assert_ne!(
+            record.trim(),
+            "redb",
+            "an earlier release would still take it as redb's"
+        );
+        assert_eq!(detect(&dir).unwrap().as_deref(), Some("redb"));
+        fs::write(
+            dir.join(ENGINE_FILE),
+            format!("redb\nformat {}\n", FORMAT + 1),
+        )
+        .unwrap();
+        let err = prepare(&dir, &OpenOptions::default(), "redb").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
