@@ -49,17 +49,23 @@ fn serve(
     (shutdown, server)
 }
 
-/// A leader whose store is closed drops every connection at its first request (the transport
-/// does so, so that followers re-elect and retry): an operation would retry forever. The
-/// deadline ends it with `Timeout`, after several retries.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operation_retried_forever_fails_at_its_deadline() {
+/// A fresh database directory whose rave lock this test process holds (so no handle leads it).
+fn locked_dir() -> (tempfile::TempDir, std::path::PathBuf, DirLock) {
     let tmp = tempdir();
     let dir = tmp.path().join("db");
     std::fs::create_dir(&dir).unwrap();
     let lock = DirLock::try_acquire(&dir)
         .unwrap()
         .expect("the lock is free");
+    (tmp, dir, lock)
+}
+
+/// A leader whose store is closed drops every connection at its first request (the transport
+/// does so, so that followers re-elect and retry): an operation would retry forever. The
+/// deadline ends it with `Timeout`, after several retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_retried_forever_fails_at_its_deadline() {
+    let (_tmp, dir, lock) = locked_dir();
     let store = MemoryBackend.open(&dir, &OpenOptions::default()).unwrap();
     store.close().await.unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -97,12 +103,7 @@ async fn an_operation_retried_forever_fails_at_its_deadline() {
 /// where the iterator stopped, nothing repeated or skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_resume_reports_why_and_the_next_call_resumes() {
-    let tmp = tempdir();
-    let dir = tmp.path().join("db");
-    std::fs::create_dir(&dir).unwrap();
-    let lock = DirLock::try_acquire(&dir)
-        .unwrap()
-        .expect("the lock is free");
+    let (_tmp, dir, lock) = locked_dir();
     let store: Arc<dyn KvStore> =
         Arc::new(MemoryBackend.open(&dir, &OpenOptions::default()).unwrap());
     let keys: Vec<Vec<u8>> = (0..2000u32)

@@ -4,7 +4,7 @@
 Each seed is one selector byte (the frame limit, see rave_fuzz::max_frame_for; 3 = the
 production limit) followed by a stream of length-prefixed frames, encoded the way
 rmp_serde::to_vec_named encodes rave's messages (enum variants keyed by name, struct fields by
-name, byte fields as msgpack bin). Needs the `msgpack` package (pip install msgpack).
+name, byte fields as msgpack bin). Run it through fuzz/scripts/seeds, which installs msgpack.
 """
 import hashlib
 import os

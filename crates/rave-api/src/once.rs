@@ -123,8 +123,11 @@ pub(crate) struct Staged {
     swept_at: Option<u64>,
 }
 
+/// The name prefix of a record: `o` + client (16 bytes) + seq (8), valued status (1 byte),
+/// last activity (8, ms) and the handle's floor when it was written (8). The floor needs no key
+/// of its own: the newest record of a handle always carries its highest floor (the write that
+/// raised the floor is at or above it, so its record is never trimmed by it).
 const RECORD: &[u8] = b"o";
-const FLOOR: &[u8] = b"f";
 
 fn record_key(client: ClientId, seq: u64) -> Vec<u8> {
     let mut name = RECORD.to_vec();
@@ -133,15 +136,9 @@ fn record_key(client: ClientId, seq: u64) -> Vec<u8> {
     meta_key(&name)
 }
 
-fn floor_key(client: ClientId) -> Vec<u8> {
-    let mut name = FLOOR.to_vec();
-    name.extend_from_slice(&client.0.to_be_bytes());
-    meta_key(&name)
-}
-
 /// The engine ranges holding the records, for [`Records::load`].
-pub(crate) fn record_ranges() -> [Range; 2] {
-    [meta_range(RECORD), meta_range(FLOOR)]
+pub(crate) fn record_ranges() -> [Range; 1] {
+    [meta_range(RECORD)]
 }
 
 /// Milliseconds since the Unix epoch, by the system clock.
@@ -174,16 +171,13 @@ impl Records {
             let client = ClientId(u128_at(name, 1).ok_or_else(|| damaged(&key))?);
             let entry = records.clients.entry(client).or_default();
             match name.first().copied() {
-                Some(b'o') if name.len() == 25 && value.len() == 9 => {
+                Some(b'o') if name.len() == 25 && value.len() == 17 => {
                     let seq = u64_at(name, 17).ok_or_else(|| damaged(&key))?;
                     entry.applied.insert(seq);
                     let active = u64_at(&value, 1).ok_or_else(|| damaged(&key))?;
                     entry.last_active_ms = entry.last_active_ms.max(active);
-                }
-                Some(b'f') if name.len() == 17 && value.len() == 16 => {
-                    entry.floor = u64_at(&value, 0).ok_or_else(|| damaged(&key))?;
-                    let active = u64_at(&value, 8).ok_or_else(|| damaged(&key))?;
-                    entry.last_active_ms = entry.last_active_ms.max(active);
+                    let floor = u64_at(&value, 9).ok_or_else(|| damaged(&key))?;
+                    entry.floor = entry.floor.max(floor);
                 }
                 _ => return Err(damaged(&key)),
             }
@@ -232,27 +226,30 @@ impl Records {
         *floor = (*floor).max(stamp.floor);
     }
 
-    /// The engine operations (engine keys) that record the staged commit: a record per stamp,
-    /// raised floors with the records below them deleted, expired handles forgotten.
+    /// The engine operations (engine keys) that record the staged commit: a record per stamp
+    /// (carrying the handle's floor), the records below a raised floor deleted, expired handles
+    /// forgotten.
     pub fn meta_ops(&self, staged: &mut Staged, now_ms: u64) -> Vec<BatchOp> {
         let mut ops = Vec::new();
-        let mut active = [0u8; 9];
-        active[1..].copy_from_slice(&now_ms.to_be_bytes());
         for stamp in &staged.stamps {
-            let floor = staged.floors.get(&stamp.client).copied().unwrap_or(0);
+            let known = self.clients.get(&stamp.client).map_or(0, |c| c.floor);
+            let floor = staged
+                .floors
+                .get(&stamp.client)
+                .copied()
+                .unwrap_or(0)
+                .max(known);
             if stamp.seq >= floor {
-                ops.push(BatchOp::put(record_key(stamp.client, stamp.seq), active));
+                let mut value = [0u8; 17];
+                value[1..9].copy_from_slice(&now_ms.to_be_bytes());
+                value[9..].copy_from_slice(&floor.to_be_bytes());
+                ops.push(BatchOp::put(record_key(stamp.client, stamp.seq), value));
             }
         }
         for (&client, &floor) in &staged.floors {
-            let known = self.clients.get(&client);
-            if known.is_some_and(|c| c.floor >= floor) {
-                continue;
-            }
-            let mut value = floor.to_be_bytes().to_vec();
-            value.extend_from_slice(&now_ms.to_be_bytes());
-            ops.push(BatchOp::put(floor_key(client), value));
-            if let Some(known) = known {
+            if let Some(known) = self.clients.get(&client)
+                && known.floor < floor
+            {
                 for &seq in known.applied.range(..floor) {
                     ops.push(BatchOp::del(record_key(client, seq)));
                 }
@@ -266,7 +263,6 @@ impl Records {
                 }
                 if records.last_active_ms < horizon && !staged.floors.contains_key(&client) {
                     staged.expired.push(client);
-                    ops.push(BatchOp::del(floor_key(client)));
                     for &seq in &records.applied {
                         ops.push(BatchOp::del(record_key(client, seq)));
                     }
