@@ -205,6 +205,13 @@ impl<B: Backend> KvStore for Rave<B> {
             .await
     }
 
+    /// Watches `range` (see [`rave_api::watch`]).
+    async fn watch(&self, _range: Range, _from: Option<u64>) -> Result<rave_api::WatchStream> {
+        Err(rave_api::Error::Unsupported {
+            message: "watch through Rave: in progress".into(),
+        })
+    }
+
     /// Closes the handle: waiting operations fail with `Closed`; a leader stops serving (its
     /// followers re-elect at once), closes its engine and releases the lock before this returns.
     async fn close(&self) -> Result<()> {

@@ -281,6 +281,10 @@ impl<B: Backend> KvStore for Pair<B> {
         self.0.counted(self.0.follower.sequence().await).await
     }
 
+    async fn watch(&self, range: Range, from: Option<u64>) -> Result<rave::WatchStream> {
+        self.0.follower.watch(range, from).await
+    }
+
     /// Makes the planned failover if it has not happened yet, checks the follower took over,
     /// then closes the follower and what is left of the leader.
     async fn close(&self) -> Result<()> {

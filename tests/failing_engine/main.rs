@@ -423,6 +423,10 @@ impl KvStore for Gone {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(Error::Closed)
     }
+    async fn watch(&self, _range: Range, _from: Option<u64>) -> rave::Result<rave::WatchStream> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(Error::Closed)
+    }
     async fn close(&self) -> rave::Result<()> {
         Ok(())
     }

@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use crate::watch::WatchOptions;
 use crate::{KvStore, Result};
 
 /// How to open a database directory.
@@ -12,6 +13,8 @@ pub struct OpenOptions {
     /// Make every acknowledged write durable against power loss (fsync), not only against the
     /// crash of a process (default: false). Engines whose every commit syncs ignore `false`.
     pub sync: bool,
+    /// The change history kept for watchers and their pacing ([`crate::KvStore::watch`]).
+    pub watch: WatchOptions,
 }
 
 impl Default for OpenOptions {
@@ -20,6 +23,7 @@ impl Default for OpenOptions {
             create_if_missing: true,
             error_if_exists: false,
             sync: false,
+            watch: WatchOptions::default(),
         }
     }
 }
@@ -51,6 +55,11 @@ pub struct Capabilities {
     /// offers this. Optional (off in [`Capabilities::full`]); without it a write retried after a
     /// failover may be applied twice, and the conformance suite skips its exactly-once checks.
     pub exactly_once: bool,
+    /// [`crate::KvStore::watch`] delivers every commit in a range, with a history to start
+    /// from an earlier position: every [`EngineStore`](crate::engine_thread::EngineStore)
+    /// offers this. Optional (off in [`Capabilities::full`]); the conformance suite's watch
+    /// cases run only with it.
+    pub watch: bool,
 }
 
 impl Capabilities {
@@ -64,6 +73,7 @@ impl Capabilities {
             crash_durable: true,
             concurrent_reads: false,
             exactly_once: false,
+            watch: false,
         }
     }
 
@@ -75,12 +85,19 @@ impl Capabilities {
             crash_durable: false,
             concurrent_reads: false,
             exactly_once: false,
+            watch: false,
         }
     }
 
     /// These capabilities with [`Capabilities::exactly_once`] set to `yes`.
     pub const fn with_exactly_once(mut self, yes: bool) -> Self {
         self.exactly_once = yes;
+        self
+    }
+
+    /// These capabilities with [`Capabilities::watch`] set to `yes`.
+    pub const fn with_watch(mut self, yes: bool) -> Self {
+        self.watch = yes;
         self
     }
 

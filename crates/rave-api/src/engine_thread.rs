@@ -361,6 +361,12 @@ impl KvStore for EngineStore {
         self.call(Command::Sequence).await
     }
 
+    async fn watch(&self, _range: Range, _from: Option<u64>) -> Result<crate::WatchStream> {
+        Err(Error::Unsupported {
+            message: "watch: in progress".into(),
+        })
+    }
+
     async fn close(&self) -> Result<()> {
         // Stop shared reads, and wait for those in progress (a few µs each: blocking here is
         // brief), before the engine closes: after `close` returns, no read touches its files.

@@ -39,6 +39,10 @@ pub enum ErrorKind {
     Unsupported,
     /// A re-sent write was refused rather than risk applying it twice (see `rave_api::once`).
     RetryRefused,
+    /// A watch asked for history the store no longer keeps (see `rave_api::watch`).
+    Compacted,
+    /// A watcher fell behind the retained history and was ended (see `rave_api::watch`).
+    Lagged,
     /// Anything else an engine reports.
     Other,
 }
@@ -60,6 +64,8 @@ impl ErrorKind {
             ErrorKind::AlreadyExists => "AlreadyExists",
             ErrorKind::Unsupported => "Unsupported",
             ErrorKind::RetryRefused => "RetryRefused",
+            ErrorKind::Compacted => "Compacted",
+            ErrorKind::Lagged => "Lagged",
             ErrorKind::Other => "Other",
         }
     }
@@ -169,6 +175,21 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A watch started from a position older than the history the store keeps: the commits
+    /// after it are gone, so the watch would have a gap. Start again from a fresh listing.
+    #[error("the change history starts after the requested position (oldest accepted: {oldest})")]
+    Compacted {
+        /// The oldest position a watch may start from now.
+        oldest: u64,
+    },
+    /// A watcher fell so far behind that the commits it had yet to receive left the history;
+    /// it was ended rather than skip them. Watching again from `resume_from` fails with
+    /// [`Error::Compacted`] unless the history still holds it.
+    #[error("the watcher fell behind the change history (resume from {resume_from})")]
+    Lagged {
+        /// The position of the last commit the watcher delivered.
+        resume_from: u64,
+    },
     /// Anything else an engine reports.
     #[error("{message}")]
     Other {
@@ -195,6 +216,8 @@ impl Error {
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::RetryRefused { .. } => ErrorKind::RetryRefused,
+            Error::Compacted { .. } => ErrorKind::Compacted,
+            Error::Lagged { .. } => ErrorKind::Lagged,
             Error::Other { .. } => ErrorKind::Other,
         }
     }
@@ -225,6 +248,16 @@ impl Error {
     pub fn protocol(message: impl Into<String>) -> Self {
         Error::Protocol {
             message: message.into(),
+        }
+    }
+
+    /// The position an error of a watch carries: `oldest` of [`Error::Compacted`],
+    /// `resume_from` of [`Error::Lagged`].
+    pub fn watch_position(&self) -> Option<u64> {
+        match self {
+            Error::Compacted { oldest } => Some(*oldest),
+            Error::Lagged { resume_from } => Some(*resume_from),
+            _ => None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod once;
 mod range;
 mod sequence;
 mod store;
+pub mod watch;
 
 pub use backend::{Backend, Capabilities, OpenOptions};
 pub use batch::BatchOp;
@@ -37,3 +38,4 @@ pub use memory::{MemoryBackend, MemoryEngine};
 pub use once::{ClientId, Write, WriteStamp};
 pub use range::{Projection, Range};
 pub use store::{DEFAULT_CHUNK, Entry, KvIterator, KvStore, apply_unstamped};
+pub use watch::{Change, Commit, WatchEvent, WatchOptions, WatchStream};

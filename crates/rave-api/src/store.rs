@@ -3,6 +3,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::watch::WatchStream;
 use crate::{BatchOp, Range, Result, Write, WriteStamp};
 
 /// How many entries [`KvIterator::collect_all`] asks for at a time.
@@ -82,6 +83,13 @@ pub trait KvStore: Send + Sync + 'static {
     /// Required, with no default, so that a wrapper must forward it.
     async fn sequence(&self) -> Result<u64>;
 
+    /// A stream of the commits that change `range` (bounds and projection; a direction or a
+    /// limit is [`crate::Error::InvalidArgument`]), numbered above `from` (`None`: from the
+    /// current sequence). See [`crate::watch`] for what arrives and when. A store without
+    /// [`crate::Capabilities::watch`] fails with [`crate::Error::Unsupported`]. Required, with
+    /// no default, so that a wrapper must forward it.
+    async fn watch(&self, range: Range, from: Option<u64>) -> Result<WatchStream>;
+
     /// Closes the store. Later operations fail with [`crate::Error::Closed`]; closing twice is
     /// not an error.
     async fn close(&self) -> Result<()>;
@@ -94,6 +102,15 @@ pub trait KvStore: Send + Sync + 'static {
 pub trait KvIterator: Send {
     /// Up to `max` next entries (`max` is at least 1); an empty chunk means the end.
     async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>>;
+
+    /// The commit sequence the iterator's snapshot was taken at ([`KvStore::sequence`]), when
+    /// the store knows it: watch from it ([`KvStore::watch`]) to follow every change after the
+    /// listing, with no gap. Through rave, an iterator that resumed on a new leader reports the
+    /// first snapshot's number: applying the commits after it to the listing, in order, gives
+    /// the current data (each change sets or removes a key outright).
+    fn snapshot_sequence(&self) -> Option<u64> {
+        None
+    }
 
     /// The next entry, or `None` at the end.
     async fn next(&mut self) -> Result<Option<Entry>> {
@@ -155,6 +172,9 @@ macro_rules! forward_kv_store {
             }
             async fn sequence(&self) -> Result<u64> {
                 (**self).sequence().await
+            }
+            async fn watch(&self, range: Range, from: Option<u64>) -> Result<WatchStream> {
+                (**self).watch(range, from).await
             }
             async fn close(&self) -> Result<()> {
                 (**self).close().await

@@ -35,6 +35,7 @@ fn options(create_if_missing: bool, error_if_exists: bool, sync: bool) -> OpenOp
         create_if_missing,
         error_if_exists,
         sync,
+        ..OpenOptions::default()
     }
 }
 

@@ -259,6 +259,12 @@ impl KvStore for Client {
         }
     }
 
+    async fn watch(&self, _range: Range, _from: Option<u64>) -> Result<rave_api::WatchStream> {
+        Err(rave_api::Error::Unsupported {
+            message: "watch through a follower: in progress".into(),
+        })
+    }
+
     async fn close(&self) -> Result<()> {
         self.handle.close();
         Ok(())

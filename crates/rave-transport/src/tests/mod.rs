@@ -157,6 +157,13 @@ impl KvStore for TestStore {
     async fn sequence(&self) -> Result<u64> {
         self.inner.sequence().await
     }
+    async fn watch(
+        &self,
+        range: rave_api::Range,
+        from: Option<u64>,
+    ) -> Result<rave_api::WatchStream> {
+        self.inner.watch(range, from).await
+    }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }
