@@ -1,14 +1,18 @@
 //! The engine thread's writes: user keys mapped into the engine's key space, exactly-once
-//! records and the commit sequence ([`crate::sequence`]) written in the same commit, and the
-//! layout migration at open.
+//! records, the commit sequence ([`crate::sequence`]) and the change log
+//! ([`crate::changelog`]) written in the same commit, the commit published to live watchers,
+//! and the layout migration at open.
 //!
 //! Everything here runs on the engine thread ([`crate::engine_thread`]); engines only ever see
 //! plain atomic writes of engine keys ([`Engine::write`]).
 
+use crate::changelog::ChangeLog;
+use crate::engine_thread::hub::Hub;
 use crate::engine_thread::{Engine, EngineIter};
 use crate::keyspace::{LAYOUT_KEY, to_raw};
 use crate::once::{Records, Staged, Verdict, WriteStamp, now_ms, record_ranges};
-use crate::{BatchOp, Error, Range, Result};
+use crate::watch::{Change, Commit};
+use crate::{BatchOp, Error, Range, Result, WatchOptions};
 
 /// The value of [`LAYOUT_KEY`] in a directory that follows [`crate::keyspace`]'s layout.
 const LAYOUT_V1: &[u8] = b"rave-keyspace-1";
@@ -41,13 +45,15 @@ pub(crate) struct Ledger {
     pub records: Records,
     /// The number of the last commit that applied user writes ([`crate::sequence`]).
     pub sequence: u64,
+    /// The change log's state.
+    pub log: ChangeLog,
 }
 
 /// Readies a freshly opened engine: migrates an older directory to the key layout once, and
-/// loads the exactly-once records and the commit sequence.
-pub(crate) fn prepare<E: Engine>(engine: &E) -> Result<Ledger> {
+/// loads the exactly-once records, the commit sequence and the change log's state.
+pub(crate) fn prepare<E: Engine>(engine: &E, watch: &WatchOptions) -> Result<Ledger> {
     migrate_layout(engine)?;
-    let sequence = crate::sequence::load(engine)?;
+    let mark = crate::sequence::load(engine)?;
     let mut entries = Vec::new();
     for range in record_ranges() {
         let mut iter = engine.iter(&range)?;
@@ -57,7 +63,8 @@ pub(crate) fn prepare<E: Engine>(engine: &E) -> Result<Ledger> {
     }
     Ok(Ledger {
         records: Records::load(entries)?,
-        sequence,
+        sequence: mark.seq,
+        log: ChangeLog::load(mark, watch),
     })
 }
 
@@ -113,6 +120,8 @@ pub(crate) struct Group<R> {
     raw: Vec<BatchOp>,
     /// Engine ranges to delete in the same commit (a `clear`), before `raw`.
     ranges: Vec<Range>,
+    /// The applied writes in user keys, in order: the commit as watchers see it.
+    changes: Vec<Change>,
     staged: Staged,
     /// Callers answered with the commit's result.
     waiting: Vec<R>,
@@ -127,6 +136,7 @@ impl<R> Group<R> {
         Group {
             raw: Vec::new(),
             ranges: Vec::new(),
+            changes: Vec::new(),
             staged: Staged::default(),
             waiting: Vec::new(),
             answered: Vec::new(),
@@ -143,22 +153,35 @@ impl<R> Group<R> {
         ops: impl FnOnce() -> Result<Vec<BatchOp>>,
     ) {
         self.admit(records, stamp, reply, |group| {
-            push_user_ops(&mut group.raw, ops()?);
+            let ops = ops()?;
+            group.changes.extend(ops.iter().map(|op| match op {
+                BatchOp::Put { key, value } => Change::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                BatchOp::Del { key } => Change::Del { key: key.clone() },
+            }));
+            push_user_ops(&mut group.raw, ops);
             Ok(())
         });
     }
 
-    /// Adds one `clear`: the engine ranges it deletes. `ranges` is called only when the clear
-    /// is to be applied (so a re-sent `clear` does not even walk its range).
+    /// Adds one `clear`: the user range it removes (bounds only; `None` when it removes
+    /// nothing) and the engine ranges it deletes. `ranges` is called only when the clear is to
+    /// be applied (so a re-sent `clear` does not even walk its range).
     pub fn add_clear(
         &mut self,
         records: &Records,
         stamp: Option<WriteStamp>,
         reply: R,
-        ranges: impl FnOnce() -> Result<Vec<Range>>,
+        ranges: impl FnOnce() -> Result<(Option<Range>, Vec<Range>)>,
     ) {
         self.admit(records, stamp, reply, |group| {
-            group.ranges.extend(ranges()?);
+            let (cleared, raw) = ranges()?;
+            group
+                .changes
+                .extend(cleared.map(|range| Change::Clear { range }));
+            group.ranges.extend(raw);
             Ok(())
         });
     }
@@ -210,18 +233,31 @@ impl<R> Group<R> {
 
     /// Commits the group in one engine write (nothing to write: no engine call) and returns who
     /// to answer with what. A commit that applies writes takes the next sequence number,
-    /// recorded in the same engine write (taken even if the write fails: see
-    /// [`crate::sequence`]).
-    pub fn commit<E: Engine>(mut self, engine: &E, ledger: &mut Ledger) -> Vec<(R, Result<()>)> {
+    /// recorded with its change-log entry in the same engine write (the number is taken even
+    /// if the write fails: see [`crate::sequence`]), and is published to `hub` before anyone
+    /// is answered.
+    pub fn commit<E: Engine>(
+        mut self,
+        engine: &E,
+        ledger: &mut Ledger,
+        hub: &Hub,
+    ) -> Vec<(R, Result<()>)> {
         let now = now_ms();
         let meta = ledger.records.meta_ops(&mut self.staged, now);
         let result = if !self.applies && meta.is_empty() {
             Ok(())
         } else {
             self.raw.extend(meta);
+            let mut applied = None;
             if self.applies {
                 ledger.sequence += 1;
-                self.raw.push(crate::sequence::record(ledger.sequence));
+                let commit = Commit {
+                    sequence: ledger.sequence,
+                    changes: std::mem::take(&mut self.changes),
+                };
+                let log = ledger.log.append(engine, &commit, &mut self.raw);
+                self.raw.push(crate::sequence::record(log.mark()));
+                applied = Some((commit, log));
             }
             let result = if self.ranges.is_empty() {
                 engine.write(&self.raw)
@@ -232,6 +268,18 @@ impl<R> Group<R> {
                 ledger.records.commit(self.staged, now);
                 #[cfg(feature = "fault-injection")]
                 fault::after_commit();
+            }
+            if let Some((commit, log)) = applied {
+                match &result {
+                    Ok(()) => {
+                        let logged = log.logged();
+                        ledger.log.commit(log);
+                        if hub.watched() {
+                            hub.committed(commit, logged);
+                        }
+                    }
+                    Err(_) => hub.uncertain(commit.sequence),
+                }
             }
             result
         };

@@ -40,10 +40,10 @@ impl<B: EngineBackend> Backend for B {
         B::NAME
     }
 
-    /// The engine's own, plus [`Capabilities::exactly_once`]: every [`EngineStore`] keeps the
-    /// records.
+    /// The engine's own, plus [`Capabilities::exactly_once`] and [`Capabilities::watch`]:
+    /// every [`EngineStore`] keeps the records and the change log.
     fn capabilities(&self) -> Capabilities {
-        B::CAPABILITIES.with_exactly_once(true)
+        B::CAPABILITIES.with_exactly_once(true).with_watch(true)
     }
 
     fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {
@@ -51,7 +51,8 @@ impl<B: EngineBackend> Backend for B {
         let dir = path.to_path_buf();
         let options = options.clone();
         // Callable again: the engine thread reopens the engine after a panic or a failed write.
-        EngineStore::spawn(B::NAME, move || B::open_engine(&dir, &options))
+        let watch = options.watch.clone();
+        EngineStore::spawn_with(B::NAME, watch, move || B::open_engine(&dir, &options))
     }
 }
 

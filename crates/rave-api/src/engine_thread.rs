@@ -35,8 +35,10 @@
 //! read that misses the page cache waits for the disk, as a read on the engine thread would.
 
 mod cursor;
+pub(crate) mod hub;
 #[cfg(test)]
 mod tests;
+mod watcher;
 mod worker;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -49,7 +51,9 @@ use tokio::sync::{mpsc as commands, oneshot};
 
 use crate::keyspace::to_raw;
 use crate::once::{Write, WriteStamp};
+use crate::watch::{Commit, WatchOptions, WatchStream};
 use crate::{BatchOp, Entry, Error, KvIterator, KvStore, Range, Result};
+use hub::Hub;
 use worker::{ReaderSlot, Worker};
 
 /// The most commands queued for the engine thread. Callers beyond wait (asynchronously) for
@@ -157,14 +161,29 @@ enum Command {
     GetMany(Vec<Vec<u8>>, Reply<Vec<Option<Vec<u8>>>>),
     Write(Option<WriteStamp>, Vec<BatchOp>, Reply<()>),
     Clear(Option<WriteStamp>, Range, Reply<()>),
-    OpenIter(u64, Range, Reply<()>),
+    /// Opens a cursor; answers the sequence its snapshot was taken at.
+    OpenIter(u64, Range, Reply<u64>),
     NextChunk(u64, usize, Reply<Vec<Entry>>),
     DropIter(u64),
     /// The last commit's sequence number ([`KvStore::sequence`]).
     Sequence(Reply<u64>),
+    /// Up to about `.1` bytes of the change log after position `.0`.
+    ReadLog(u64, usize, Reply<LogPage>),
     /// Nothing to do but collect [`Dropped`] iterators.
     Wake,
     Close(Reply<()>),
+}
+
+/// A page of the change log, read on the engine thread.
+#[derive(Debug)]
+struct LogPage {
+    /// Commits in order.
+    commits: Vec<Commit>,
+    /// More follow.
+    more: bool,
+    /// The sequence when the page was read: with no more to follow, every commit up to it has
+    /// been read.
+    sequence: u64,
 }
 
 /// A [`KvStore`] backed by an [`Engine`] running on its own thread.
@@ -180,6 +199,8 @@ pub struct EngineStore {
     next_iter: Arc<AtomicU64>,
     /// How many cursors the engine thread holds, kept up to date by the thread.
     open_cursors: OpenCursors,
+    /// The live feed of commits, for watchers.
+    hub: Hub,
 }
 
 /// A gauge of the cursors (open iterators, each holding an engine snapshot) that an
@@ -215,6 +236,16 @@ impl EngineStore {
         E: Engine,
         F: FnMut() -> Result<E> + Send + 'static,
     {
+        Self::spawn_with(name, WatchOptions::default(), open)
+    }
+
+    /// [`EngineStore::spawn`] with the change history and watcher pacing of `watch`.
+    pub fn spawn_with<E, F>(name: &str, watch: WatchOptions, open: F) -> Result<Self>
+    where
+        E: Engine,
+        F: FnMut() -> Result<E> + Send + 'static,
+    {
+        let hub = Hub::new(watch);
         let (tx, rx) = commands::channel(COMMAND_QUEUE);
         let dropped = Dropped::default();
         let (opened_tx, opened_rx) = mpsc::sync_channel::<Result<()>>(1);
@@ -227,6 +258,7 @@ impl EngineStore {
             dropped.clone(),
             open_cursors.clone(),
             shared.clone(),
+            hub.clone(),
         );
         std::thread::Builder::new()
             .name(format!("rave-{name}"))
@@ -241,6 +273,7 @@ impl EngineStore {
             dropped,
             next_iter: Arc::new(AtomicU64::new(1)),
             open_cursors,
+            hub,
         })
     }
 
@@ -342,13 +375,14 @@ impl KvStore for EngineStore {
         // (even when this call is cancelled mid-open), the engine thread sees the open first
         // or keeps the drop until the open arrives: no cursor leaks.
         permit.send(Command::OpenIter(id, range, reply));
-        let iter = EngineIterator {
+        let mut iter = EngineIterator {
             id,
             tx: self.tx.clone(),
             dropped: self.dropped.clone(),
             done: false,
+            sequence: 0,
         };
-        rx.await.map_err(|_| Error::Closed)??;
+        iter.sequence = rx.await.map_err(|_| Error::Closed)??;
         Ok(Box::new(iter))
     }
 
@@ -361,10 +395,25 @@ impl KvStore for EngineStore {
         self.call(Command::Sequence).await
     }
 
-    async fn watch(&self, _range: Range, _from: Option<u64>) -> Result<crate::WatchStream> {
-        Err(Error::Unsupported {
-            message: "watch: in progress".into(),
-        })
+    /// Subscribes to the live feed first, then reads the change log from `from`: no commit
+    /// falls between the two.
+    async fn watch(&self, range: Range, from: Option<u64>) -> Result<WatchStream> {
+        crate::watch::check_range(&range)?;
+        let live = self.hub.subscribe();
+        let start = match from {
+            Some(from) => from,
+            None => self.sequence().await?,
+        };
+        let watcher = watcher::Watcher::start(
+            self.tx.clone(),
+            live,
+            range,
+            start,
+            from.is_some(),
+            self.hub.options().progress_interval,
+        )
+        .await?;
+        Ok(watcher.into_stream())
     }
 
     async fn close(&self) -> Result<()> {
@@ -389,6 +438,8 @@ struct EngineIterator {
     tx: commands::Sender<Command>,
     dropped: Dropped,
     done: bool,
+    /// The sequence the snapshot was taken at.
+    sequence: u64,
 }
 
 /// Iterators dropped while the command queue was full: a drop cannot wait for room, so it
@@ -412,6 +463,10 @@ impl Dropped {
 
 #[async_trait]
 impl KvIterator for EngineIterator {
+    fn snapshot_sequence(&self) -> Option<u64> {
+        Some(self.sequence)
+    }
+
     async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         if self.done {
             return Ok(Vec::new());

@@ -17,6 +17,7 @@
 
 mod backend;
 mod batch;
+mod changelog;
 mod commit;
 pub mod dir;
 pub mod engine_backend;

@@ -20,13 +20,15 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::in_memory().with_exactly_once(true)
+        Capabilities::in_memory()
+            .with_exactly_once(true)
+            .with_watch(true)
     }
 
-    fn open(&self, _path: &Path, _options: &OpenOptions) -> Result<EngineStore> {
+    fn open(&self, _path: &Path, options: &OpenOptions) -> Result<EngineStore> {
         // Reopening (after a panic) opens the same map again.
         let engine = MemoryEngine::default();
-        EngineStore::spawn("memory", move || Ok(engine.clone()))
+        EngineStore::spawn_with("memory", options.watch.clone(), move || Ok(engine.clone()))
     }
 }
 

@@ -26,25 +26,59 @@ fn key() -> Vec<u8> {
     meta_key(NAME)
 }
 
-/// The last persisted commit number of `engine` (0 for a database that never committed).
-pub(crate) fn load<E: Engine>(engine: &E) -> Result<u64> {
-    match engine.get(&key())? {
-        None => Ok(0),
-        Some(value) => {
-            let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| {
-                Error::corruption(format!(
-                    "a damaged commit-sequence record ({} bytes, 8 expected)",
-                    value.len()
-                ))
-            })?;
-            Ok(u64::from_be_bytes(bytes))
-        }
+/// What the sequence record holds: the last commit's number and the change log's state
+/// ([`crate::changelog`]), written together in every commit that applies writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Mark {
+    /// The last commit's number.
+    pub seq: u64,
+    /// The change log's floor: the highest number whose entry may be gone.
+    pub floor: u64,
+    /// Entries in the change log.
+    pub entries: u64,
+    /// Bytes of entries in the change log.
+    pub bytes: u64,
+}
+
+/// The last persisted mark of `engine` (all zero for a database that never committed). A
+/// record of an earlier release (the number alone) has no change log: its floor is its number.
+pub(crate) fn load<E: Engine>(engine: &E) -> Result<Mark> {
+    let Some(value) = engine.get(&key())? else {
+        return Ok(Mark::default());
+    };
+    let word = |i: usize| {
+        value
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+    };
+    match (value.len(), word(0), word(1), word(2), word(3)) {
+        (8, Some(seq), ..) => Ok(Mark {
+            seq,
+            floor: seq,
+            entries: 0,
+            bytes: 0,
+        }),
+        (32, Some(seq), Some(floor), Some(entries), Some(bytes)) => Ok(Mark {
+            seq,
+            floor,
+            entries,
+            bytes,
+        }),
+        _ => Err(Error::corruption(format!(
+            "a damaged commit-sequence record ({} bytes, 32 expected)",
+            value.len()
+        ))),
     }
 }
 
-/// The engine operation that records `seq` as the last commit's number.
-pub(crate) fn record(seq: u64) -> BatchOp {
-    BatchOp::put(key(), seq.to_be_bytes().to_vec())
+/// The engine operation that records `mark`.
+pub(crate) fn record(mark: Mark) -> BatchOp {
+    let mut value = Vec::with_capacity(32);
+    for word in [mark.seq, mark.floor, mark.entries, mark.bytes] {
+        value.extend_from_slice(&word.to_be_bytes());
+    }
+    BatchOp::put(key(), value)
 }
 
 #[cfg(test)]
@@ -88,16 +122,33 @@ mod tests {
         assert_eq!(store.sequence().await.unwrap(), 2);
         store.del(b"a").await.unwrap();
         assert_eq!(store.sequence().await.unwrap(), 3);
-        assert_eq!(load(&engine).unwrap(), 3);
+        assert_eq!(load(&engine).unwrap().seq, 3);
         store.close().await.unwrap();
     }
 
     #[test]
-    fn a_recorded_number_loads_back() {
+    fn a_recorded_mark_loads_back() {
         let engine = MemoryEngine::default();
-        assert_eq!(load(&engine).unwrap(), 0);
-        engine.write(&[record(41)]).unwrap();
-        assert_eq!(load(&engine).unwrap(), 41);
+        assert_eq!(load(&engine).unwrap(), Mark::default());
+        let mark = Mark {
+            seq: 41,
+            floor: 30,
+            entries: 11,
+            bytes: 999,
+        };
+        engine.write(&[record(mark)]).unwrap();
+        assert_eq!(load(&engine).unwrap(), mark);
+    }
+
+    /// A record of an earlier release holds the number alone: it has no history.
+    #[test]
+    fn an_earlier_record_has_no_history() {
+        let engine = MemoryEngine::default();
+        engine
+            .write(&[BatchOp::put(key(), 41u64.to_be_bytes().to_vec())])
+            .unwrap();
+        let mark = load(&engine).unwrap();
+        assert_eq!((mark.seq, mark.floor, mark.entries), (41, 41, 0));
     }
 
     #[test]

@@ -295,9 +295,17 @@ mod tests {
                 ],
             }
         );
-        assert_eq!(commit.within(&Range::prefix("q")), None);
+        assert_eq!(commit.within(&Range::prefix("c")), None);
         let keys = commit.within(&Range::prefix("m").keys_only()).unwrap();
-        assert_eq!(keys.changes, vec![put("m", "")]);
+        assert_eq!(
+            keys.changes,
+            vec![
+                put("m", ""),
+                Change::Clear {
+                    range: Range::all().gte("m").lt("n"),
+                },
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use super::{Engine, EngineIter};
 use crate::keyspace::{Side, raw_ranges};
+use crate::watch::intersect;
 use crate::{Entry, Error, Range, Result};
 
 /// Keys read at a time while a limited `clear` walks to its boundary.
@@ -92,14 +93,18 @@ pub(super) fn open_cursor<E: Engine>(engine: &E, range: Range) -> Result<Cursor<
     })
 }
 
-/// The engine ranges that `range` clears (honouring its direction and limit), for
+/// What `range` clears (honouring its direction and limit): its bounds in user keys (`None`
+/// when it removes nothing), for watchers, and the engine ranges to delete, for
 /// [`Engine::delete_ranges_and_write`].
 ///
 /// The user range maps to at most two engine ranges, one on each side of rave's reserved
 /// block, which they never touch. With a limit, the boundary is found by walking at most
 /// `limit` keys in order, a chunk at a time: the memory held is one chunk, whatever the size of
 /// the range or the limit.
-pub(super) fn clear_ranges<E: Engine>(engine: &E, mut range: Range) -> Result<Vec<Range>> {
+pub(super) fn clear_ranges<E: Engine>(
+    engine: &E,
+    mut range: Range,
+) -> Result<(Option<Range>, Vec<Range>)> {
     if let Some(limit) = range.limit.take() {
         let walk = range.clone().keys_only().limit(limit);
         let mut cursor = open_cursor(engine, walk)?;
@@ -115,19 +120,20 @@ pub(super) fn clear_ranges<E: Engine>(engine: &E, mut range: Range) -> Result<Ve
         // The last key the clear reaches, in its direction, becomes its inclusive far bound
         // (it lies inside the range, so it is the stricter bound).
         match last {
-            None => return Ok(Vec::new()),
+            None => return Ok((None, Vec::new())),
             Some(last) if range.reverse => range.gte = Some(last),
             Some(last) => range.lte = Some(last),
         }
     }
     if range.is_empty() {
-        return Ok(Vec::new());
+        return Ok((None, Vec::new()));
     }
-    Ok(raw_ranges(&range)
+    let raw = raw_ranges(&range)
         .into_iter()
         .map(|(_, mut raw)| {
             raw.reverse = false;
             raw
         })
-        .collect())
+        .collect();
+    Ok((Some(intersect(&range, &Range::all())), raw))
 }

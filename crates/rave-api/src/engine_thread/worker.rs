@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc as commands;
 
 use super::cursor::{Cursor, clear_ranges, open_cursor};
-use super::{Command, Dropped, Engine, OpenCursors, Reply, SharedReader};
+use super::hub::Hub;
+use super::{Command, Dropped, Engine, LogPage, OpenCursors, Reply, SharedReader};
 use crate::commit::{Group, Ledger, prepare};
 use crate::engine_backend::panic_detail;
 use crate::{BatchOp, Error, ErrorKind, Result};
@@ -112,6 +113,8 @@ pub(super) struct Worker<F> {
     /// Iterators whose cursor a reopen dropped, with what their next chunk answers.
     lost: HashMap<u64, Error>,
     pace: Pace,
+    /// The live feed to watchers, and the change log's bounds.
+    hub: Hub,
 }
 
 impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
@@ -122,6 +125,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
         dropped: Dropped,
         gauge: OpenCursors,
         reader: ReaderSlot,
+        hub: Hub,
     ) -> Self {
         Worker {
             name: name.to_string(),
@@ -134,11 +138,18 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
             reader,
             lost: HashMap::new(),
             pace: Pace::new(),
+            hub,
         }
     }
 
-    /// Opens the engine, tells `opened` how that went, then serves until the store closes.
+    /// Opens the engine, tells `opened` how that went, then serves until the store closes;
+    /// then ends every watcher.
     pub(super) fn run(mut self, opened: mpsc::SyncSender<Result<()>>) {
+        self.run_until_closed(opened);
+        self.hub.closed();
+    }
+
+    fn run_until_closed(&mut self, opened: mpsc::SyncSender<Result<()>>) {
         let mut current = match self.open_engine() {
             Ok(engine) => {
                 let _ = opened.send(Ok(()));
@@ -214,7 +225,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
         let engine = catch_unwind(AssertUnwindSafe(open))
             .unwrap_or_else(|p| Err(self::panicked(&self.name, "open", p.as_ref())))?;
         let ready = catch_unwind(AssertUnwindSafe(|| {
-            let ledger = prepare(&engine)?;
+            let ledger = prepare(&engine, self.hub.options())?;
             Ok((ledger, engine.shared_reader()))
         }))
         .unwrap_or_else(|p| Err(self::panicked(&self.name, "open", p.as_ref())));
@@ -286,12 +297,13 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 Command::GetMany(_, reply) => {
                     let _ = reply.send(Err(last.clone()));
                 }
-                Command::Sequence(reply) => {
+                Command::Sequence(reply) | Command::OpenIter(_, _, reply) => {
                     let _ = reply.send(Err(last.clone()));
                 }
-                Command::Write(_, _, reply)
-                | Command::Clear(_, _, reply)
-                | Command::OpenIter(_, _, reply) => {
+                Command::ReadLog(_, _, reply) => {
+                    let _ = reply.send(Err(last.clone()));
+                }
+                Command::Write(_, _, reply) | Command::Clear(_, _, reply) => {
                     let _ = reply.send(Err(last.clone()));
                 }
             }
@@ -421,6 +433,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 let opened = self.guard("iterate", || open_cursor(engine, range));
                 let opened = opened.map(|cursor| {
                     cursors.insert(id, cursor);
+                    ledger.sequence
                 });
                 self.gauge.set(cursors.len());
                 answer(reply, opened)
@@ -449,6 +462,17 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 let _ = reply.send(Ok(ledger.sequence));
                 Step::Done
             }
+            Command::ReadLog(after, max_bytes, reply) => {
+                let read = self.guard("read the change log", || {
+                    let (commits, more) = ledger.log.read_after(engine, after, max_bytes)?;
+                    Ok(LogPage {
+                        commits,
+                        more,
+                        sequence: ledger.sequence,
+                    })
+                });
+                answer(reply, read)
+            }
             Command::Wake => Step::Done,
             Command::Close(reply) => Step::Close(reply),
         }
@@ -463,7 +487,7 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
         replies: Vec<Reply<()>>,
     ) -> Step {
         let mut replies: Vec<Option<Reply<()>>> = replies.into_iter().map(Some).collect();
-        let committed = catch_unwind(AssertUnwindSafe(|| group.commit(engine, ledger)));
+        let committed = catch_unwind(AssertUnwindSafe(|| group.commit(engine, ledger, &self.hub)));
         match committed {
             Ok(answers) => {
                 let mut failure = None;
@@ -480,6 +504,8 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 Step::Wrote(failure)
             }
             Err(payload) => {
+                // The commit may have reached the engine: watchers check the change log.
+                self.hub.uncertain(ledger.sequence);
                 let err = self::panicked(&self.name, "write", payload.as_ref());
                 for reply in replies.into_iter().flatten() {
                     let _ = reply.send(Err(err.clone()));
