@@ -10,6 +10,7 @@ mod once;
 mod random;
 mod ranges;
 mod sequence;
+mod watch;
 
 pub(crate) use basic::{
     binary_keys, empty_key_and_value, get_many, large_value, overwrite, put_get_del,
@@ -29,3 +30,4 @@ pub(crate) use ranges::{
     range_paired_bounds, range_prefixes, range_single_bounds, reverse_order,
 };
 pub(crate) use sequence::commit_sequence_grows;
+pub(crate) use watch::{watch_follows_every_commit, watch_from_a_position, watch_progress_marks};
