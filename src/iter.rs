@@ -25,6 +25,8 @@ pub(crate) struct ResumingIter {
     projection: Projection,
     /// The iterator on the current leader; `None` after a lost leader until a resume succeeds.
     inner: Option<Box<dyn KvIterator>>,
+    /// The sequence of the first snapshot (a resumed iterator reports the first one).
+    snapshot: Option<u64>,
     last_key: Option<Vec<u8>>,
     delivered: u64,
 }
@@ -41,10 +43,13 @@ impl ResumingIter {
             range: wire_range,
             projection,
             inner: None,
+            snapshot: None,
             last_key: None,
             delivered: 0,
         };
-        iter.inner = Some(open_on_leader(&iter.core, iter.range.clone()).await?);
+        let inner = open_on_leader(&iter.core, iter.range.clone()).await?;
+        iter.snapshot = inner.snapshot_sequence();
+        iter.inner = Some(inner);
         Ok(iter)
     }
 
@@ -67,6 +72,10 @@ async fn open_on_leader(core: &Leadership, range: Range) -> Result<Box<dyn KvIte
 
 #[async_trait]
 impl KvIterator for ResumingIter {
+    fn snapshot_sequence(&self) -> Option<u64> {
+        self.snapshot
+    }
+
     async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         loop {
             // A lost connection still hands out what it had buffered; after close it must not.

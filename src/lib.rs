@@ -25,6 +25,7 @@ mod leadership;
 mod options;
 mod rave;
 mod stamp;
+mod watcher;
 
 pub use options::RaveOptions;
 pub use rave::Rave;

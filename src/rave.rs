@@ -206,10 +206,11 @@ impl<B: Backend> KvStore for Rave<B> {
     }
 
     /// Watches `range` (see [`rave_api::watch`]).
-    async fn watch(&self, _range: Range, _from: Option<u64>) -> Result<rave_api::WatchStream> {
-        Err(rave_api::Error::Unsupported {
-            message: "watch through Rave: in progress".into(),
-        })
+    /// Watches `range` after `from` on whoever leads, resuming on the next leader from the
+    /// last event handed out (see [`rave_api::watch`]).
+    async fn watch(&self, range: Range, from: Option<u64>) -> Result<rave_api::WatchStream> {
+        rave_api::watch::check_range(&range)?;
+        crate::watcher::open(self.core.clone(), range, from).await
     }
 
     /// Closes the handle: waiting operations fail with `Closed`; a leader stops serving (its

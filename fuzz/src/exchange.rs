@@ -114,6 +114,8 @@ struct Book {
     requests: HashMap<u64, u64>,
     answered: HashMap<u64, u64>,
     iters: HashMap<u64, IterBook>,
+    /// Per watch: (credit granted, credit spent, times opened).
+    watches: HashMap<u64, (u64, u64, u64)>,
 }
 
 impl Book {
@@ -135,7 +137,17 @@ impl Book {
             ClientMessage::IterCredit { iter, credit } => {
                 self.iters.entry(*iter).or_default().granted += u64::from(*credit);
             }
-            ClientMessage::Hello { .. } | ClientMessage::IterClose { .. } => {}
+            ClientMessage::WatchOpen { watch, credit, .. } => {
+                let book = self.watches.entry(*watch).or_default();
+                book.0 += u64::from(*credit);
+                book.2 += 1;
+            }
+            ClientMessage::WatchCredit { watch, credit } => {
+                self.watches.entry(*watch).or_default().0 += u64::from(*credit);
+            }
+            ClientMessage::Hello { .. }
+            | ClientMessage::IterClose { .. }
+            | ClientMessage::WatchClose { .. } => {}
         }
     }
 
@@ -158,7 +170,9 @@ impl Book {
                     "request {id} answered {answered} times, sent {sent} times"
                 );
             }
-            ServerMessage::IterChunk { iter, entries, end } => {
+            ServerMessage::IterChunk {
+                iter, entries, end, ..
+            } => {
                 let book = self.iters.get_mut(iter);
                 let Some(book) = book else {
                     panic!("chunk of iterator {iter}, which was never opened");
@@ -232,7 +246,26 @@ impl Book {
                 }
             }
             ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => {}
-            ServerMessage::Event { .. } => panic!("the server sent an event nobody subscribed to"),
+            ServerMessage::WatchEvents { watch, events } => {
+                let Some(book) = self.watches.get_mut(watch) else {
+                    panic!("events of watch {watch}, which was never opened");
+                };
+                for event in events {
+                    assert!(
+                        book.1 < book.0 || book.2 > 1,
+                        "watch {watch}: an event sent with {} bytes spent of {} granted",
+                        book.1,
+                        book.0
+                    );
+                    book.1 += wire::event_cost(event);
+                }
+            }
+            ServerMessage::WatchError { watch, .. } => {
+                assert!(
+                    self.watches.contains_key(watch),
+                    "error of watch {watch}, which was never opened"
+                );
+            }
         }
     }
 }

@@ -32,13 +32,21 @@
 //!    [`ClientMessage::IterClose`]. The last chunk has `end = true`; a failure ends the iterator
 //!    with [`ServerMessage::IterError`]. Credit in bytes keeps a follower's buffer bounded in
 //!    bytes whatever the entries' sizes, and lets small entries stream in long runs.
-//! 4. [`ServerMessage::Event`] is reserved for server-initiated messages; a client ignores topics
-//!    it does not know.
+//! 4. Watches (protocol 5): [`ClientMessage::WatchOpen`] asks for the commits of a range after a
+//!    position ([`rave_api::KvStore::watch`]) with an initial credit, in bytes of
+//!    [`event_cost`]; the server streams [`ServerMessage::WatchEvents`] under the same credit
+//!    rule as iterators (the first frame carries at least the starting
+//!    [`rave_api::WatchEvent::Progress`] mark, or the failure comes as
+//!    [`ServerMessage::WatchError`]); [`ClientMessage::WatchCredit`] grants more as the user
+//!    consumes, [`ClientMessage::WatchClose`] ends it. A watch never ends by itself: only with
+//!    an error (or the connection). A watcher whose credit has run out is simply not read from:
+//!    on the leader it falls behind the live feed and catches up from the change log, or ends
+//!    with `Lagged`, so a stopped follower costs the leader bounded memory.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use rave_api::{BatchOp, Entry, Error, ErrorKind, Range, Write, WriteStamp};
+use rave_api::{BatchOp, Entry, Error, ErrorKind, Range, WatchEvent, Write, WriteStamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
@@ -47,7 +55,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub const MAGIC: u32 = u32::from_be_bytes(*b"RAVE");
 
 /// The protocol version this crate speaks. Peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// How deep a body may nest. Our messages nest a handful of levels; the limit stops a hostile
 /// body from recursing deeply while an unknown field is skipped.
@@ -156,6 +164,30 @@ pub enum ClientMessage {
         /// The iterator.
         iter: u64,
     },
+    /// Opens a watch of `range` after position `from` (protocol 5).
+    WatchOpen {
+        /// Chosen by the client; names the watch in later messages.
+        watch: u64,
+        /// The watched keys (bounds and projection only).
+        range: Range,
+        /// The last position already seen; `None`: from now.
+        from: Option<u64>,
+        /// How many bytes of events ([`event_cost`]) the server may send before more credit
+        /// arrives.
+        credit: u32,
+    },
+    /// Lets the server send `credit` more bytes of events of watch `watch`.
+    WatchCredit {
+        /// The watch.
+        watch: u64,
+        /// Additional bytes.
+        credit: u32,
+    },
+    /// Ends watch `watch`.
+    WatchClose {
+        /// The watch.
+        watch: u64,
+    },
 }
 
 /// A point operation of [`ClientMessage::Request`], mirroring [`rave_api::KvStore`].
@@ -245,6 +277,10 @@ pub enum ServerMessage {
     IterChunk {
         /// The iterator.
         iter: u64,
+        /// The commit sequence the iterator's snapshot was taken at (first chunk only, when
+        /// the store knows it: [`rave_api::KvIterator::snapshot_sequence`]).
+        #[serde(default)]
+        snapshot: Option<u64>,
         /// The next entries (possibly none when `end` is set).
         entries: Vec<Entry>,
         /// No entries follow: the iterator is finished on the server.
@@ -257,14 +293,19 @@ pub enum ServerMessage {
         /// What went wrong.
         error: WireError,
     },
-    /// A server-initiated message (reserved for change subscriptions). Clients ignore topics
-    /// they do not know.
-    Event {
-        /// What the payload is about.
-        topic: String,
-        /// Topic-specific bytes.
-        #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
+    /// The next events of watch `watch`, in order.
+    WatchEvents {
+        /// The watch.
+        watch: u64,
+        /// At least one event.
+        events: Vec<WatchEvent>,
+    },
+    /// Watch `watch` failed (or could not start); no more events follow.
+    WatchError {
+        /// The watch.
+        watch: u64,
+        /// What went wrong.
+        error: WireError,
     },
 }
 
@@ -288,6 +329,10 @@ pub struct WireError {
     pub kind: ErrorKind,
     /// The leader's description.
     pub message: String,
+    /// The position a watch error carries ([`Error::watch_position`]), so that the follower
+    /// rebuilds the typed [`Error::Compacted`] or [`Error::Lagged`].
+    #[serde(default)]
+    pub position: Option<u64>,
 }
 
 impl From<&Error> for WireError {
@@ -300,15 +345,20 @@ impl From<&Error> for WireError {
         WireError {
             kind: err.kind(),
             message,
+            position: err.watch_position(),
         }
     }
 }
 
 impl From<WireError> for Error {
     fn from(err: WireError) -> Self {
-        Error::Remote {
-            kind: err.kind,
-            message: err.message,
+        match (err.kind, err.position) {
+            (ErrorKind::Compacted, Some(oldest)) => Error::Compacted { oldest },
+            (ErrorKind::Lagged, Some(resume_from)) => Error::Lagged { resume_from },
+            (kind, _) => Error::Remote {
+                kind,
+                message: err.message,
+            },
         }
     }
 }
@@ -332,6 +382,26 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> rave_api::Result<T> {
 /// so that even empty entries (key-only or value-only projections of empty values) are paid for.
 pub fn entry_cost(entry: &Entry) -> u64 {
     (entry.key.len() + entry.value.len()) as u64 + 16
+}
+
+/// What a watch event costs against a watch's credit: its bytes plus a fixed 32.
+pub fn event_cost(event: &WatchEvent) -> u64 {
+    match event {
+        WatchEvent::Commit(commit) => {
+            (commit.payload_len() + 16 * commit.changes.len()) as u64 + 32
+        }
+        WatchEvent::Progress { .. } => 32,
+    }
+}
+
+/// An upper bound of the encoded size of `event` inside a [`ServerMessage::WatchEvents`].
+pub(crate) fn event_wire_size(event: &WatchEvent) -> usize {
+    match event {
+        // Per change: a map with a variant name, field names and bin headers (a `Clear`'s
+        // four bounds at most); per commit: the variant, `sequence` and the array.
+        WatchEvent::Commit(commit) => commit.payload_len() + 64 * commit.changes.len() + 48,
+        WatchEvent::Progress { .. } => 48,
+    }
 }
 
 /// An upper bound of the encoded size of `entry` inside an [`ServerMessage::IterChunk`] (field

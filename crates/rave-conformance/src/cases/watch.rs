@@ -201,12 +201,18 @@ pub(crate) async fn watch_follows_every_commit(h: &dyn Harness) -> TestResult {
     );
 
     for (what, range) in [
-        ("a clear with a limit", Range::prefix(b"w/0".to_vec()).limit(2)),
+        (
+            "a clear with a limit",
+            Range::prefix(b"w/0".to_vec()).limit(2),
+        ),
         (
             "a reverse clear with a limit",
             Range::all().gte("w/").lt("w/1").reverse().limit(1),
         ),
-        ("a clear across the range's edge", Range::all().gte("v").lt("w/04")),
+        (
+            "a clear across the range's edge",
+            Range::all().gte("v").lt("w/04"),
+        ),
         ("a clear", Range::prefix(b"w/b".to_vec())),
     ] {
         db.clear(range.clone()).await.ctx(what)?;
@@ -257,7 +263,9 @@ pub(crate) async fn watch_from_a_position(h: &dyn Harness) -> TestResult {
         model.put(key.as_bytes(), format!("{i}").as_bytes());
         states.push((seq(&db).await?, model.clone()));
         if i == 6 {
-            db.clear(Range::prefix(b"w/1".to_vec())).await.ctx("clear")?;
+            db.clear(Range::prefix(b"w/1".to_vec()))
+                .await
+                .ctx("clear")?;
             model.clear(&Range::prefix(b"w/1".to_vec()));
             states.push((seq(&db).await?, model.clone()));
         }

@@ -50,6 +50,7 @@ impl Client {
                 status: Status::Connected,
                 pending: HashMap::new(),
                 iters: HashMap::new(),
+                watches: HashMap::new(),
             }),
             lost: CancellationToken::new(),
         });

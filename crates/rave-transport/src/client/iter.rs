@@ -52,6 +52,7 @@ impl Client {
             failed: None,
             unacked: 0,
             window,
+            snapshot: None,
         };
         handle.send_request(&frame).await?;
         iter.fill().await?;
@@ -77,6 +78,8 @@ pub struct RemoteIter {
     unacked: u64,
     /// The window, in bytes of [`wire::entry_cost`].
     window: u32,
+    /// The sequence of the leader's snapshot (from the first chunk).
+    snapshot: Option<u64>,
 }
 
 impl std::fmt::Debug for RemoteIter {
@@ -102,9 +105,10 @@ impl RemoteIter {
                 },
             };
             match item {
-                Ok((entries, end)) => {
+                Ok((entries, end, snapshot)) => {
                     self.buf.extend(entries);
                     self.ended = end;
+                    self.snapshot = self.snapshot.or(snapshot);
                 }
                 // The watchdog's verdict on an earlier wait that was abandoned (its future
                 // dropped) is not about this one.
@@ -178,6 +182,10 @@ impl RemoteIter {
 
 #[async_trait]
 impl KvIterator for RemoteIter {
+    fn snapshot_sequence(&self) -> Option<u64> {
+        self.snapshot
+    }
+
     async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         if let Some(e) = &self.failed {
             return Err(e.clone());

@@ -19,6 +19,7 @@ mod connect;
 mod iter;
 mod outbox;
 mod state;
+mod watch;
 mod watchdog;
 
 use std::sync::Arc;
@@ -259,10 +260,8 @@ impl KvStore for Client {
         }
     }
 
-    async fn watch(&self, _range: Range, _from: Option<u64>) -> Result<rave_api::WatchStream> {
-        Err(rave_api::Error::Unsupported {
-            message: "watch through a follower: in progress".into(),
-        })
+    async fn watch(&self, range: Range, from: Option<u64>) -> Result<rave_api::WatchStream> {
+        self.open_watch(range, from).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use rave_api::{Entry, Error, Result};
+use rave_api::{Entry, Error, Result, WatchEvent};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,18 @@ impl Status {
     }
 }
 
-pub(super) type IterItem = Result<(Vec<Entry>, bool)>;
+/// What the reader hands an iterator: entries and whether they are the last, with the
+/// snapshot's sequence on the first chunk.
+pub(super) type IterItem = Result<(Vec<Entry>, bool, Option<u64>)>;
+
+/// What the reader hands a watch: the events of one frame.
+pub(super) type WatchItem = Result<Vec<WatchEvent>>;
+
+pub(super) struct WatchSlot {
+    pub(super) tx: mpsc::UnboundedSender<WatchItem>,
+    /// Credit the server has left, in bytes of [`wire::event_cost`], as for iterators.
+    pub(super) balance: i64,
+}
 
 pub(super) struct IterSlot {
     pub(super) tx: mpsc::UnboundedSender<IterItem>,
@@ -58,6 +69,7 @@ pub(super) struct State {
     pub(super) status: Status,
     pub(super) pending: HashMap<u64, PendingCall>,
     pub(super) iters: HashMap<u64, IterSlot>,
+    pub(super) watches: HashMap<u64, WatchSlot>,
 }
 
 impl Shared {
@@ -74,7 +86,7 @@ impl Shared {
     /// (each iterator hands out what it already received, then fails), and wakes
     /// [`Client::disconnected`](super::Client::disconnected). A no-op when already disconnected.
     pub(super) fn end(&self, to: Status) {
-        let (pending, iters) = {
+        let (pending, iters, watches) = {
             let mut state = self.lock();
             if state.status != Status::Connected {
                 return;
@@ -83,12 +95,14 @@ impl Shared {
             (
                 std::mem::take(&mut state.pending),
                 std::mem::take(&mut state.iters),
+                std::mem::take(&mut state.watches),
             )
         };
         for (_, call) in pending {
             let _ = call.reply.send(Err(to.error()));
         }
         drop(iters);
+        drop(watches);
         self.lost.cancel();
     }
 
@@ -106,7 +120,12 @@ impl Shared {
                     None => tracing::trace!(id, "reply for a call nobody awaits"),
                 }
             }
-            ServerMessage::IterChunk { iter, entries, end } => {
+            ServerMessage::IterChunk {
+                iter,
+                entries,
+                end,
+                snapshot,
+            } => {
                 let mut state = self.lock();
                 let Some(slot) = state.iters.get_mut(&iter) else {
                     // Closed by the user while the chunk was in flight.
@@ -122,7 +141,7 @@ impl Shared {
                     slot.balance -= i64::try_from(cost).unwrap_or(i64::MAX);
                 }
                 slot.waiting_since = None;
-                let _ = slot.tx.send(Ok((entries, end)));
+                let _ = slot.tx.send(Ok((entries, end, snapshot)));
                 if end {
                     state.iters.remove(&iter);
                 }
@@ -132,8 +151,26 @@ impl Shared {
                     let _ = slot.tx.send(Err(Error::from(error)));
                 }
             }
-            ServerMessage::Event { topic, .. } => {
-                tracing::trace!(%topic, "ignoring an event this client does not handle");
+            ServerMessage::WatchEvents { watch, events } => {
+                let mut state = self.lock();
+                let Some(slot) = state.watches.get_mut(&watch) else {
+                    // Closed by the user while the events were in flight.
+                    return Ok(());
+                };
+                for event in &events {
+                    if slot.balance <= 0 {
+                        return Err(Error::protocol(format!(
+                            "the leader sent events of watch {watch} beyond the credit granted"
+                        )));
+                    }
+                    slot.balance -= i64::try_from(wire::event_cost(event)).unwrap_or(i64::MAX);
+                }
+                let _ = slot.tx.send(Ok(events));
+            }
+            ServerMessage::WatchError { watch, error } => {
+                if let Some(slot) = self.lock().watches.remove(&watch) {
+                    let _ = slot.tx.send(Err(Error::from(error)));
+                }
             }
             ServerMessage::Refused { message } => {
                 tracing::warn!(%message, "the leader dropped this connection");

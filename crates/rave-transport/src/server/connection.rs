@@ -77,6 +77,10 @@ pub(super) struct Connection {
     pub(super) iters: HashMap<u64, IterHandle>,
     /// Which iterator each iterator task serves, to forget it when the task ends.
     pub(super) iter_tasks: HashMap<tokio::task::Id, u64>,
+    /// The open watches, like `iters`.
+    pub(super) watches: HashMap<u64, IterHandle>,
+    /// Which watch each watch task serves.
+    pub(super) watch_tasks: HashMap<tokio::task::Id, u64>,
     /// Request tasks running (not iterator tasks): reading stops at [`Limits::max_in_flight`].
     pub(super) running_requests: usize,
 }
@@ -141,11 +145,12 @@ impl Connection {
                             e.id()
                         }
                     };
-                    match self.iter_tasks.remove(&id) {
-                        Some(iter) => {
-                            self.iters.remove(&iter);
-                        }
-                        None => self.running_requests = self.running_requests.saturating_sub(1),
+                    if let Some(iter) = self.iter_tasks.remove(&id) {
+                        self.iters.remove(&iter);
+                    } else if let Some(watch) = self.watch_tasks.remove(&id) {
+                        self.watches.remove(&watch);
+                    } else {
+                        self.running_requests = self.running_requests.saturating_sub(1);
                     }
                 }
             }
@@ -211,6 +216,25 @@ impl Connection {
                     self.iter_tasks.remove(&handle.abort.id());
                 }
             }
+            ClientMessage::WatchOpen {
+                watch,
+                range,
+                from,
+                credit,
+            } => {
+                self.open_watch(watch, range, from, credit, writer).await?;
+            }
+            ClientMessage::WatchCredit { watch, credit } => {
+                if let Some(handle) = self.watches.get(&watch) {
+                    handle.credit.grant(credit);
+                }
+            }
+            ClientMessage::WatchClose { watch } => {
+                if let Some(handle) = self.watches.remove(&watch) {
+                    handle.abort.abort();
+                    self.watch_tasks.remove(&handle.abort.id());
+                }
+            }
             ClientMessage::Hello { .. } => {
                 return Err(Error::protocol("Hello after the handshake"));
             }
@@ -271,14 +295,11 @@ fn reply_frame(ctx: &Ctx, id: u64, result: Result<Reply>) -> Option<Bytes> {
     };
     let frame = match wire::encode(&message) {
         Ok(frame) if frame.len() <= ctx.limits.max_frame => Ok(frame),
-        Ok(frame) => Err(WireError {
-            kind: ErrorKind::InvalidArgument,
-            message: format!(
-                "the reply is {} bytes, more than the {} a frame may carry",
-                frame.len(),
-                ctx.limits.max_frame
-            ),
-        }),
+        Ok(frame) => Err(WireError::from(&Error::invalid(format!(
+            "the reply is {} bytes, more than the {} a frame may carry",
+            frame.len(),
+            ctx.limits.max_frame
+        )))),
         Err(e) => Err(WireError::from(&e)),
     };
     match frame {

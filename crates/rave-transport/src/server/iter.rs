@@ -31,7 +31,7 @@ impl Credit {
     }
 
     /// Waits until the balance is positive; returns it.
-    async fn wait(&self) -> u64 {
+    pub(super) async fn wait(&self) -> u64 {
         loop {
             let balance = self.balance.load(Ordering::Acquire);
             if balance > 0 {
@@ -41,8 +41,8 @@ impl Credit {
         }
     }
 
-    /// Only the iterator task spends.
-    fn spend(&self, cost: u64) {
+    /// Only the iterator (or watch) task spends.
+    pub(super) fn spend(&self, cost: u64) {
         self.balance
             .fetch_sub(i64::try_from(cost).unwrap_or(i64::MAX), Ordering::AcqRel);
     }
@@ -66,13 +66,10 @@ impl Connection {
             return Err(Error::protocol(format!("iterator {iter} is already open")));
         }
         if self.iters.len() >= self.ctx.limits.max_in_flight.max(1) {
-            let error = WireError {
-                kind: ErrorKind::InvalidArgument,
-                message: format!(
-                    "too many open iterators on one connection (limit {})",
-                    self.ctx.limits.max_in_flight
-                ),
-            };
+            let error = WireError::from(&Error::invalid(format!(
+                "too many open iterators on one connection (limit {})",
+                self.ctx.limits.max_in_flight
+            )));
             let frame = wire::encode(&ServerMessage::IterError { iter, error })?;
             writer.feed(frame).await.map_err(|e| write_error(&e))?;
             return Ok(());
@@ -117,6 +114,7 @@ async fn run_iterator(ctx: &Ctx, iter: u64, range: Range, credit: &Credit) {
         .chunk_bytes
         .min(ctx.limits.max_frame.saturating_sub(CHUNK_OVERHEAD))
         .max(1);
+    let mut snapshot = cursor.snapshot_sequence();
     // Entries read from the store but not sent yet (the credit ran out in the middle of them).
     let mut pending: VecDeque<Entry> = VecDeque::new();
     let mut exhausted = false;
@@ -160,6 +158,7 @@ async fn run_iterator(ctx: &Ctx, iter: u64, range: Range, credit: &Credit) {
         let end = exhausted && pending.is_empty();
         let message = ServerMessage::IterChunk {
             iter,
+            snapshot: snapshot.take(),
             entries: frame_entries,
             end,
         };
@@ -215,6 +214,7 @@ mod tests {
         }
         let empty = wire::encode(&ServerMessage::IterChunk {
             iter: u64::MAX,
+            snapshot: Some(u64::MAX),
             entries: Vec::new(),
             end: true,
         })

@@ -24,6 +24,7 @@
 mod accept;
 mod connection;
 mod iter;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ where
         tasks: JoinSet::new(),
         iters: HashMap::new(),
         iter_tasks: HashMap::new(),
+        watches: HashMap::new(),
+        watch_tasks: HashMap::new(),
         running_requests: 0,
     };
     let outcome = conn.run(&mut reader, &mut writer).await;

@@ -384,12 +384,12 @@ async fn a_lying_leader_costs_the_connection_not_a_panic() {
     let fake = tokio::spawn(async move {
         let mut framed = Framed::new(b, codec);
         welcome(&mut framed, 3, 9).await;
-        // An unknown event and a reply nobody asked for are ignored.
+        // Events of a watch nobody opened and a reply nobody asked for are ignored.
         reply(
             &mut framed,
-            ServerMessage::Event {
-                topic: "changes".into(),
-                payload: vec![1, 2],
+            ServerMessage::WatchEvents {
+                watch: 77,
+                events: vec![rave_api::WatchEvent::Progress { sequence: 1 }],
             },
         )
         .await;
@@ -426,6 +426,7 @@ async fn a_lying_leader_costs_the_connection_not_a_panic() {
             &mut framed,
             ServerMessage::IterChunk {
                 iter,
+                snapshot: None,
                 entries,
                 end: false,
             },

@@ -260,6 +260,7 @@ async fn the_server_never_sends_beyond_the_credit() {
                     iter: 1,
                     entries,
                     end,
+                    ..
                 } => {
                     assert!(!end);
                     received.extend(entries);

@@ -59,7 +59,11 @@ fn error_kind() -> impl Strategy<Value = ErrorKind> {
 }
 
 fn wire_error() -> impl Strategy<Value = WireError> {
-    (error_kind(), ".{0,20}").prop_map(|(kind, message)| WireError { kind, message })
+    (error_kind(), ".{0,20}").prop_map(|(kind, message)| WireError {
+        kind,
+        message,
+        position: None,
+    })
 }
 
 fn reply() -> impl Strategy<Value = Reply> {
@@ -89,16 +93,28 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         (
             any::<u64>(),
             prop::collection::vec((bytes(), bytes()).prop_map(|(k, v)| Entry::new(k, v)), 0..6),
-            any::<bool>()
+            any::<bool>(),
+            prop::option::of(any::<u64>())
         )
-            .prop_map(|(iter, entries, end)| ServerMessage::IterChunk {
+            .prop_map(|(iter, entries, end, snapshot)| ServerMessage::IterChunk {
                 iter,
+                snapshot,
                 entries,
                 end
             }),
         (any::<u64>(), wire_error())
             .prop_map(|(iter, error)| ServerMessage::IterError { iter, error }),
-        (".{0,10}", bytes()).prop_map(|(topic, payload)| ServerMessage::Event { topic, payload }),
+        (any::<u64>(), prop::collection::vec(any::<u64>(), 1..4)).prop_map(|(watch, seqs)| {
+            ServerMessage::WatchEvents {
+                watch,
+                events: seqs
+                    .into_iter()
+                    .map(|sequence| rave_api::WatchEvent::Progress { sequence })
+                    .collect(),
+            }
+        }),
+        (any::<u64>(), wire_error())
+            .prop_map(|(watch, error)| ServerMessage::WatchError { watch, error }),
     ]
 }
 
