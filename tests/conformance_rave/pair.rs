@@ -313,6 +313,10 @@ struct CountingIter<B: Backend> {
 
 #[async_trait]
 impl<B: Backend> KvIterator for CountingIter<B> {
+    fn snapshot_sequence(&self) -> Option<u64> {
+        self.inner.snapshot_sequence()
+    }
+
     async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         let chunk = self.inner.next_chunk(max).await;
         self.shared.counted(chunk).await

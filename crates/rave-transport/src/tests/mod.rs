@@ -176,6 +176,10 @@ struct CountedIter {
 
 #[async_trait]
 impl KvIterator for CountedIter {
+    fn snapshot_sequence(&self) -> Option<u64> {
+        self.inner.snapshot_sequence()
+    }
+
     async fn next_chunk(&mut self, max: usize) -> Result<Vec<Entry>> {
         self.inner.next_chunk(max).await
     }
