@@ -4,7 +4,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rave::{Backend, BatchOp, KvStore, Range, Rave, RaveOptions, Role};
+use futures::StreamExt;
+use rave::{Backend, BatchOp, Change, KvStore, Range, Rave, RaveOptions, Role, WatchEvent};
 
 use super::{BackendName, Cli, CliError, Command, RangeArgs, demo};
 
@@ -117,6 +118,14 @@ async fn execute<B: Backend>(
             db.batch(ops).await?;
         }
         Command::Hold => hold(db).await?,
+        Command::Watch {
+            range,
+            from,
+            progress,
+        } => {
+            drop(out);
+            return watch(db, codec.range(range)?, *from, *progress, codec).await;
+        }
         Command::Status => {
             let role = db.ready().await?;
             let record = db.leader_record()?;
@@ -140,6 +149,41 @@ async fn execute<B: Backend>(
     }
     out.flush().map_err(stdout_error)?;
     Ok(())
+}
+
+/// Prints every change of `range` after `from` until SIGTERM or SIGINT (or the stream fails).
+async fn watch<B: Backend>(
+    db: &Rave<B>,
+    range: Range,
+    from: Option<u64>,
+    progress: bool,
+    codec: &Codec,
+) -> Result<(), CliError> {
+    let mut stop = super::StopSignal::new()?;
+    let mut stream = db.watch(range, from).await?;
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => event,
+            _ = stop.recv() => return Ok(()),
+        };
+        let Some(event) = event else {
+            return Ok(());
+        };
+        let mut out = std::io::stdout().lock();
+        match event? {
+            WatchEvent::Progress { sequence } => {
+                if progress {
+                    writeln!(out, "{sequence}\tprogress").map_err(stdout_error)?;
+                }
+            }
+            WatchEvent::Commit(commit) => {
+                for change in &commit.changes {
+                    codec.write_change(&mut out, commit.sequence, change)?;
+                }
+            }
+        }
+        out.flush().map_err(stdout_error)?;
+    }
 }
 
 /// Prints the role at start and at every change until SIGTERM or SIGINT.
@@ -194,6 +238,51 @@ impl Codec {
             out.write_all(bytes)
         };
         result.map_err(stdout_error)
+    }
+
+    /// One line of `rave watch`.
+    fn write_change(
+        &self,
+        out: &mut impl Write,
+        sequence: u64,
+        change: &Change,
+    ) -> Result<(), CliError> {
+        write!(out, "{sequence}\t").map_err(stdout_error)?;
+        match change {
+            Change::Put { key, value } => {
+                out.write_all(b"put\t").map_err(stdout_error)?;
+                self.write(out, key)?;
+                out.write_all(b"\t").map_err(stdout_error)?;
+                self.write(out, value)?;
+            }
+            Change::Del { key } => {
+                out.write_all(b"del\t").map_err(stdout_error)?;
+                self.write(out, key)?;
+            }
+            Change::Clear { range } => {
+                out.write_all(b"clear").map_err(stdout_error)?;
+                let lower = [("gt", &range.gt), ("gte", &range.gte)];
+                let upper = [("lt", &range.lt), ("lte", &range.lte)];
+                for side in [lower, upper] {
+                    out.write_all(b"\t").map_err(stdout_error)?;
+                    let mut any = false;
+                    for (name, bound) in side {
+                        if let Some(key) = bound {
+                            if any {
+                                out.write_all(b",").map_err(stdout_error)?;
+                            }
+                            write!(out, "{name}=").map_err(stdout_error)?;
+                            self.write(out, key)?;
+                            any = true;
+                        }
+                    }
+                    if !any {
+                        out.write_all(b"-").map_err(stdout_error)?;
+                    }
+                }
+            }
+        }
+        out.write_all(b"\n").map_err(stdout_error)
     }
 
     fn range(&self, args: &RangeArgs) -> Result<Range, CliError> {

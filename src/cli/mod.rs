@@ -100,6 +100,21 @@ pub enum Command {
         #[command(flatten)]
         range: RangeArgs,
     },
+    /// Print every change to a range, in commit order, until interrupted: one line per change,
+    /// `SEQ<TAB>put<TAB>KEY<TAB>VALUE`, `SEQ<TAB>del<TAB>KEY`, or
+    /// `SEQ<TAB>clear<TAB>LOWER<TAB>UPPER` (bounds as `gt=K`, `gte=K`, `lt=K`, `lte=K`, or `-`).
+    /// Follows the directory through every change of leader.
+    Watch {
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Start after this sequence (as printed by an earlier `watch` or `status`) instead of
+        /// now; older than the retained history fails with `Compacted`.
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        /// Also print `SEQ<TAB>progress` marks (the start, and every second without changes).
+        #[arg(long)]
+        progress: bool,
+    },
     /// Apply stdin lines `put<TAB>KEY<TAB>VALUE` / `del<TAB>KEY` as one atomic batch.
     Batch,
     /// Keep a handle open; print `leader` or `follower` at start and at every role change.
