@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{Proc, run_rave, start_leader, tempdir, within};
 use rave::backends::LevelDbBackend;
-use rave::{ErrorKind, KvStore, Rave, RaveOptions};
+use rave::{ErrorKind, Rave, RaveOptions};
 
 /// Locks the file named by the first argument with `fcntl.lockf` (F_SETLK) without waiting:
 /// exits 1 when it cannot, else says `locked` and holds the lock until killed.
