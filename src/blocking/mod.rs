@@ -370,7 +370,8 @@ impl Sublevel {
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let db = rave::blocking::Rave::open(dir.path(), Default::default())?;
-    /// let async_view: &rave::Sublevel = db.sublevel("x").view();
+    /// let x = db.sublevel("x");
+    /// let async_view: &rave::Sublevel = x.view();
     /// assert_eq!(async_view.prefix(), b"!x!");
     /// # Ok::<(), rave::Error>(())
     /// ```

@@ -49,7 +49,7 @@ pub trait Codec<V>: Send + Sync + 'static {
 ///
 /// ```
 /// use rave::view::{Codec, Json};
-/// #[derive(serde::Serialize)]
+/// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct User { name: String, age: u8 }
 /// let bytes = Json::encode(&User { name: "Ada".into(), age: 36 }).unwrap();
 /// assert_eq!(bytes, br#"{"name":"Ada","age":36}"#);
