@@ -193,7 +193,7 @@ pub async fn typed_values(harness: &dyn Harness) -> Result<()> {
     // InvalidArgument, not a panic.
     numbers.clear(..0i64).await?;
     let left: Vec<(i64, i64)> = numbers.iter().await?.try_collect().await?;
-    if left.iter().any(|(k, _)| *k < 0) || left.len() != 4 {
+    if left.iter().any(|(k, _)| *k < 0) || left.len() != 5 {
         return Err(fail(format!("after the clear: {left:?}")));
     }
     let wrong = root.sublevel("users").typed::<u32>();
