@@ -17,11 +17,21 @@ fn main() -> rave::Result<()> {
     db.put("a", "1")?; // keys and values: anything AsRef<[u8]>
     let users = db.sublevel("users"); // a namespace: a view with the same API
     let typed = users.typed::<User>(); // serde values, JSON by default
-    typed.put("ada", &User { name: "Ada".into(), age: 36 })?;
+    typed.put(
+        "ada",
+        &User {
+            name: "Ada".into(),
+            age: 36,
+        },
+    )?;
     let ada: Option<User> = typed.get("ada")?;
     for entry in db.range("a".."c")? {
         let (key, value) = entry?;
-        println!("{} = {}", String::from_utf8_lossy(&key), String::from_utf8_lossy(&value));
+        println!(
+            "{} = {}",
+            String::from_utf8_lossy(&key),
+            String::from_utf8_lossy(&value)
+        );
     }
     println!("ada: {ada:?}");
     println!("role: {}", db.role());

@@ -19,7 +19,11 @@ async fn main() -> rave::Result<()> {
 
     // Each sublevel sees only its own keys, without the prefix.
     let in_users: Vec<(Vec<u8>, Vec<u8>)> = users.range(..).await?.try_collect().await?;
-    println!("users holds {} key(s): {:?}", in_users.len(), String::from_utf8_lossy(&in_users[0].0));
+    println!(
+        "users holds {} key(s): {:?}",
+        in_users.len(),
+        String::from_utf8_lossy(&in_users[0].0)
+    );
     // The store holds the prefixed keys, byte for byte what rave-level writes.
     let raw: Vec<(Vec<u8>, Vec<u8>)> = db.range(..).await?.try_collect().await?;
     for (key, _) in &raw {
@@ -27,6 +31,9 @@ async fn main() -> rave::Result<()> {
     }
 
     sessions.clear(..).await?; // stays inside the sublevel
-    println!("after clearing sessions: {:?}", users.get("ada").await?.is_some());
+    println!(
+        "after clearing sessions: {:?}",
+        users.get("ada").await?.is_some()
+    );
     db.close().await
 }

@@ -22,7 +22,10 @@ async fn main() -> rave::Result<()> {
         .typed::<Reading>()
         .with_keys::<(u32, u64)>();
     for (id, time, celsius) in [(2u32, 10u64, 19.5), (1, 200, 21.0), (1, 30, 20.5)] {
-        let reading = Reading { sensor: format!("s{id}"), celsius };
+        let reading = Reading {
+            sensor: format!("s{id}"),
+            celsius,
+        };
         readings.put((id, time), &reading).await?;
     }
     let sensor_1: Vec<((u32, u64), Reading)> = readings
@@ -35,7 +38,10 @@ async fn main() -> rave::Result<()> {
     }
 
     // The same values in MessagePack, in another sublevel.
-    let packed = db.sublevel("packed").typed::<Reading>().with_codec::<MsgPack>();
+    let packed = db
+        .sublevel("packed")
+        .typed::<Reading>()
+        .with_codec::<MsgPack>();
     packed.put("latest", &sensor_1[1].1).await?;
     println!("packed: {:?}", packed.get("latest").await?);
     db.close().await

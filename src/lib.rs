@@ -52,9 +52,9 @@ pub mod view;
 pub use any_backend::{AnyBackend, EngineKind};
 pub use options::RaveOptions;
 pub use rave::Rave;
-pub use view::{IntoRange, Sublevel, Typed};
 pub use rave_api::*;
 pub use rave_election::Role;
+pub use view::{IntoRange, Sublevel, Typed};
 
 /// The engines compiled into this build, one per Cargo feature.
 pub mod backends {

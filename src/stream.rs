@@ -157,6 +157,9 @@ mod tests {
         let entries = Entries::new(Box::new(iter), |e| Ok(e.key));
         let all: Vec<Vec<u8>> = entries.try_collect().await.unwrap();
         assert_eq!(all.len(), 1000);
-        assert_eq!(*asked.lock().unwrap(), [16, 32, 64, 128, 256, 256, 256, 256]);
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [16, 32, 64, 128, 256, 256, 256, 256]
+        );
     }
 }

@@ -221,10 +221,22 @@ macro_rules! modes {
             sublevel_direct,
             Sublevels(rave_conformance::BackendHarness::new(<$backend>::default()))
         );
-        rave_conformance::suite!(sublevel_leader, Sublevels(RaveHarness::<$backend>::new(Mode::Leader)));
-        rave_conformance::suite!(sublevel_follower, Sublevels(RaveHarness::<$backend>::new(Mode::Follower)));
-        rave_conformance::suite!(sublevel_failover, Sublevels(RaveHarness::<$backend>::new(Mode::Failover)));
-        typed_case!(typed_direct, rave_conformance::BackendHarness::new(<$backend>::default()));
+        rave_conformance::suite!(
+            sublevel_leader,
+            Sublevels(RaveHarness::<$backend>::new(Mode::Leader))
+        );
+        rave_conformance::suite!(
+            sublevel_follower,
+            Sublevels(RaveHarness::<$backend>::new(Mode::Follower))
+        );
+        rave_conformance::suite!(
+            sublevel_failover,
+            Sublevels(RaveHarness::<$backend>::new(Mode::Failover))
+        );
+        typed_case!(
+            typed_direct,
+            rave_conformance::BackendHarness::new(<$backend>::default())
+        );
         typed_case!(typed_leader, RaveHarness::<$backend>::new(Mode::Leader));
         typed_case!(typed_follower, RaveHarness::<$backend>::new(Mode::Follower));
         typed_case!(typed_failover, RaveHarness::<$backend>::new(Mode::Failover));

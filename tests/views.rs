@@ -24,7 +24,14 @@ fn example(name: &str) -> PathBuf {
         features.push("rocksdb");
     }
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--example", name, "--features", &features.join(",")])
+        .args([
+            "build",
+            "-q",
+            "--example",
+            name,
+            "--features",
+            &features.join(","),
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo build --example");

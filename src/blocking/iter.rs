@@ -156,4 +156,3 @@ impl std::fmt::Debug for Watch {
         f.debug_struct("blocking::Watch").finish_non_exhaustive()
     }
 }
-

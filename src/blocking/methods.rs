@@ -171,4 +171,3 @@ macro_rules! blocking_methods {
 }
 
 pub(super) use blocking_methods;
-

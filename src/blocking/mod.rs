@@ -44,7 +44,7 @@ use methods::blocking_methods;
 pub use typed::Typed;
 
 use crate::view::IntoRange;
-use crate::{AnyBackend, Backend, BatchOp, Error, KvStore, Result, RaveOptions, Role};
+use crate::{AnyBackend, Backend, BatchOp, Error, KvStore, RaveOptions, Result, Role};
 
 /// The runtime of a blocking handle, and the store it closes when the last user goes.
 pub(crate) struct Exec {
@@ -314,7 +314,9 @@ pub struct Sublevel {
 
 impl std::fmt::Debug for Sublevel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("blocking::Sublevel").field(&self.view).finish()
+        f.debug_tuple("blocking::Sublevel")
+            .field(&self.view)
+            .finish()
     }
 }
 
@@ -424,4 +426,3 @@ impl Sublevel {
 
     blocking_methods!(|this| this);
 }
-

@@ -109,7 +109,10 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
     /// assert_eq!(t.get_many(["a", "b"])?, [Some(1), None]);
     /// # Ok::<(), rave::Error>(())
     /// ```
-    pub fn get_many<Q: AsKey<K>>(&self, keys: impl IntoIterator<Item = Q>) -> Result<Vec<Option<V>>> {
+    pub fn get_many<Q: AsKey<K>>(
+        &self,
+        keys: impl IntoIterator<Item = Q>,
+    ) -> Result<Vec<Option<V>>> {
         let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.to_key_bytes()).collect();
         let view = self.view.clone();
         self.exec.run(async move { view.get_many_raw(keys).await })
@@ -185,9 +188,8 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
     /// # Ok::<(), rave::Error>(())
     /// ```
     pub fn range<Q: AsKey<K>>(&self, range: impl std::ops::RangeBounds<Q>) -> Result<Iter<(K, V)>> {
-        let range = crate::view::bounds_range(range.start_bound(), range.end_bound(), |k| {
-            k.to_key_bytes()
-        });
+        let range =
+            crate::view::bounds_range(range.start_bound(), range.end_bound(), |k| k.to_key_bytes());
         self.scan(range)
     }
 
@@ -239,10 +241,10 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
     /// # Ok::<(), rave::Error>(())
     /// ```
     pub fn clear<Q: AsKey<K>>(&self, range: impl std::ops::RangeBounds<Q>) -> Result<()> {
-        let range = crate::view::bounds_range(range.start_bound(), range.end_bound(), |k| {
-            k.to_key_bytes()
-        });
+        let range =
+            crate::view::bounds_range(range.start_bound(), range.end_bound(), |k| k.to_key_bytes());
         let view = self.view.bytes().clone();
-        self.exec.run(async move { KvStore::clear(&view, range).await })
+        self.exec
+            .run(async move { KvStore::clear(&view, range).await })
     }
 }

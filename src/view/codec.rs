@@ -86,8 +86,7 @@ impl<V: Serialize + DeserializeOwned> Codec<V> for MsgPack {
     }
 
     fn decode(bytes: &[u8]) -> Result<V> {
-        rmp_serde::from_slice(bytes)
-            .map_err(|e| Error::invalid(format!("decode MessagePack: {e}")))
+        rmp_serde::from_slice(bytes).map_err(|e| Error::invalid(format!("decode MessagePack: {e}")))
     }
 }
 
@@ -123,13 +122,22 @@ mod tests {
     fn json_bytes_are_those_of_json_stringify() {
         let cases: Vec<(serde_json::Value, &str)> = vec![
             (serde_json::json!("from node"), r#""from node""#),
-            (serde_json::json!({"a": [1, true, null], "b": "x"}), r#"{"a":[1,true,null],"b":"x"}"#),
-            (serde_json::json!("q\"\\\n\t\u{1}\u{1f}é€😀"), "\"q\\\"\\\\\\n\\t\\u0001\\u001fé€😀\""),
+            (
+                serde_json::json!({"a": [1, true, null], "b": "x"}),
+                r#"{"a":[1,true,null],"b":"x"}"#,
+            ),
+            (
+                serde_json::json!("q\"\\\n\t\u{1}\u{1f}é€😀"),
+                "\"q\\\"\\\\\\n\\t\\u0001\\u001fé€😀\"",
+            ),
             (serde_json::json!(-12.5), "-12.5"),
             (serde_json::json!(9007199254740991i64), "9007199254740991"),
         ];
         for (value, js) in cases {
-            assert_eq!(String::from_utf8(Json::encode(&value).unwrap()).unwrap(), js);
+            assert_eq!(
+                String::from_utf8(Json::encode(&value).unwrap()).unwrap(),
+                js
+            );
             let back: serde_json::Value = Json::decode(js.as_bytes()).unwrap();
             assert_eq!(back, value);
         }

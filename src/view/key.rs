@@ -127,7 +127,9 @@ impl<A: Key, B: Key, C: Key> AsKey<(A, B, C)> for &(A, B, C) {
 }
 
 fn bad_key(why: impl std::fmt::Display) -> Error {
-    Error::invalid(format!("a key does not decode as the view's key type: {why}"))
+    Error::invalid(format!(
+        "a key does not decode as the view's key type: {why}"
+    ))
 }
 
 /// Bytes as they are when last; else escaped (`00` as `00 FF`) and ended with `00 01`.
@@ -283,7 +285,13 @@ mod tests {
 
     #[test]
     fn strings_and_tuples_sort_part_by_part() {
-        sorted(vec!["".to_string(), "a".into(), "a\0".into(), "ab".into(), "b".into()]);
+        sorted(vec![
+            "".to_string(),
+            "a".into(),
+            "a\0".into(),
+            "ab".into(),
+            "b".into(),
+        ]);
         sorted(vec![
             ("a".to_string(), 9u32),
             ("a\0".to_string(), 0),
@@ -296,7 +304,10 @@ mod tests {
             (vec![], "".to_string()),
             (vec![0xFF], "".to_string()),
         ]);
-        sorted(vec![(1u8, -2i16, "z".to_string()), (1, -3, "zz".to_string())]);
+        sorted(vec![
+            (1u8, -2i16, "z".to_string()),
+            (1, -3, "zz".to_string()),
+        ]);
     }
 
     #[test]

@@ -19,8 +19,8 @@ mod typed;
 pub use codec::{Codec, Json, MsgPack, Raw};
 pub use key::{AsKey, Key};
 pub(crate) use methods::byte_methods;
-pub(crate) use range::bounds_range;
 pub use range::IntoRange;
+pub(crate) use range::bounds_range;
 pub use sublevel::Sublevel;
 pub use typed::{Typed, TypedChange, TypedEvent};
 

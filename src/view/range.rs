@@ -34,9 +34,7 @@ impl IntoRange for RangeFull {
 
 impl<K: AsRef<[u8]>> IntoRange for std::ops::Range<K> {
     fn into_range(self) -> Range {
-        Range::all()
-            .gte(self.start.as_ref())
-            .lt(self.end.as_ref())
+        Range::all().gte(self.start.as_ref()).lt(self.end.as_ref())
     }
 }
 

@@ -291,7 +291,9 @@ impl Sublevel {
                     key: self.key(&key),
                     value,
                 },
-                BatchOp::Del { key } => BatchOp::Del { key: self.key(&key) },
+                BatchOp::Del { key } => BatchOp::Del {
+                    key: self.key(&key),
+                },
             })
             .collect()
     }
@@ -499,7 +501,10 @@ mod tests {
             Err(Error::Lagged { resume_from: 9 }),
         ]));
         let got: Vec<Result<WatchEvent>> = sub.view_events(events).collect().await;
-        assert_eq!(got[0].as_ref().unwrap(), &WatchEvent::Progress { sequence: 8 });
+        assert_eq!(
+            got[0].as_ref().unwrap(),
+            &WatchEvent::Progress { sequence: 8 }
+        );
         let WatchEvent::Commit(commit) = got[1].as_ref().unwrap() else {
             panic!("{got:?}")
         };
@@ -524,7 +529,10 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(got[2].as_ref().unwrap_err().kind(), crate::ErrorKind::Lagged);
+        assert_eq!(
+            got[2].as_ref().unwrap_err().kind(),
+            crate::ErrorKind::Lagged
+        );
         // And the store is asked for the sublevel's range only.
         assert_eq!(
             sub.store_range(Range::prefix("p")),

@@ -203,7 +203,10 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
     /// assert_eq!(typed.get_many([1u8, 2]).await?, [Some(10), None]);
     /// # db.close().await }
     /// ```
-    pub async fn get_many<Q: AsKey<K>>(&self, keys: impl IntoIterator<Item = Q>) -> Result<Vec<Option<V>>> {
+    pub async fn get_many<Q: AsKey<K>>(
+        &self,
+        keys: impl IntoIterator<Item = Q>,
+    ) -> Result<Vec<Option<V>>> {
         self.get_many_raw(keys.into_iter().map(|k| k.to_key_bytes()).collect())
             .await
     }
@@ -376,7 +379,9 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
     ) -> Result<crate::stream::BoxStream<'static, Result<TypedEvent<K, V>>>> {
         let range = bounds_range(range.start_bound(), range.end_bound(), |k| k.to_key_bytes());
         let events = KvStore::watch(&self.view, range, from).await?;
-        Ok(Box::pin(events.map(|event| decode_event::<K, V, C>(event?))))
+        Ok(Box::pin(
+            events.map(|event| decode_event::<K, V, C>(event?)),
+        ))
     }
 }
 

@@ -144,7 +144,10 @@ pub async fn typed_values(harness: &dyn Harness) -> Result<()> {
     if raw.as_deref() != Some(&br#"{"name":"Ada","age":36,"tags":["math"]}"#[..]) {
         return Err(fail(format!("JSON bytes {raw:?}")));
     }
-    let packed = root.sublevel("packed").typed::<User>().with_codec::<rave::view::MsgPack>();
+    let packed = root
+        .sublevel("packed")
+        .typed::<User>()
+        .with_codec::<rave::view::MsgPack>();
     packed.put("ada", &ada).await?;
     if packed.get("ada").await? != Some(ada.clone()) {
         return Err(fail("the MessagePack value did not read back".into()));
@@ -157,7 +160,10 @@ pub async fn typed_values(harness: &dyn Harness) -> Result<()> {
         numbers.put(k, &(k * 2)).await?;
     }
     let got: Vec<(i64, i64)> = numbers.range(-50i64..=1 << 40).await?.try_collect().await?;
-    let mut want: Vec<i64> = keys.into_iter().filter(|k| (-50..=1 << 40).contains(k)).collect();
+    let mut want: Vec<i64> = keys
+        .into_iter()
+        .filter(|k| (-50..=1 << 40).contains(k))
+        .collect();
     want.sort();
     let want: Vec<(i64, i64)> = want.into_iter().map(|k| (k, k * 2)).collect();
     if got != want {
@@ -165,7 +171,10 @@ pub async fn typed_values(harness: &dyn Harness) -> Result<()> {
     }
 
     // Tuple keys, and a batch spanning two typed sublevels.
-    let events = root.sublevel("events").typed::<String>().with_keys::<(String, u32)>();
+    let events = root
+        .sublevel("events")
+        .typed::<String>()
+        .with_keys::<(String, u32)>();
     let counts = root.sublevel("counts").typed::<u32>();
     let mut ops = Vec::new();
     for (who, n) in [("bob", 2u32), ("ada", 10), ("ada", 9), ("ab", 1)] {
@@ -215,10 +224,16 @@ macro_rules! typed_case {
         async fn $name() {
             let harness = $harness;
             if let Err(e) = crate::sublevels::typed_values(&harness).await {
-                panic!("typed values [{}]: {e}", rave_conformance::Harness::name(&harness));
+                panic!(
+                    "typed values [{}]: {e}",
+                    rave_conformance::Harness::name(&harness)
+                );
             }
             if let Err(e) = rave_conformance::Harness::verify(&harness) {
-                panic!("typed values [{}]: {e:?}", rave_conformance::Harness::name(&harness));
+                panic!(
+                    "typed values [{}]: {e:?}",
+                    rave_conformance::Harness::name(&harness)
+                );
             }
         }
     };
