@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rave::{KvStore, Rave, RaveOptions};
+use rave::{Rave, RaveOptions};
 
 #[tokio::main]
 async fn main() -> rave::Result<()> {

@@ -5,32 +5,57 @@
 //! the same API. When the leader goes away (closed, crashed, `kill -9`), the followers elect a new
 //! one; operations in flight are retried and iterators resume where they stopped.
 //!
-//! ```no_run
-//! # async fn demo() -> rave::Result<()> {
-//! use rave::{KvStore, Rave, RaveOptions};
-//! let db: Rave = Rave::open("/tmp/my-db", RaveOptions::default())?;
-//! db.put(b"a", b"1").await?;
-//! assert_eq!(db.get(b"a").await?, Some(b"1".to_vec()));
-//! db.close().await?;
-//! # Ok(()) }
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> rave::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use rave::stream::StreamExt;
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct User { name: String, age: u8 }
+//!
+//! let db = rave::Rave::open(dir.path(), Default::default())?; // leader or follower: same API
+//! db.put("a", "1").await?;                                     // keys, values: AsRef<[u8]>
+//! let users = db.sublevel("users");                            // keys under `!users!`
+//! let typed = users.typed::<User>();                           // values in JSON
+//! typed.put("ada", &User { name: "Ada".into(), age: 36 }).await?;
+//! let ada: Option<User> = typed.get("ada").await?;
+//! let mut entries = db.range("a".."c").await?;                 // a Stream, read in chunks
+//! while let Some(entry) = entries.next().await {
+//!     let (key, value) = entry?;
+//! }
+//! db.close().await
+//! # }
 //! ```
 //!
-//! The engine is picked with a Cargo feature (`redb`, the default; `leveldb`; `rocksdb`) or by
-//! passing any [`Backend`] to [`Rave::open_with`].
+//! Without async code, [`blocking::Rave`] is the same handle with its own runtime.
+//!
+//! [`Rave::open`] opens whatever engine the directory holds, or the default engine
+//! ([`DefaultBackend`]: redb with the default features) for a new one ([`AnyBackend`]); pick one
+//! engine with [`Rave::open_engine`] or pass any [`Backend`] to [`Rave::open_with`]. The
+//! engines are Cargo features (`redb`, the default; `leveldb`; `rocksdb`).
+//!
+//! Views ([`view`]) work over any [`KvStore`] — a bare engine, a leader, a follower: sublevels
+//! laid out as Level lays them out ([`Sublevel`]), typed keys and values ([`Typed`]).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
+mod any_backend;
+pub mod blocking;
 mod iter;
 mod leadership;
 mod options;
 mod rave;
+mod rave_methods;
 mod stamp;
+pub mod stream;
+pub mod view;
 mod watcher;
 
+pub use any_backend::{AnyBackend, EngineKind};
 pub use options::RaveOptions;
 pub use rave::Rave;
 pub use rave_api::*;
 pub use rave_election::Role;
+pub use view::{IntoRange, Sublevel, Typed};
 
 /// The engines compiled into this build, one per Cargo feature.
 pub mod backends {

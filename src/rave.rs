@@ -12,15 +12,17 @@ use tokio::task::JoinHandle;
 
 use crate::iter::ResumingIter;
 use crate::leadership::{Leadership, Opener, drive};
-use crate::{DefaultBackend, RaveOptions};
+use crate::{AnyBackend, RaveOptions};
 
 /// A handle on a database directory shared by any number of processes.
 ///
 /// It is leader or follower transparently and switches roles on failover; either way it is a
 /// [`KvStore`]. Clones share one handle (one role, one connection). Dropping the last clone ends
 /// its background task; a leader's followers then elect a new leader. It must be used within a
-/// Tokio runtime.
-pub struct Rave<B: Backend = DefaultBackend> {
+/// Tokio runtime ([`crate::blocking::Rave`] brings its own). Its engine is `B`: by default
+/// [`AnyBackend`], whatever the directory holds (see `rave_methods.rs` for `open` and the
+/// inherent byte API).
+pub struct Rave<B: Backend = AnyBackend> {
     core: Arc<Leadership>,
     owner: Arc<Owner>,
     _backend: PhantomData<fn() -> B>,
@@ -45,16 +47,6 @@ struct Owner {
 impl Drop for Owner {
     fn drop(&mut self) {
         self.core.cancel.cancel();
-    }
-}
-
-impl<B: Backend + Default> Rave<B> {
-    /// Opens `path` with the engine `B` (by default the crate's [`DefaultBackend`]).
-    ///
-    /// Returns at once: the election runs in the background and operations wait for it (up to
-    /// [`RaveOptions::election_timeout`]). Use [`Rave::ready`] to wait for a role explicitly.
-    pub fn open(path: impl AsRef<Path>, options: RaveOptions) -> Result<Self> {
-        Self::open_with(B::default(), path, options)
     }
 }
 

@@ -73,7 +73,7 @@ async fn an_operation_retried_forever_fails_at_its_deadline() {
 
     let deadline = Duration::from_secs(2);
     let options = RaveOptions::default().op_timeout(None).deadline(deadline);
-    let db = Rave::<MemoryBackend>::open(&dir, options).unwrap();
+    let db = Rave::<MemoryBackend>::open_engine(&dir, options).unwrap();
     type Op<'a> = std::pin::Pin<Box<dyn Future<Output = rave::Result<()>> + Send + 'a>>;
     let ops: [(&str, Op<'_>); 2] = [
         ("get", Box::pin(async { db.get(b"k").await.map(|_| ()) })),
@@ -121,7 +121,7 @@ async fn a_failed_resume_reports_why_and_the_next_call_resumes() {
     let (shutdown, server) = serve(&dir, &lock, store.clone(), accepted.clone());
 
     let options = RaveOptions::default().election_timeout(Duration::from_millis(300));
-    let db = Rave::<MemoryBackend>::open(&dir, options).unwrap();
+    let db = Rave::<MemoryBackend>::open_engine(&dir, options).unwrap();
     assert_eq!(db.ready().await.unwrap(), Role::Follower);
     let mut iter = db.iterator(Range::all()).await.unwrap();
     let mut seen: Vec<Vec<u8>> = iter
@@ -221,7 +221,7 @@ fn the_election_blocks_no_runtime_thread() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let db = Rave::<MemoryBackend>::open(&dir, RaveOptions::default()).unwrap();
+        let db = Rave::<MemoryBackend>::open_engine(&dir, RaveOptions::default()).unwrap();
         while !blocked.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -30,6 +30,8 @@
 mod common;
 #[path = "conformance_rave/pair.rs"]
 mod pair;
+#[path = "conformance_rave/sublevels.rs"]
+mod sublevels;
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -44,6 +46,7 @@ use rave_conformance::{CursorGauges, Failure, Harness, LeaderChanges};
 
 use crate::common::Proc;
 use crate::pair::{Leader, Pair, Plan};
+use crate::sublevels::{Sublevels, typed_case};
 
 /// How the store under test relates to the leader.
 #[derive(Clone, Copy)]
@@ -212,11 +215,48 @@ macro_rules! modes {
         rave_conformance::suite!(leader, RaveHarness::<$backend>::new(Mode::Leader));
         rave_conformance::suite!(follower, RaveHarness::<$backend>::new(Mode::Follower));
         rave_conformance::suite!(failover, RaveHarness::<$backend>::new(Mode::Failover));
+        // The same suite through a nested sublevel (`!x!!y!`), and typed values, directly on
+        // the engine and in every mode (filter with `sublevel_` or `typed_`).
+        rave_conformance::suite!(
+            sublevel_direct,
+            Sublevels(rave_conformance::BackendHarness::new(<$backend>::default()))
+        );
+        rave_conformance::suite!(
+            sublevel_leader,
+            Sublevels(RaveHarness::<$backend>::new(Mode::Leader))
+        );
+        rave_conformance::suite!(
+            sublevel_follower,
+            Sublevels(RaveHarness::<$backend>::new(Mode::Follower))
+        );
+        rave_conformance::suite!(
+            sublevel_failover,
+            Sublevels(RaveHarness::<$backend>::new(Mode::Failover))
+        );
+        typed_case!(
+            typed_direct,
+            rave_conformance::BackendHarness::new(<$backend>::default())
+        );
+        typed_case!(typed_leader, RaveHarness::<$backend>::new(Mode::Leader));
+        typed_case!(typed_follower, RaveHarness::<$backend>::new(Mode::Follower));
+        typed_case!(typed_failover, RaveHarness::<$backend>::new(Mode::Failover));
     };
     ($backend:ty, crash) => {
         modes!($backend);
         rave_conformance::suite!(
             crash,
+            RaveHarness::<$backend>::new(Mode::Crash(|dir| {
+                crate::common::rave_cmd::<$backend>(&[], dir, &["hold"])
+            }))
+        );
+        rave_conformance::suite!(
+            sublevel_crash,
+            Sublevels(RaveHarness::<$backend>::new(Mode::Crash(|dir| {
+                crate::common::rave_cmd::<$backend>(&[], dir, &["hold"])
+            })))
+        );
+        typed_case!(
+            typed_crash,
             RaveHarness::<$backend>::new(Mode::Crash(|dir| {
                 crate::common::rave_cmd::<$backend>(&[], dir, &["hold"])
             }))

@@ -32,7 +32,7 @@ async fn fill<B: Engine>(dir: &Path) {
 }
 
 async fn count_keys<B: Engine>(dir: &Path) -> usize {
-    let db = Rave::<B>::open(dir, RaveOptions::default()).expect("open");
+    let db = Rave::<B>::open_engine(dir, RaveOptions::default()).expect("open");
     let mut iter = db.iterator(Range::all().keys_only()).await.expect("scan");
     let n = iter.collect_all().await.expect("scan").len();
     db.close().await.expect("close");

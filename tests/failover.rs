@@ -491,7 +491,7 @@ async fn no_retry_operation_before_the_first_election_succeeds<B: Engine>() {
     let lock = DirLock::try_acquire(dir)
         .unwrap()
         .expect("the lock is free");
-    let db = Rave::<B>::open(dir, RaveOptions::default().retry(false)).unwrap();
+    let db = Rave::<B>::open_engine(dir, RaveOptions::default().retry(false)).unwrap();
     let put = tokio::spawn({
         let db = db.clone();
         async move { db.put(b"k", b"v").await }

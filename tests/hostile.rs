@@ -260,7 +260,7 @@ async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
     // engine's own open fails with the same typed error (LevelDB turns its log into a table when
     // it opens) and then, with a little room made, everything is there. The election never is
     // the reason: a new leader rewrites its record in place when there is no room for a new file.
-    let reopened = Rave::<B>::open(&dir, RaveOptions::default()).unwrap();
+    let reopened = Rave::<B>::open_engine(&dir, RaveOptions::default()).unwrap();
     match within(
         "a get",
         Duration::from_secs(20),
@@ -280,7 +280,7 @@ async fn a_full_disk_is_a_typed_io_error_and_loses_nothing<B: Engine>() {
                 .await
                 .ok();
             std::fs::remove_file(&filler).unwrap();
-            let reopened = Rave::<B>::open(&dir, RaveOptions::default()).unwrap();
+            let reopened = Rave::<B>::open_engine(&dir, RaveOptions::default()).unwrap();
             assert_all_readable(&reopened, &acked, "reopened with 1 MiB free").await;
             within("close", Duration::from_secs(20), reopened.close())
                 .await
@@ -425,7 +425,7 @@ async fn a_corrupt_database_is_a_corruption_error<B: Engine>() {
     assert!(!out.stderr.contains("panicked"), "stderr {:?}", out.stderr);
     assert!(out.text().is_empty(), "stdout {:?}", out.text());
     // The same through the API: a typed Corruption.
-    let db = Rave::<B>::open(&dir, RaveOptions::default()).unwrap();
+    let db = Rave::<B>::open_engine(&dir, RaveOptions::default()).unwrap();
     let err = within("get", Duration::from_secs(20), db.get(b"k"))
         .await
         .expect_err("a corrupt database does not read");
@@ -439,7 +439,7 @@ async fn a_regular_file_is_not_a_database_directory<B: Engine>() {
     let tmp = tempdir();
     let file = tmp.path().join("plain");
     std::fs::write(&file, b"not a database").unwrap();
-    let err = match Rave::<B>::open(&file, RaveOptions::default()) {
+    let err = match Rave::<B>::open_engine(&file, RaveOptions::default()) {
         Ok(_) => panic!("a regular file opened as a database"),
         Err(e) => e,
     };

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{Proc, run_rave, start_leader, tempdir, within};
 use rave::backends::LevelDbBackend;
-use rave::{ErrorKind, KvStore, Rave, RaveOptions};
+use rave::{ErrorKind, Rave, RaveOptions};
 
 /// Locks the file named by the first argument with `fcntl.lockf` (F_SETLK) without waiting:
 /// exits 1 when it cannot, else says `locked` and holds the lock until killed.
@@ -108,7 +108,7 @@ async fn another_leveldb_programs_lock_refuses_rave_and_nothing_is_written() {
         out.stderr
     );
 
-    let db = Rave::<LevelDbBackend>::open(&dir, RaveOptions::default()).unwrap();
+    let db = Rave::<LevelDbBackend>::open_engine(&dir, RaveOptions::default()).unwrap();
     for _ in 0..3 {
         let err = within("a put", Duration::from_secs(20), db.put(b"k", b"new"))
             .await

@@ -173,7 +173,7 @@ async fn lock_held_by_a_process_that_does_not_serve<B: Engine>() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
 
     let options = RaveOptions::default().election_timeout(Duration::from_millis(500));
-    let db = Rave::<B>::open(dir, options).unwrap();
+    let db = Rave::<B>::open_engine(dir, options).unwrap();
     let started = Instant::now();
     let err = within("get", Duration::from_secs(20), db.get(b"k"))
         .await

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::{
     Engine, OTHER_USER, Proc, open_handle, run_rave, skip_or_fail, start_leader, tempdir, within,
 };
-use rave::{BatchOp, KvStore, RaveOptions, Role};
+use rave::{BatchOp, RaveOptions, Role};
 use rave_transport::wire::{self, ClientMessage, MAGIC, PROTOCOL_VERSION, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rave::{Backend, BatchOp, KvStore, Rave, RaveOptions};
+use rave::{Backend, BatchOp, Rave, RaveOptions};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;

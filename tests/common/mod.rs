@@ -440,7 +440,7 @@ pub async fn start_leader<B: Engine>(dir: &Path) -> Proc {
 
 /// Opens a handle and waits (bounded) for its role.
 pub async fn open_handle<B: Engine>(dir: &Path, options: RaveOptions) -> (Rave<B>, Role) {
-    let db = Rave::<B>::open(dir, options).expect("open a handle");
+    let db = Rave::<B>::open_engine(dir, options).expect("open a handle");
     let role = within("the first election", Duration::from_secs(20), db.ready())
         .await
         .expect("a role");

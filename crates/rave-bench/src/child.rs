@@ -185,7 +185,7 @@ pub fn temp_dir() -> Result<tempfile::TempDir> {
 
 /// Opens a handle on `dir` with `options`; it must follow (a leader helper serves `dir`).
 pub async fn follow<B: Backend + Default>(dir: &Path, options: RaveOptions) -> Result<Rave<B>> {
-    let db = Rave::<B>::open(dir, options)?;
+    let db = Rave::<B>::open_engine(dir, options)?;
     let role = db.ready().await?;
     if role != Role::Follower {
         return Err(Error::other(format!(

@@ -161,7 +161,7 @@ fn wait_for_eof() {
 }
 
 async fn open_as<B: Backend + Default>(dir: &Path, want: Role) -> Result<Rave<B>> {
-    let db = Rave::<B>::open(dir, RaveOptions::default())?;
+    let db = Rave::<B>::open_engine(dir, RaveOptions::default())?;
     let role = db.ready().await?;
     if role != want {
         return Err(Error::other(format!(
@@ -295,7 +295,7 @@ fn rave_writer<B: Backend + Default>(job: &WriterJob) -> Result<()> {
     // anyway; LevelDB needs the option).
     let options = RaveOptions::default().sync(true);
     let db = rt.block_on(async {
-        let db = Rave::<B>::open(&job.path, options)?;
+        let db = Rave::<B>::open_engine(&job.path, options)?;
         let role = db.ready().await?;
         // One round trip before the clock starts, so that connecting is not measured.
         db.get(b"warm-up").await?;

@@ -78,7 +78,7 @@ async fn measure_with<B: Backend + Default>(sizes: &Sizes) -> Result<Vec<Figure>
                 bare_get.push(g);
                 bare_put.push(p);
             } else {
-                let db = Rave::<B>::open(&dir, RaveOptions::default())?;
+                let db = Rave::<B>::open_engine(&dir, RaveOptions::default())?;
                 let role = db.ready().await?;
                 if role != Role::Leader {
                     return Err(Error::other(format!(

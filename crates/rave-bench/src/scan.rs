@@ -37,7 +37,7 @@ async fn measure_with<B: Backend + Default>(
     // A second follower with a wider iterator window: how much the default window bounds P7.
     let mut wide_options = RaveOptions::default();
     wide_options.limits.iter_window_bytes = WIDE_WINDOW;
-    let wide = Rave::<B>::open(&dir, wide_options)?;
+    let wide = Rave::<B>::open_engine(&dir, wide_options)?;
     wide.ready().await?;
     let expected = sizes.scan_entries as u64;
     let (mut on_leader, mut through_follower, mut through_wide) = (vec![], vec![], vec![]);

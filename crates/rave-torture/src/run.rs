@@ -285,7 +285,7 @@ fn finish<B: Backend + Default>(
 }
 
 async fn write_frozen<B: Backend + Default>(db: &Path, n: u32) -> Result<(), String> {
-    let handle: Rave<B> = Rave::open(db, RaveOptions::default()).map_err(|e| e.to_string())?;
+    let handle = Rave::<B>::open_engine(db, RaveOptions::default()).map_err(|e| e.to_string())?;
     let role = handle.ready().await.map_err(|e| e.to_string())?;
     if role != Role::Leader {
         return Err(format!(
@@ -335,7 +335,7 @@ type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 /// Everything, through a fresh rave handle (it leads: nobody else is left); point reads of every
 /// key must agree with the iterator.
 async fn read_via_rave<B: Backend + Default>(db: &Path) -> Result<(Map, u64), String> {
-    let handle: Rave<B> = Rave::open(db, RaveOptions::default()).map_err(|e| e.to_string())?;
+    let handle = Rave::<B>::open_engine(db, RaveOptions::default()).map_err(|e| e.to_string())?;
     handle.ready().await.map_err(|e| e.to_string())?;
     let entries = handle
         .iterator(Range::all())

@@ -411,7 +411,7 @@ pub async fn run<B: Backend + Default>(args: WorkerArgs) -> Result<(), WorkerErr
         .retry(!args.no_retry)
         .election_timeout(Duration::from_millis(args.election_timeout_ms))
         .op_timeout(Some(Duration::from_millis(args.op_timeout_ms)));
-    let db: Rave<B> = Rave::open(&args.db, options)
+    let db = Rave::<B>::open_engine(&args.db, options)
         .map_err(|e| WorkerError(format!("open {}: {e}", args.db.display())))?;
     watch_roles(&db, rec.clone());
     let mut ctx = Ctx {
