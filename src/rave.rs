@@ -181,6 +181,12 @@ impl<B: Backend> KvStore for Rave<B> {
 
     /// Applies `write` once under the caller's `stamp` (for callers that number their own
     /// writes); [`KvStore::put`] and the other writes of a handle are already stamped.
+    /// Stamps `write` and applies it exactly once on whoever leads (see
+    /// [`rave_api::KvStore::write`]).
+    async fn write(&self, write: Write) -> Result<()> {
+        self.core.write(write).await
+    }
+
     async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
         self.core
             .run(|s| {

@@ -122,7 +122,10 @@ async fn a_watcher_that_stops_reading_ends_lagged_without_blocking_writers<B: En
                 other => panic!("{which}: a stalled watcher must end with Lagged: {other:?}"),
             }
         }
-        assert!(next(&mut stream).await.is_none(), "{which}: nothing after Lagged");
+        assert!(
+            next(&mut stream).await.is_none(),
+            "{which}: nothing after Lagged"
+        );
         match follower.watch(Range::all(), Some(last)).await {
             Err(Error::Compacted { .. }) => {}
             other => panic!("{which}: resuming a lagged position: {:?}", other.err()),
@@ -183,7 +186,15 @@ async fn a_stopped_watch_process_costs_the_leader_bounded_memory<B: Engine>() {
     let mut watcher = Proc::rave::<B>(
         &[],
         dir.path(),
-        &["watch", "--keys-only", "--progress", "--gte", "b", "--lt", "c"],
+        &[
+            "watch",
+            "--keys-only",
+            "--progress",
+            "--gte",
+            "b",
+            "--lt",
+            "c",
+        ],
     );
     // Watching once it printed its starting position.
     watcher.next_line(LIMIT).await.expect("the watcher starts");
@@ -217,7 +228,11 @@ async fn a_stopped_watch_process_costs_the_leader_bounded_memory<B: Engine>() {
             continue;
         }
         assert_eq!(fields.get(1), Some(&"put"), "line {line:?}");
-        assert_eq!(fields.get(2).copied(), want.next().as_deref(), "a gap at {line:?}");
+        assert_eq!(
+            fields.get(2).copied(),
+            want.next().as_deref(),
+            "a gap at {line:?}"
+        );
         printed += 1;
     }
     watcher.signal(libc::SIGTERM);

@@ -108,6 +108,70 @@ macro_rules! byte_methods {
             $crate::KvStore::clear(self, range.into_range()).await
         }
 
+        /// Sets `key` to `new` (`None`: deletes it) only if it holds `expected` (`None`: is
+        /// absent), atomically, evaluated by the leader in commit order and applied exactly once
+        /// across failovers. `Ok(Err(CasError))` says what the key held instead; nothing was
+        /// written then.
+        ///
+        #[doc = concat!("```\n# #[tokio::main(flavor = \"current_thread\")] async fn main() -> rave::Result<()> {\n# let dir = tempfile::tempdir().unwrap();\n", $setup)]
+        /// // A counter several processes can increment.
+        /// assert!(db.compare_and_swap("n", None::<&str>, Some("1")).await?.is_ok());
+        /// let lost = db.compare_and_swap("n", None::<&str>, Some("1")).await?;
+        /// assert_eq!(lost.unwrap_err().current, Some(b"1".to_vec()));
+        /// assert!(db.compare_and_swap("n", Some("1"), Some("2")).await?.is_ok());
+        /// assert!(db.compare_and_swap("n", Some("2"), None::<&str>).await?.is_ok());
+        /// assert_eq!(db.get("n").await?, None);
+        /// # db.close().await }
+        /// ```
+        pub async fn compare_and_swap(
+            &self,
+            key: impl AsRef<[u8]>,
+            expected: Option<impl AsRef<[u8]>>,
+            new: Option<impl AsRef<[u8]>>,
+        ) -> $crate::Result<::std::result::Result<(), $crate::CasError>> {
+            let key = key.as_ref().to_vec();
+            let op = match new {
+                Some(value) => $crate::BatchOp::put(key.clone(), value.as_ref()),
+                None => $crate::BatchOp::del(key.clone()),
+            };
+            let check = $crate::Check {
+                key,
+                expected: expected.map(|v| v.as_ref().to_vec()),
+            };
+            self.conditional_batch(vec![check], vec![op]).await
+        }
+
+        /// Applies `ops` atomically only if every check holds (see
+        /// [`crate::Write::Conditional`]); `Ok(Err(CasError))` names the first key whose check
+        /// failed and what it held. Checks and operations may name keys of any sublevels
+        /// sharing this handle (use [`crate::Sublevel::put_op`] and the sublevels' keys).
+        ///
+        #[doc = concat!("```\n# #[tokio::main(flavor = \"current_thread\")] async fn main() -> rave::Result<()> {\n# let dir = tempfile::tempdir().unwrap();\n", $setup)]
+        /// use rave::{BatchOp, Check};
+        /// db.put("stock", "1").await?;
+        /// let sold = db
+        ///     .conditional_batch(
+        ///         vec![Check::new("stock", Some("1")), Check::new("order", None::<&str>)],
+        ///         vec![BatchOp::put("stock", "0"), BatchOp::put("order", "ada")],
+        ///     )
+        ///     .await?;
+        /// assert!(sold.is_ok());
+        /// # db.close().await }
+        /// ```
+        pub async fn conditional_batch(
+            &self,
+            checks: Vec<$crate::Check>,
+            ops: Vec<$crate::BatchOp>,
+        ) -> $crate::Result<::std::result::Result<(), $crate::CasError>> {
+            match $crate::KvStore::write(self, $crate::Write::Conditional { checks, ops }).await {
+                Ok(()) => Ok(Ok(())),
+                Err($crate::Error::ConditionFailed { key, current }) => {
+                    Ok(Err($crate::CasError { key, current }))
+                }
+                Err(e) => Err(e),
+            }
+        }
+
         /// The number of the last commit that applied writes (see [`crate::KvStore::sequence`]).
         ///
         #[doc = concat!("```\n# #[tokio::main(flavor = \"current_thread\")] async fn main() -> rave::Result<()> {\n# let dir = tempfile::tempdir().unwrap();\n", $setup)]

@@ -281,6 +281,37 @@ impl Sublevel {
         out
     }
 
+    /// `write` in the store's keys.
+    fn store_write(&self, write: Write) -> Write {
+        match write {
+            Write::Batch(ops) => Write::Batch(self.store_ops(ops)),
+            Write::Clear(range) => Write::Clear(self.store_range(range)),
+            Write::Conditional { checks, ops } => Write::Conditional {
+                checks: checks
+                    .into_iter()
+                    .map(|check| rave_api::Check {
+                        key: self.key(&check.key),
+                        expected: check.expected,
+                    })
+                    .collect(),
+                ops: self.store_ops(ops),
+            },
+        }
+    }
+
+    /// An error of the store in this view's keys (a failed condition names the view's key).
+    fn view_error(&self, err: rave_api::Error) -> rave_api::Error {
+        match err {
+            rave_api::Error::ConditionFailed { key, current } => rave_api::Error::ConditionFailed {
+                key: key
+                    .strip_prefix(&self.prefix[..])
+                    .map_or(key.clone(), <[u8]>::to_vec),
+                current,
+            },
+            other => other,
+        }
+    }
+
     fn store_ops(&self, ops: Vec<BatchOp>) -> Vec<BatchOp> {
         if self.prefix.is_empty() {
             return ops;
@@ -395,12 +426,20 @@ impl KvStore for Sublevel {
         self.store.clear(self.store_range(range)).await
     }
 
+    async fn write(&self, write: Write) -> Result<()> {
+        let write = self.store_write(write);
+        self.store
+            .write(write)
+            .await
+            .map_err(|e| self.view_error(e))
+    }
+
     async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
-        let write = match write {
-            Write::Batch(ops) => Write::Batch(self.store_ops(ops)),
-            Write::Clear(range) => Write::Clear(self.store_range(range)),
-        };
-        self.store.write_stamped(stamp, write).await
+        let write = self.store_write(write);
+        self.store
+            .write_stamped(stamp, write)
+            .await
+            .map_err(|e| self.view_error(e))
     }
 
     async fn sequence(&self) -> Result<u64> {

@@ -271,6 +271,10 @@ impl<B: Backend> KvStore for Pair<B> {
         self.0.counted(self.0.follower.clear(range).await).await
     }
 
+    async fn write(&self, write: rave::Write) -> Result<()> {
+        self.0.counted(self.0.follower.write(write).await).await
+    }
+
     async fn write_stamped(&self, stamp: rave::WriteStamp, write: rave::Write) -> Result<()> {
         self.0
             .counted(self.0.follower.write_stamped(stamp, write).await)

@@ -83,6 +83,9 @@ impl KvStore for Checked {
     async fn clear(&self, range: Range) -> Result<()> {
         KvStore::clear(&self.0, range).await
     }
+    async fn write(&self, write: rave::Write) -> Result<()> {
+        KvStore::write(&self.0, write).await
+    }
     async fn write_stamped(&self, stamp: rave::WriteStamp, write: rave::Write) -> Result<()> {
         KvStore::write_stamped(&self.0, stamp, write).await
     }

@@ -415,6 +415,10 @@ impl KvStore for Gone {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(Error::Closed)
     }
+    async fn write(&self, _write: Write) -> rave::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(Error::Closed)
+    }
     async fn write_stamped(&self, _stamp: WriteStamp, _write: Write) -> rave::Result<()> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(Error::Closed)

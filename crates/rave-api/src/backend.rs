@@ -60,6 +60,11 @@ pub struct Capabilities {
     /// offers this. Optional (off in [`Capabilities::full`]); the conformance suite's watch
     /// cases run only with it.
     pub watch: bool,
+    /// Conditional writes ([`crate::Write::Conditional`]: compare-and-swap, conditional
+    /// batches) are evaluated atomically in commit order: every
+    /// [`EngineStore`](crate::engine_thread::EngineStore) offers this. Optional (off in
+    /// [`Capabilities::full`]); the conformance suite's conditional cases run only with it.
+    pub conditional_writes: bool,
 }
 
 impl Capabilities {
@@ -74,6 +79,7 @@ impl Capabilities {
             concurrent_reads: false,
             exactly_once: false,
             watch: false,
+            conditional_writes: false,
         }
     }
 
@@ -86,12 +92,19 @@ impl Capabilities {
             concurrent_reads: false,
             exactly_once: false,
             watch: false,
+            conditional_writes: false,
         }
     }
 
     /// These capabilities with [`Capabilities::exactly_once`] set to `yes`.
     pub const fn with_exactly_once(mut self, yes: bool) -> Self {
         self.exactly_once = yes;
+        self
+    }
+
+    /// These capabilities with [`Capabilities::conditional_writes`] set to `yes`.
+    pub const fn with_conditional_writes(mut self, yes: bool) -> Self {
+        self.conditional_writes = yes;
         self
     }
 

@@ -10,7 +10,7 @@ use crate::changelog::ChangeLog;
 use crate::engine_thread::hub::Hub;
 use crate::engine_thread::{Engine, EngineIter};
 use crate::keyspace::{LAYOUT_KEY, to_raw};
-use crate::once::{Records, Staged, Verdict, WriteStamp, now_ms, record_ranges};
+use crate::once::{Check, Records, Staged, Verdict, WriteStamp, now_ms, record_ranges};
 use crate::watch::{Change, Commit};
 use crate::{BatchOp, Error, Range, Result, WatchOptions};
 
@@ -153,17 +153,62 @@ impl<R> Group<R> {
         ops: impl FnOnce() -> Result<Vec<BatchOp>>,
     ) {
         self.admit(records, stamp, reply, |group| {
-            let ops = ops()?;
-            group.changes.extend(ops.iter().map(|op| match op {
-                BatchOp::Put { key, value } => Change::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                },
-                BatchOp::Del { key } => Change::Del { key: key.clone() },
-            }));
-            push_user_ops(&mut group.raw, ops);
+            group.push_ops(ops()?);
             Ok(())
         });
+    }
+
+    /// Adds one conditional write: its checks are evaluated now, against the engine as the
+    /// writes merged before it in this group leave it; `ops` are added if they all hold, and
+    /// the caller is answered [`Error::ConditionFailed`] otherwise (with no record: nothing
+    /// was applied, so a re-send is evaluated again).
+    pub fn add_conditional<E: Engine>(
+        &mut self,
+        engine: &E,
+        records: &Records,
+        stamp: Option<WriteStamp>,
+        reply: R,
+        checks: Vec<Check>,
+        ops: Vec<BatchOp>,
+    ) {
+        self.admit(records, stamp, reply, |group| {
+            for check in checks {
+                let current = match group.pending_value(&check.key) {
+                    Some(value) => value,
+                    None => engine.get(&to_raw(&check.key))?,
+                };
+                if current != check.expected {
+                    return Err(Error::ConditionFailed {
+                        key: check.key,
+                        current,
+                    });
+                }
+            }
+            group.push_ops(ops);
+            Ok(())
+        });
+    }
+
+    /// The value `key` has after the writes merged so far (`Some(None)`: deleted), or `None`
+    /// when none of them touches it.
+    fn pending_value(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.changes.iter().rev().find_map(|change| match change {
+            Change::Put { key: k, value } if k == key => Some(Some(value.clone())),
+            Change::Del { key: k } if k == key => Some(None),
+            _ => None,
+        })
+    }
+
+    /// Adds applied user operations: as the watchers' changes and as engine operations.
+    fn push_ops(&mut self, ops: Vec<BatchOp>) {
+        self.changes.extend(ops.iter().map(|op| match op {
+            BatchOp::Put { key, value } => Change::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            BatchOp::Del { key } => Change::Del { key: key.clone() },
+        }));
+        push_user_ops(&mut self.raw, ops);
     }
 
     /// Adds one `clear`: the user range it removes (bounds only; `None` when it removes
@@ -224,11 +269,6 @@ impl<R> Group<R> {
             }
             Err(err) => self.answered.push((reply, Err(err))),
         }
-    }
-
-    /// The engine operations merged so far.
-    pub fn ops(&self) -> &[BatchOp] {
-        &self.raw
     }
 
     /// Commits the group in one engine write (nothing to write: no engine call) and returns who

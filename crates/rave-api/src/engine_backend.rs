@@ -40,10 +40,14 @@ impl<B: EngineBackend> Backend for B {
         B::NAME
     }
 
-    /// The engine's own, plus [`Capabilities::exactly_once`] and [`Capabilities::watch`]:
-    /// every [`EngineStore`] keeps the records and the change log.
+    /// The engine's own, plus [`Capabilities::exactly_once`], [`Capabilities::watch`] and
+    /// [`Capabilities::conditional_writes`]: every [`EngineStore`] keeps the records and the
+    /// change log, and evaluates conditions on its engine thread.
     fn capabilities(&self) -> Capabilities {
-        B::CAPABILITIES.with_exactly_once(true).with_watch(true)
+        B::CAPABILITIES
+            .with_exactly_once(true)
+            .with_watch(true)
+            .with_conditional_writes(true)
     }
 
     fn open(&self, path: &Path, options: &OpenOptions) -> Result<EngineStore> {

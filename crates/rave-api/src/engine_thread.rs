@@ -160,6 +160,13 @@ enum Command {
     Get(Vec<u8>, Reply<Option<Vec<u8>>>),
     GetMany(Vec<Vec<u8>>, Reply<Vec<Option<Vec<u8>>>>),
     Write(Option<WriteStamp>, Vec<BatchOp>, Reply<()>),
+    /// A conditional write: checks, then operations.
+    Conditional(
+        Option<WriteStamp>,
+        Vec<crate::Check>,
+        Vec<BatchOp>,
+        Reply<()>,
+    ),
     Clear(Option<WriteStamp>, Range, Reply<()>),
     /// Opens a cursor; answers the sequence its snapshot was taken at.
     OpenIter(u64, Range, Reply<u64>),
@@ -289,6 +296,18 @@ impl EngineStore {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    async fn send_write(&self, stamp: Option<WriteStamp>, write: Write) -> Result<()> {
+        match write {
+            Write::Batch(ops) if ops.is_empty() && stamp.is_none() => Ok(()),
+            Write::Batch(ops) => self.call(|r| Command::Write(stamp, ops, r)).await,
+            Write::Clear(range) => self.call(|r| Command::Clear(stamp, range, r)).await,
+            Write::Conditional { checks, ops } => {
+                self.call(|r| Command::Conditional(stamp, checks, ops, r))
+                    .await
+            }
+        }
+    }
+
     /// How many commands wait in the engine thread's queue (test support).
     #[cfg(test)]
     fn queued(&self) -> usize {
@@ -361,10 +380,11 @@ impl KvStore for EngineStore {
     /// Applies `write` once per stamp: a stamp already applied (recorded in the engine, by this
     /// leader or an earlier one) is answered without applying it again.
     async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
-        match write {
-            Write::Batch(ops) => self.call(|r| Command::Write(Some(stamp), ops, r)).await,
-            Write::Clear(range) => self.call(|r| Command::Clear(Some(stamp), range, r)).await,
-        }
+        self.send_write(Some(stamp), write).await
+    }
+
+    async fn write(&self, write: Write) -> Result<()> {
+        self.send_write(None, write).await
     }
 
     async fn iterator(&self, range: Range) -> Result<Box<dyn KvIterator>> {

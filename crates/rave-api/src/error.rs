@@ -39,6 +39,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A re-sent write was refused rather than risk applying it twice (see `rave_api::once`).
     RetryRefused,
+    /// A conditional write's condition did not hold; nothing was applied.
+    ConditionFailed,
     /// A watch asked for history the store no longer keeps (see `rave_api::watch`).
     Compacted,
     /// A watcher fell behind the retained history and was ended (see `rave_api::watch`).
@@ -64,6 +66,7 @@ impl ErrorKind {
             ErrorKind::AlreadyExists => "AlreadyExists",
             ErrorKind::Unsupported => "Unsupported",
             ErrorKind::RetryRefused => "RetryRefused",
+            ErrorKind::ConditionFailed => "ConditionFailed",
             ErrorKind::Compacted => "Compacted",
             ErrorKind::Lagged => "Lagged",
             ErrorKind::Other => "Other",
@@ -175,6 +178,15 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A conditional write ([`crate::Write::Conditional`]) was not applied: `key` held
+    /// `current`, not what the write expected.
+    #[error("condition failed: the key holds {} (not applied)", current.as_ref().map_or("nothing".to_string(), |v| format!("a value of {} bytes", v.len())))]
+    ConditionFailed {
+        /// The first key whose check did not hold.
+        key: Vec<u8>,
+        /// What it held when the write was evaluated (`None`: absent).
+        current: Option<Vec<u8>>,
+    },
     /// A watch started from a position older than the history the store keeps: the commits
     /// after it are gone, so the watch would have a gap. Start again from a fresh listing.
     #[error("the change history starts after the requested position (oldest accepted: {oldest})")]
@@ -216,6 +228,7 @@ impl Error {
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::RetryRefused { .. } => ErrorKind::RetryRefused,
+            Error::ConditionFailed { .. } => ErrorKind::ConditionFailed,
             Error::Compacted { .. } => ErrorKind::Compacted,
             Error::Lagged { .. } => ErrorKind::Lagged,
             Error::Other { .. } => ErrorKind::Other,
@@ -267,6 +280,17 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// Why a conditional write (`compare_and_swap`, a conditional batch) applied nothing: the first
+/// key whose check did not hold, and what it held when the write was evaluated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("compare-and-swap failed: the key held {}", current.as_ref().map_or("nothing".to_string(), |v| format!("a value of {} bytes", v.len())))]
+pub struct CasError {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its value then (`None`: absent).
+    pub current: Option<Vec<u8>>,
 }
 
 impl From<std::io::Error> for Error {

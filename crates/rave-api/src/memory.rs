@@ -23,6 +23,7 @@ impl Backend for MemoryBackend {
         Capabilities::in_memory()
             .with_exactly_once(true)
             .with_watch(true)
+            .with_conditional_writes(true)
     }
 
     fn open(&self, _path: &Path, options: &OpenOptions) -> Result<EngineStore> {

@@ -82,6 +82,37 @@ pub enum Write {
     Batch(Vec<BatchOp>),
     /// `clear(range)`: the keys of the range, as found when it is applied.
     Clear(Range),
+    /// A conditional batch: `ops`, applied atomically only if every check holds when the write
+    /// is applied (evaluated by the leader in commit order, after every write committed or
+    /// merged before it); otherwise nothing is applied and the write fails with
+    /// [`crate::Error::ConditionFailed`] naming the first check that did not hold.
+    Conditional {
+        /// What must hold.
+        checks: Vec<Check>,
+        /// What to apply if it does.
+        ops: Vec<BatchOp>,
+    },
+}
+
+/// One condition of a [`Write::Conditional`]: `key` holds `expected` (`None`: is absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// Its expected value; `None` when it must be absent.
+    #[serde(with = "serde_bytes")]
+    pub expected: Option<Vec<u8>>,
+}
+
+impl Check {
+    /// `key` must hold `expected` (`None`: be absent).
+    pub fn new(key: impl Into<Vec<u8>>, expected: Option<impl Into<Vec<u8>>>) -> Self {
+        Check {
+            key: key.into(),
+            expected: expected.map(Into::into),
+        }
+    }
 }
 
 /// What to do with one stamped write.

@@ -67,6 +67,13 @@ pub trait KvStore: Send + Sync + 'static {
     /// Removes every key in `range` (its direction and limit say which ones when limited).
     async fn clear(&self, range: Range) -> Result<()>;
 
+    /// Applies `write` (any kind, conditional writes included) once, as it arrives: `batch` and
+    /// `clear` are its special cases. A [`crate::Write::Conditional`] whose checks do not hold
+    /// fails with [`crate::Error::ConditionFailed`] and applies nothing. Through rave the write
+    /// is stamped, so a retry after a failover applies it at most once. Required, with no
+    /// default, so that a wrapper must forward it.
+    async fn write(&self, write: Write) -> Result<()>;
+
     /// Applies `write` at most once per `stamp`: sent again with the same stamp (a retry after
     /// a failover), an applied write is answered without being applied a second time (see
     /// [`crate::once`]). Required, with no default, so that a wrapper cannot lose the stamp by
@@ -136,6 +143,9 @@ pub async fn apply_unstamped<S: KvStore + ?Sized>(store: &S, write: Write) -> Re
     match write {
         Write::Batch(ops) => store.batch(ops).await,
         Write::Clear(range) => store.clear(range).await,
+        Write::Conditional { .. } => Err(crate::Error::Unsupported {
+            message: "conditional writes need a store that evaluates them atomically".into(),
+        }),
     }
 }
 
@@ -166,6 +176,9 @@ macro_rules! forward_kv_store {
             }
             async fn clear(&self, range: Range) -> Result<()> {
                 (**self).clear(range).await
+            }
+            async fn write(&self, write: Write) -> Result<()> {
+                (**self).write(write).await
             }
             async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
                 (**self).write_stamped(stamp, write).await

@@ -56,6 +56,7 @@
 //! | `clear_ranges` | clear with bounds, limits and direction (limit 2 reverse removes the 2 highest) |
 //! | `closed_operations`, `close_twice`, `close_with_open_iterators` | everything fails with `Closed` after close; closing is idempotent and does not wait for iterators |
 //! | `reopen_persistence` | data survives close and reopen (`persistent`) |
+//! | `conditional_writes` | compare-and-swap with absent and present values on either side; a conditional batch applies all or nothing and names the check that failed; 8 concurrent compare-and-swap loops increment a counter exactly 200 times (`conditional_writes`) |
 //! | `commit_sequence_grows` | the commit sequence grows strictly after each acknowledged `put`, `del`, `batch` and `clear` (even one that changes nothing), reads leave it unchanged, and it never goes back across close and reopen (`persistent`) or a change of leader |
 //! | `watch_follows_every_commit` | a watcher of a prefix receives one commit per write inside it (put, del, a batch whole, clears with limits, in reverse, across its edge), numbered as the store numbered it, in order; applying them to a replica keeps it equal to the model; writes outside send nothing; a watched range with a direction or limit is `InvalidArgument` (`watch`) |
 //! | `watch_from_a_position` | a watch from a past position delivers exactly the commits after it from the history, then live ones; a listing's `snapshot_sequence` plus the commits after it is the data; the history survives close and reopen (`persistent`) (`watch`) |
@@ -202,6 +203,7 @@ macro_rules! __with_test_names {
             close_with_open_iterators
             reopen_persistence
             exactly_once_writes
+            conditional_writes
             commit_sequence_grows
             watch_follows_every_commit
             watch_from_a_position

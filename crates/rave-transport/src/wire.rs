@@ -333,6 +333,21 @@ pub struct WireError {
     /// rebuilds the typed [`Error::Compacted`] or [`Error::Lagged`].
     #[serde(default)]
     pub position: Option<u64>,
+    /// What a failed condition found ([`Error::ConditionFailed`]), so that the follower
+    /// rebuilds it.
+    #[serde(default)]
+    pub condition: Option<ConditionDetail>,
+}
+
+/// The key and value a failed condition names, on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionDetail {
+    /// The key whose check did not hold.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// What it held (`None`: absent).
+    #[serde(with = "serde_bytes")]
+    pub current: Option<Vec<u8>>,
 }
 
 impl From<&Error> for WireError {
@@ -346,16 +361,27 @@ impl From<&Error> for WireError {
             kind: err.kind(),
             message,
             position: err.watch_position(),
+            condition: match err {
+                Error::ConditionFailed { key, current } => Some(ConditionDetail {
+                    key: key.clone(),
+                    current: current.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
 
 impl From<WireError> for Error {
     fn from(err: WireError) -> Self {
-        match (err.kind, err.position) {
-            (ErrorKind::Compacted, Some(oldest)) => Error::Compacted { oldest },
-            (ErrorKind::Lagged, Some(resume_from)) => Error::Lagged { resume_from },
-            (kind, _) => Error::Remote {
+        match (err.kind, err.position, err.condition) {
+            (ErrorKind::Compacted, Some(oldest), _) => Error::Compacted { oldest },
+            (ErrorKind::Lagged, Some(resume_from), _) => Error::Lagged { resume_from },
+            (ErrorKind::ConditionFailed, _, Some(detail)) => Error::ConditionFailed {
+                key: detail.key,
+                current: detail.current,
+            },
+            (kind, ..) => Error::Remote {
                 kind,
                 message: err.message,
             },

@@ -303,7 +303,9 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 Command::ReadLog(_, _, reply) => {
                     let _ = reply.send(Err(last.clone()));
                 }
-                Command::Write(_, _, reply) | Command::Clear(_, _, reply) => {
+                Command::Write(_, _, reply)
+                | Command::Clear(_, _, reply)
+                | Command::Conditional(_, _, _, reply) => {
                     let _ = reply.send(Err(last.clone()));
                 }
             }
@@ -328,7 +330,10 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 break Outcome::Reopen(err, true);
             }
             if let Some(cause) = &suspect
-                && matches!(command, Command::Write(..) | Command::Clear(..))
+                && matches!(
+                    command,
+                    Command::Write(..) | Command::Clear(..) | Command::Conditional(..)
+                )
                 && self.pace.due()
             {
                 tracing::info!(engine = %self.name, %cause, "reopening the engine after a failed write");
@@ -392,26 +397,53 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
             Command::GetMany(keys, reply) => {
                 answer(reply, self.guard("read", || engine.get_many(&keys)))
             }
-            Command::Write(stamp, ops, reply) => {
+            command @ (Command::Write(..) | Command::Conditional(..)) => {
                 // Group commit: merge the writes already queued behind this one. Replies stay
                 // here, so that a panic in the engine still answers every caller.
-                let mut replies = vec![reply];
+                let mut replies = Vec::new();
                 let mut group = Group::new();
-                group.add(&ledger.records, stamp, 0, || Ok(ops));
-                let mut bytes: usize = group.ops().iter().map(BatchOp::payload_len).sum();
-                while bytes < MAX_GROUP_BYTES {
-                    match self.rx.try_recv() {
-                        Ok(Command::Write(stamp, more, reply)) => {
-                            bytes += more.iter().map(BatchOp::payload_len).sum::<usize>();
-                            group.add(&ledger.records, stamp, replies.len(), || Ok(more));
-                            replies.push(reply);
+                let mut bytes = 0;
+                let mut next = Some(command);
+                while let Some(command) = next.take() {
+                    // A conditional write reads the engine: a panic there answers everyone.
+                    let added = self.guard("read", || {
+                        match command {
+                            Command::Write(stamp, ops, reply) => {
+                                bytes += ops.iter().map(BatchOp::payload_len).sum::<usize>();
+                                group.add(&ledger.records, stamp, replies.len(), || Ok(ops));
+                                replies.push(reply);
+                            }
+                            Command::Conditional(stamp, checks, ops, reply) => {
+                                bytes += ops.iter().map(BatchOp::payload_len).sum::<usize>();
+                                let i = replies.len();
+                                replies.push(reply);
+                                let records = &ledger.records;
+                                group.add_conditional(engine, records, stamp, i, checks, ops);
+                            }
+                            // Only writes are ever passed here.
+                            _ => {}
+                        }
+                        Ok(())
+                    });
+                    if let Err(Fault::Panic(err)) = added {
+                        for reply in replies {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                        return Step::Panicked(err);
+                    }
+                    if bytes >= MAX_GROUP_BYTES {
+                        break;
+                    }
+                    next = match self.rx.try_recv() {
+                        Ok(command @ (Command::Write(..) | Command::Conditional(..))) => {
+                            Some(command)
                         }
                         Ok(other) => {
                             self.held_back = Some(other);
-                            break;
+                            None
                         }
-                        Err(_) => break,
-                    }
+                        Err(_) => None,
+                    };
                 }
                 self.commit(engine, ledger, group, replies)
             }

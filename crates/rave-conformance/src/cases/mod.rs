@@ -4,6 +4,7 @@
 mod basic;
 mod batch;
 mod clear;
+mod conditional;
 mod iterators;
 mod lifecycle;
 mod once;
@@ -17,6 +18,7 @@ pub(crate) use basic::{
 };
 pub(crate) use batch::{batch_atomic_under_snapshots, batch_mixed, concurrent_writes};
 pub(crate) use clear::clear_ranges;
+pub(crate) use conditional::conditional_writes;
 pub(crate) use iterators::{
     abandoned_iterators, concurrent_iterators, long_scans, next_vs_next_chunk, snapshot_isolation,
 };

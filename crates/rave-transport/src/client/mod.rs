@@ -244,6 +244,12 @@ impl KvStore for Client {
         self.call(Op::clear(range)).await.and_then(expect_done)
     }
 
+    async fn write(&self, write: Write) -> Result<()> {
+        self.call(Op::Write { stamp: None, write })
+            .await
+            .and_then(expect_done)
+    }
+
     async fn write_stamped(&self, stamp: WriteStamp, write: Write) -> Result<()> {
         self.call(Op::Write {
             stamp: Some(stamp),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
-use rave_api::{Error, ErrorKind, KvStore, Result, Write};
+use rave_api::{Error, ErrorKind, KvStore, Result};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -342,14 +342,7 @@ async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
             .write_stamped(stamp, write)
             .await
             .map(|()| Reply::Done),
-        Op::Write {
-            stamp: None,
-            write: Write::Batch(ops),
-        } => store.batch(ops).await.map(|()| Reply::Done),
-        Op::Write {
-            stamp: None,
-            write: Write::Clear(range),
-        } => store.clear(range).await.map(|()| Reply::Done),
+        Op::Write { stamp: None, write } => store.write(write).await.map(|()| Reply::Done),
         Op::Ping => Ok(Reply::Done),
         Op::Sequence => store.sequence().await.map(Reply::Sequence),
     }

@@ -147,6 +147,9 @@ impl KvStore for TestStore {
     async fn clear(&self, range: Range) -> Result<()> {
         self.inner.clear(range).await
     }
+    async fn write(&self, write: rave_api::Write) -> Result<()> {
+        self.inner.write(write).await
+    }
     async fn write_stamped(
         &self,
         stamp: rave_api::WriteStamp,

@@ -63,6 +63,7 @@ fn wire_error() -> impl Strategy<Value = WireError> {
         kind,
         message,
         position: None,
+        condition: None,
     })
 }
 
