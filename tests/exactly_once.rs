@@ -18,6 +18,7 @@ use rave::{KvStore, Range, Rave, RaveOptions};
 per_engine!(
     short_lived_clears_remove_one_key_each,
     clears_stay_exact_while_leaders_are_killed,
+    counter_increments_stay_exact_while_leaders_are_killed,
 );
 
 const KEYS: usize = 2000;
@@ -129,4 +130,74 @@ async fn clears_stay_exact_while_leaders_are_killed<B: Engine>() {
     eprintln!("holders killed: {kills}");
     assert!(kills > 0, "no leader was killed: the test checked nothing");
     check(KEYS - count_keys::<B>(&dir).await, acked, failed);
+}
+
+/// Four processes increment one counter with compare-and-swap loops (`examples/counter.rs`)
+/// while leaders are killed with SIGKILL: the counter ends at least at the acknowledged
+/// increments (none lost) and at most at those plus the attempts that failed (none applied
+/// twice: a compare-and-swap re-sent after its leader died must not apply again and then
+/// count as a conflict, which would make its loop increment a second time).
+async fn counter_increments_stay_exact_while_leaders_are_killed<B: Engine>() {
+    let tmp = tempdir();
+    let dir = tmp.path().to_path_buf();
+    let counter = common::example("counter");
+    // The example opens whatever engine the directory holds: make it this one.
+    run_rave::<B>(&[], &dir, &["put", "n", "0"], None)
+        .await
+        .assert_code(0, "create the directory");
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let dir = dir.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut kills = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let mut holder = Proc::rave::<B>(&[], &dir, &["hold"]);
+                let _ = holder.next_line(Duration::from_secs(10)).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                holder.kill();
+                kills += 1;
+            }
+            kills
+        })
+    };
+    let mut counters = Vec::new();
+    for i in 0..4 {
+        let mut command = std::process::Command::new(&counter);
+        command.arg(&dir).arg("300").env("RAVE_LOG", "warn");
+        counters.push(Proc::spawn(format!("counter {i}"), command, None));
+    }
+    let (mut acked, mut failed) = (0u64, 0u64);
+    for mut one in counters {
+        let out = one.finish(Duration::from_secs(300)).await;
+        let text = out.text();
+        acked += text.lines().filter(|l| *l == "ok").count() as u64;
+        failed += text.lines().filter(|l| l.starts_with("error")).count() as u64;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a counter process failed: {out:?}"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let kills = killer.await.expect("the killer");
+    let db = Rave::<B>::open_engine(&dir, RaveOptions::default()).expect("open");
+    let value: u64 = db
+        .get(b"n")
+        .await
+        .expect("read the counter")
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0);
+    db.close().await.expect("close");
+    eprintln!("counter {value}: acknowledged {acked}, failed {failed}, leaders killed {kills}");
+    assert!(kills > 0, "no leader was killed: the test checked nothing");
+    assert!(
+        value >= acked,
+        "{acked} increments acknowledged, counter at {value}: one was lost"
+    );
+    assert!(
+        value <= acked + failed,
+        "counter at {value} after {acked} acknowledged and {failed} failed increments: an \
+         increment was applied twice"
+    );
 }

@@ -8,39 +8,14 @@ use std::time::{Duration, Instant};
 
 use rave::Role;
 
+#[macro_use]
+#[allow(unused_macros)]
+mod common;
+
+use common::example;
+
 /// A bound against hangs only (a loaded machine may be slow; the runs take seconds).
 const HANG_LIMIT: Duration = Duration::from_secs(180);
-
-/// Builds the example `name` with this test's engine features and returns its path.
-fn example(name: &str) -> PathBuf {
-    let mut features = Vec::new();
-    if cfg!(feature = "redb") {
-        features.push("redb");
-    }
-    if cfg!(feature = "leveldb") {
-        features.push("leveldb");
-    }
-    if cfg!(feature = "rocksdb") {
-        features.push("rocksdb");
-    }
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "--example",
-            name,
-            "--features",
-            &features.join(","),
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build --example");
-    assert!(status.success(), "cargo build --example {name} failed");
-    // The test runs from target/<profile>/deps; examples are in target/<profile>/examples.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join(name)
-}
 
 /// Starts the example in `cwd` (it opens `./data` there).
 fn spawn(exe: &Path, cwd: &Path) -> Child {

@@ -56,6 +56,50 @@ macro_rules! blocking_methods {
             self.run(|v| async move { v.put(&key, &value).await })
         }
 
+        /// Sets `key` to `new` (`None`: deletes it) only if it holds `expected` (`None`: is
+        /// absent); `Ok(Err(CasError))` says what it held instead (see the async
+        /// [`crate::Rave::compare_and_swap`]).
+        ///
+        /// ```
+        /// # let dir = tempfile::tempdir().unwrap();
+        /// # let db = rave::blocking::Rave::open(dir.path(), Default::default())?;
+        /// assert!(db.compare_and_swap("n", None::<&str>, Some("1"))?.is_ok());
+        /// assert!(db.compare_and_swap("n", None::<&str>, Some("1"))?.is_err());
+        /// # Ok::<(), rave::Error>(())
+        /// ```
+        pub fn compare_and_swap(
+            &self,
+            key: impl AsRef<[u8]>,
+            expected: Option<impl AsRef<[u8]>>,
+            new: Option<impl AsRef<[u8]>>,
+        ) -> Result<std::result::Result<(), crate::CasError>> {
+            let key = key.as_ref().to_vec();
+            let expected = expected.map(|v| v.as_ref().to_vec());
+            let new = new.map(|v| v.as_ref().to_vec());
+            self.run(|v| async move { v.compare_and_swap(&key, expected, new).await })
+        }
+
+        /// Applies `ops` atomically only if every check holds (see
+        /// [`crate::Rave::conditional_batch`]).
+        ///
+        /// ```
+        /// # let dir = tempfile::tempdir().unwrap();
+        /// # let db = rave::blocking::Rave::open(dir.path(), Default::default())?;
+        /// let done = db.conditional_batch(
+        ///     vec![rave::Check::new("a", None::<&str>)],
+        ///     vec![rave::BatchOp::put("a", "1")],
+        /// )?;
+        /// assert!(done.is_ok());
+        /// # Ok::<(), rave::Error>(())
+        /// ```
+        pub fn conditional_batch(
+            &self,
+            checks: Vec<crate::Check>,
+            ops: Vec<crate::BatchOp>,
+        ) -> Result<std::result::Result<(), crate::CasError>> {
+            self.run(|v| async move { v.conditional_batch(checks, ops).await })
+        }
+
         /// Removes `key` (an absent key is not an error).
         ///
         /// ```

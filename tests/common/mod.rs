@@ -557,3 +557,34 @@ pub fn other_user() -> Result<(u32, u32), String> {
     })
     .clone()
 }
+
+/// Builds the example `name` with this test's engine features and returns its path.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let mut features = Vec::new();
+    if cfg!(feature = "redb") {
+        features.push("redb");
+    }
+    if cfg!(feature = "leveldb") {
+        features.push("leveldb");
+    }
+    if cfg!(feature = "rocksdb") {
+        features.push("rocksdb");
+    }
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "--example",
+            name,
+            "--features",
+            &features.join(","),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    // The test runs from target/<profile>/deps; examples are in target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join(name)
+}
