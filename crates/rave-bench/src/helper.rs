@@ -300,7 +300,7 @@ fn idle() -> Result<()> {
 }
 
 /// Waits for `go`; anything else (or EOF) aborts.
-fn wait_for_go() -> Result<()> {
+pub(crate) fn wait_for_go() -> Result<()> {
     match command().as_deref() {
         Some("go") => Ok(()),
         other => Err(Error::other(format!("expected `go`, got {other:?}"))),

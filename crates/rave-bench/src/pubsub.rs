@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::cli::runtime;
-use crate::helper::{command, say};
+use crate::helper::{say, wait_for_go};
 use crate::tally::{Tally, index_of, mono_ns, write_rows};
 use crate::watch_helper::PREFIX;
 
@@ -174,14 +174,6 @@ pub fn subscriber(args: &SubscriberArgs) -> Result<()> {
     })?;
     say("ready");
     tally.serve(&rt, args.record.as_deref())
-}
-
-/// Waits for `go`; anything else (or EOF) aborts.
-fn wait_for_go() -> Result<()> {
-    match command().as_deref() {
-        Some("go") => Ok(()),
-        other => Err(Error::other(format!("expected `go`, got {other:?}"))),
-    }
 }
 
 /// Runs the one-at-a-time publisher: `ready`, `go`, then `done` once every message was

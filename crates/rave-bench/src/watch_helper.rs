@@ -9,7 +9,7 @@ use rave::{Backend, Change, Error, KvStore, Range, Rave, RaveOptions, Result, Ro
 
 use crate::cli::runtime;
 use crate::engines::{self, EngineName, with_engine};
-use crate::helper::{command, say};
+use crate::helper::{say, wait_for_go};
 use crate::tally::{Tally, index_of, mono_ns, write_rows};
 
 /// The prefix every watched write uses (W1's `w:<index>` keys, W2's `w<id>-...` keys).
@@ -124,10 +124,7 @@ fn puts<B: Backend + Default>(args: &PutLoopArgs) -> Result<()> {
         Ok::<_, Error>(db)
     })?;
     say("ready");
-    match command().as_deref() {
-        Some("go") => {}
-        other => return Err(Error::other(format!("expected `go`, got {other:?}"))),
-    }
+    wait_for_go()?;
     let value = engines::value(args.value_size);
     let rows = rt.block_on(async {
         let db = db.clone();
