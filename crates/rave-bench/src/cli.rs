@@ -9,7 +9,10 @@ use rave::{Error, Result};
 
 use crate::engines::EngineName;
 use crate::report::{Figure, Report};
-use crate::{durable, failover, follower, helper, leader, machine, memory, report, scan};
+use crate::{
+    durable, failover, follower, helper, leader, machine, memory, report, scan, watch_latency,
+    watch_throughput,
+};
 
 /// Measure rave against its baselines (raw sockets, Redis, the bare engine, SQLite, LMDB, redb).
 #[derive(Parser, Debug)]
@@ -43,7 +46,8 @@ pub struct RunArgs {
     /// The SVG chart (default: bench/chart.svg beside --out).
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// Only these figures, comma-separated (P1..P8; P2 and P3 run with P1).
+    /// Only these figures, comma-separated (P1..P8, W1, W2; P2 and P3 run with P1). The
+    /// generated part of --out then holds these figures only.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -91,6 +95,14 @@ pub struct Sizes {
     pub scan_entries: usize,
     /// Followers served by the leader whose memory is measured (P8).
     pub followers: usize,
+    /// Puts (and PUBLISHes) timed one at a time per pass (W1), after a tenth as many of warm-up.
+    pub watch_puts: usize,
+    /// How long each W2 measurement writes, in seconds.
+    pub watch_seconds: f64,
+    /// Puts (PUBLISHes) in flight in W2's writer.
+    pub watch_in_flight: usize,
+    /// Watcher (subscriber) processes of W2's larger case.
+    pub watchers: usize,
 }
 
 impl Sizes {
@@ -119,6 +131,10 @@ impl Sizes {
                 engine_opens: 1,
                 scan_entries: 10_000,
                 followers: 4,
+                watch_puts: 100,
+                watch_seconds: 0.3,
+                watch_in_flight: 16,
+                watchers: 4,
             }
         } else {
             Sizes {
@@ -137,6 +153,10 @@ impl Sizes {
                 engine_opens: 5,
                 scan_entries: 1_000_000,
                 followers: 16,
+                watch_puts: 5_000,
+                watch_seconds: 2.0,
+                watch_in_flight: 16,
+                watchers: 16,
             }
         }
     }
@@ -245,6 +265,14 @@ fn run(args: RunArgs) -> Result<()> {
         if wanted("P8") {
             step("P8", "resident memory");
             figures.extend(rt.block_on(memory::measure(engine, &sizes))?);
+        }
+        if wanted("W1") {
+            step("W1", "watch latency vs Redis pub/sub");
+            figures.extend(rt.block_on(watch_latency::measure(engine, &sizes))?);
+        }
+        if wanted("W2") {
+            step("W2", "watch throughput vs Redis pub/sub");
+            figures.extend(rt.block_on(watch_throughput::measure(engine, &sizes))?);
         }
         sections.push(report::Section {
             engine: engine.to_string(),

@@ -17,6 +17,7 @@ use rave::{
 
 use crate::cli::runtime;
 use crate::engines::{self, EngineName, with_engine};
+use crate::tally::mono_ns;
 
 /// A helper process's job.
 #[derive(Subcommand, Debug, Clone)]
@@ -61,6 +62,9 @@ pub enum Mode {
     RaveWriter {
         #[arg(long)]
         backend: EngineName,
+        /// Open with the default options instead of `sync(true)` (W2 measures the default).
+        #[arg(long)]
+        default_options: bool,
         #[command(flatten)]
         job: WriterJob,
     },
@@ -79,6 +83,16 @@ pub enum Mode {
         #[command(flatten)]
         job: WriterJob,
     },
+    /// Watches the `w` prefix and records when each put arrives (W1, W2).
+    Watcher(crate::watch_helper::WatcherArgs),
+    /// Puts `w:<index>` keys one at a time, recording start and acknowledgement (W1).
+    PutLoop(crate::watch_helper::PutLoopArgs),
+    /// Subscribes to Redis channel `w` and records when each message arrives (W1, W2).
+    RedisSubscriber(crate::pubsub::SubscriberArgs),
+    /// PUBLISHes one message at a time, recording start and reply (W1).
+    RedisPublisher(crate::pubsub::PublisherArgs),
+    /// PUBLISHes as fast as it can, pipelined (W2).
+    RedisFlood(crate::pubsub::FloodArgs),
 }
 
 /// What a writer process does.
@@ -126,10 +140,19 @@ pub fn run(mode: Mode) -> Result<()> {
         } => ping_server(&socket, request, response),
         Mode::IdleFollower { backend, dir } => with_engine!(backend, B => idle_follower::<B>(&dir)),
         Mode::Idle => idle(),
-        Mode::RaveWriter { backend, job } => with_engine!(backend, B => rave_writer::<B>(&job)),
+        Mode::RaveWriter {
+            backend,
+            default_options,
+            job,
+        } => with_engine!(backend, B => rave_writer::<B>(&job, default_options)),
         Mode::SqliteWriter { job } => sqlite_writer(&job),
         Mode::LmdbWriter { job } => lmdb_writer(&job),
         Mode::RedbWriter { job } => redb_writer(&job),
+        Mode::Watcher(args) => crate::watch_helper::watcher(&args),
+        Mode::PutLoop(args) => crate::watch_helper::put_loop(&args),
+        Mode::RedisSubscriber(args) => crate::pubsub::subscriber(&args),
+        Mode::RedisPublisher(args) => crate::pubsub::publisher(&args),
+        Mode::RedisFlood(args) => crate::pubsub::flood(&args),
     };
     if let Err(e) = &result {
         // The harness reads this line; the exit code alone would not say why.
@@ -139,14 +162,14 @@ pub fn run(mode: Mode) -> Result<()> {
 }
 
 /// Prints one answer line and flushes it at once (stdout is a pipe: block-buffered).
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
 /// The next command on stdin; `None` at EOF.
-fn command() -> Option<String> {
+pub(crate) fn command() -> Option<String> {
     let mut line = String::new();
     match std::io::stdin().lock().read_line(&mut line) {
         Ok(0) | Err(_) => None,
@@ -155,7 +178,7 @@ fn command() -> Option<String> {
 }
 
 /// Blocks until stdin closes.
-fn wait_for_eof() {
+pub(crate) fn wait_for_eof() {
     let mut sink = Vec::new();
     let _ = std::io::stdin().lock().read_to_end(&mut sink);
 }
@@ -277,23 +300,31 @@ fn idle() -> Result<()> {
 }
 
 /// Waits for `go`; anything else (or EOF) aborts.
-fn wait_for_go() -> Result<()> {
+pub(crate) fn wait_for_go() -> Result<()> {
     match command().as_deref() {
         Some("go") => Ok(()),
         other => Err(Error::other(format!("expected `go`, got {other:?}"))),
     }
 }
 
-/// Reports a writer process's totals, then waits for the harness to close stdin.
-fn report_done(ops: u64, elapsed: Duration, errors: u64) {
-    say(&format!("done {ops} {} {errors}", elapsed.as_nanos()));
+/// Reports a writer process's totals (`done <ops> <nanos> <errors> <start>`, the start in
+/// [`mono_ns`] nanoseconds), then waits for the harness to close stdin.
+fn report_done(ops: u64, elapsed: Duration, errors: u64, start_ns: u64) {
+    say(&format!(
+        "done {ops} {} {errors} {start_ns}",
+        elapsed.as_nanos()
+    ));
 }
 
-fn rave_writer<B: Backend + Default>(job: &WriterJob) -> Result<()> {
+fn rave_writer<B: Backend + Default>(job: &WriterJob, default_options: bool) -> Result<()> {
     let rt = runtime()?;
     // Durable against power loss, as SQLite's synchronous=FULL is (redb syncs every commit
     // anyway; LevelDB needs the option).
-    let options = RaveOptions::default().sync(true);
+    let options = if default_options {
+        RaveOptions::default()
+    } else {
+        RaveOptions::default().sync(true)
+    };
     let db = rt.block_on(async {
         let db = Rave::<B>::open_engine(&job.path, options)?;
         let role = db.ready().await?;
@@ -306,6 +337,7 @@ fn rave_writer<B: Backend + Default>(job: &WriterJob) -> Result<()> {
     wait_for_go()?;
     let value = engines::value(job.value_size);
     let errors = Arc::new(AtomicU64::new(0));
+    let start_ns = mono_ns();
     let started = Instant::now();
     let deadline = started + job.duration();
     let ops = rt.block_on(async {
@@ -335,7 +367,12 @@ fn rave_writer<B: Backend + Default>(job: &WriterJob) -> Result<()> {
         }
         total
     });
-    report_done(ops, started.elapsed(), errors.load(Ordering::Relaxed));
+    report_done(
+        ops,
+        started.elapsed(),
+        errors.load(Ordering::Relaxed),
+        start_ns,
+    );
     wait_for_eof();
     rt.block_on(db.close())
 }
@@ -357,6 +394,7 @@ where
     let started = Instant::now();
     let deadline = started + job.duration();
     let errors = AtomicU64::new(0);
+    let start_ns = mono_ns();
     let ops: u64 = std::thread::scope(|scope| {
         let handles: Vec<_> = puts
             .into_iter()
@@ -381,7 +419,12 @@ where
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
-    report_done(ops, started.elapsed(), errors.load(Ordering::Relaxed));
+    report_done(
+        ops,
+        started.elapsed(),
+        errors.load(Ordering::Relaxed),
+        start_ns,
+    );
     wait_for_eof();
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! rave-bench [--quick] [--backend redb,leveldb] [--runs 5] [--out BENCHMARKS.md]
 //! ```
 //!
-//! Every figure (P1 to P8, see `BENCHMARKS.md`) is measured together with its baseline in each
+//! Every figure (P1 to P8, and W1, W2 for change subscriptions; see `BENCHMARKS.md`) is measured together with its baseline in each
 //! run, back to back, and reported as the median of the runs with their minimum and maximum,
 //! as a ratio against the baseline beside both absolute numbers. The harness spawns itself in
 //! hidden helper modes (`rave-bench helper ...`) for the other processes a figure needs: a
@@ -36,6 +36,8 @@ mod machine;
 #[cfg(target_os = "linux")]
 mod memory;
 #[cfg(target_os = "linux")]
+mod pubsub;
+#[cfg(target_os = "linux")]
 mod redis;
 #[cfg(target_os = "linux")]
 mod report;
@@ -43,6 +45,14 @@ mod report;
 mod scan;
 #[cfg(target_os = "linux")]
 mod stats;
+#[cfg(target_os = "linux")]
+mod tally;
+#[cfg(target_os = "linux")]
+mod watch_helper;
+#[cfg(target_os = "linux")]
+mod watch_latency;
+#[cfg(target_os = "linux")]
+mod watch_throughput;
 
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {

@@ -53,8 +53,17 @@ impl Redis {
     /// Starts redis-server on `<dir>/redis.sock`, without persistence, and waits until it
     /// answers PING.
     pub async fn start(dir: &Path) -> Result<Redis> {
+        Redis::start_with(dir, &[]).await
+    }
+
+    /// [`Redis::start`] with more `--name value` settings.
+    pub async fn start_with(dir: &Path, settings: &[(&str, &str)]) -> Result<Redis> {
         let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        for (name, value) in settings {
+            command.arg(format!("--{name}")).arg(value);
+        }
+        let child = command
             .arg("--port")
             .arg("0")
             .arg("--unixsocket")
@@ -84,6 +93,11 @@ impl Redis {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The server's unix socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     async fn ping(&self) -> Result<()> {

@@ -181,7 +181,15 @@ impl Figure {
         self.subject_runs
             .iter()
             .zip(&self.baseline_runs)
-            .map(|(s, b)| if *b == 0.0 { f64::NAN } else { s / b })
+            // A ratio means nothing unless both sides are positive (a latency measured
+            // between two events can be negative).
+            .map(|(s, b)| {
+                if *b <= 0.0 || *s <= 0.0 {
+                    f64::NAN
+                } else {
+                    s / b
+                }
+            })
             .filter(|r| r.is_finite())
             .collect()
     }
@@ -546,7 +554,8 @@ fn markdown_section(report: &Report, chart_link: &str) -> String {
         &format!(
             "Sizes: {} keys of 16 B with {} B values; {} sequential gets and {} pipelined gets per run; \
              P4 {} gets and {} puts; P5 {} processes × {} writers for {} s; P6 {} failovers and {} \
-             engine opens per run; P7 {} entries of 12 B + 16 B; P8 {} followers.",
+             engine opens per run; P7 {} entries of 12 B + 16 B; P8 {} followers; W1 {} puts \
+             one at a time per pass; W2 {} s per measurement, {} in flight, 1 and {} watchers.",
             s.keys,
             s.value_size,
             s.latency_ops,
@@ -559,7 +568,11 @@ fn markdown_section(report: &Report, chart_link: &str) -> String {
             s.failovers,
             s.engine_opens,
             s.scan_entries,
-            s.followers
+            s.followers,
+            s.watch_puts,
+            s.watch_seconds,
+            s.watch_in_flight,
+            s.watchers
         ),
     );
     out
@@ -713,6 +726,14 @@ mod tests {
         let mut fig = fig;
         fig.skip("absent");
         assert_eq!(fig.result().met, None);
+    }
+
+    #[test]
+    fn ratios_need_two_positive_sides() {
+        let fig = Figure::new("W1", "x", "µs")
+            .subject("rave", vec![-5.0, 10.0, 4.0])
+            .baseline("redis", vec![5.0, 5.0, -1.0]);
+        assert_eq!(fig.result().ratio_runs, vec![2.0]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ fn quick_mode_writes_every_report() {
     assert!(md.contains("<!-- BEGIN rave-bench"));
     assert!(md.contains("Quick mode"));
     for id in [
-        "| P1 ", "| P2 ", "| P3 ", "| P4 ", "| P5 ", "| P6 ", "| P7 ", "| P8 ",
+        "| P1 ", "| P2 ", "| P3 ", "| P4 ", "| P5 ", "| P6 ", "| P7 ", "| P8 ", "| W1 ", "| W2 ",
     ] {
         assert!(md.contains(id), "{id} missing from\n{md}");
     }
