@@ -2,7 +2,7 @@
 //! (`examples/blocking.rs`) run in two processes at once on one directory, and a blocking
 //! handle used from inside an async runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use rave::{Backend, Change, Error, KvStore, Range, Rave, RaveOptions, Result, Role, WatchEvent};
+use rave::{Backend, Change, Error, Range, Rave, RaveOptions, Result, Role, WatchEvent};
 
 use crate::cli::runtime;
 use crate::engines::{self, EngineName, with_engine};
@@ -57,7 +57,7 @@ pub fn put_loop(args: &PutLoopArgs) -> Result<()> {
 }
 
 async fn open<B: Backend + Default>(dir: &Path, want: Role) -> Result<Rave<B>> {
-    let db = Rave::<B>::open(dir, RaveOptions::default())?;
+    let db = Rave::<B>::open_engine(dir, RaveOptions::default())?;
     let role = db.ready().await?;
     if role != want {
         return Err(Error::other(format!(

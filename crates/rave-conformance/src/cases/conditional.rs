@@ -53,7 +53,9 @@ pub(crate) async fn conditional_writes(h: &dyn Harness) -> TestResult {
     let db = Db::open(h, &scratch.db()).await?;
     let store: &dyn KvStore = &*db;
 
-    let steps: [(&str, Option<&str>, Option<&str>, Option<Option<&str>>); 6] = [
+    // (what, expected, new, `Some(what the key held)` when the swap must fail)
+    type Step<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<Option<&'a str>>);
+    let steps: [Step; 6] = [
         ("absent to a value", None, Some("1"), None),
         ("absent again", None, Some("x"), Some(Some("1"))),
         ("a value to another", Some("1"), Some("2"), None),
