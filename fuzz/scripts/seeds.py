@@ -16,10 +16,11 @@ import msgpack
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "corpus")
 MAGIC = struct.unpack(">I", b"RAVE")[0]
-# rave_transport::PROTOCOL_VERSION (4: `Sequence` reads the commit sequence; 3: writes are one
+# rave_transport::PROTOCOL_VERSION (5: watches, conditional writes, errors with positions and
+# conditions, iterator snapshots; 4: `Sequence` reads the commit sequence; 3: writes are one
 # `Write` op, optionally stamped for
 # exactly-once delivery; 2: iterator credit counts bytes of entries).
-VERSION = 4
+VERSION = 5
 
 
 def enc(obj):
@@ -59,6 +60,13 @@ client = [
     enc({"IterOpen": {"iter": 3, "range": rng(projection="ValuesOnly"), "credit": 0}}),
     enc({"IterCredit": {"iter": 1, "credit": 4294967295}}),
     enc({"IterClose": {"iter": 1}}),
+    enc({"Request": {"id": 8, "op": {"Write": {"stamp": None, "write": {"Conditional": {
+        "checks": [{"key": b"k", "expected": None}, {"key": b"j", "expected": b"1"}],
+        "ops": [{"Put": {"key": b"k", "value": b"v"}}]}}}}}}),
+    enc({"WatchOpen": {"watch": 1, "range": rng(gte=b"a"), "from": None, "credit": 1048576}}),
+    enc({"WatchOpen": {"watch": 2, "range": rng(), "from": 0, "credit": 1}}),
+    enc({"WatchCredit": {"watch": 1, "credit": 4096}}),
+    enc({"WatchClose": {"watch": 1}}),
 ]
 server = [
     enc({"Welcome": {"version": VERSION, "epoch": 7, "pid": 4242}}),
@@ -68,11 +76,19 @@ server = [
     enc({"Response": {"id": 2, "result": {"Ok": {"Value": None}}}}),
     enc({"Response": {"id": 3, "result": {"Ok": {"Values": [b"v", None, b""]}}}}),
     enc({"Response": {"id": 4, "result": {"Err": {"kind": "Corruption", "message": "bad block"}}}}),
-    enc({"IterChunk": {"iter": 1, "entries": [{"key": b"a", "value": b"1"},
+    enc({"IterChunk": {"iter": 1, "snapshot": 12, "entries": [{"key": b"a", "value": b"1"},
                                               {"key": b"b", "value": b""}], "end": False}}),
     enc({"IterChunk": {"iter": 1, "entries": [], "end": True}}),
     enc({"IterError": {"iter": 2, "error": {"kind": "Io", "message": "disk"}}}),
-    enc({"Event": {"topic": "changes", "payload": b"\x01\x02"}}),
+    enc({"Response": {"id": 5, "result": {"Err": {"kind": "ConditionFailed", "message": "no",
+                                                  "condition": {"key": b"k", "current": b"v"}}}}}),
+    enc({"WatchEvents": {"watch": 1, "events": [
+        {"Progress": {"sequence": 3}},
+        {"Commit": {"sequence": 4, "changes": [
+            {"Put": {"key": b"a", "value": b"1"}}, {"Del": {"key": b"b"}},
+            {"Clear": {"range": rng(gte=b"c", lt=b"d")}}]}}]}}),
+    enc({"WatchError": {"watch": 1, "error": {"kind": "Compacted", "message": "old",
+                                              "position": 9}}}),
 ]
 
 
