@@ -214,7 +214,14 @@ async fn a_stopped_watch_process_costs_the_leader_bounded_memory<B: Engine>() {
     // Resumed, the watcher prints a gap-free prefix of the writes, then all of them or Lagged.
     let mut want = keys_before.into_iter().chain(keys).peekable();
     let mut printed = 0;
+    let reading = std::time::Instant::now();
     loop {
+        assert!(
+            reading.elapsed() < Duration::from_secs(120),
+            "the resumed watcher printed {printed} changes in 2 minutes and neither the rest nor \
+             an error: {}",
+            watcher.stderr()
+        );
         let line = match watcher.next_line(Duration::from_secs(5)).await {
             Ok(line) => line,
             Err(()) if want.peek().is_none() => break,
@@ -234,6 +241,9 @@ async fn a_stopped_watch_process_costs_the_leader_bounded_memory<B: Engine>() {
             "a gap at {line:?}"
         );
         printed += 1;
+        if want.peek().is_none() {
+            break;
+        }
     }
     watcher.signal(libc::SIGTERM);
     let status = watcher.wait_exit(LIMIT).await;

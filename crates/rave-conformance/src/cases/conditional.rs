@@ -54,7 +54,12 @@ pub(crate) async fn conditional_writes(h: &dyn Harness) -> TestResult {
     let store: &dyn KvStore = &*db;
 
     // (what, expected, new, `Some(what the key held)` when the swap must fail)
-    type Step<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<Option<&'a str>>);
+    type Step<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<Option<&'a str>>,
+    );
     let steps: [Step; 6] = [
         ("absent to a value", None, Some("1"), None),
         ("absent again", None, Some("x"), Some(Some("1"))),
