@@ -60,6 +60,12 @@ pub struct Capabilities {
     /// offers this. Optional (off in [`Capabilities::full`]); the conformance suite's watch
     /// cases run only with it.
     pub watch: bool,
+    /// The store is already shared by every process and machine that opens it (a networked
+    /// store such as an etcd cluster): `rave::Rave` opened on it runs no election and gives
+    /// each handle direct access, and `path` names a database of the store rather than a
+    /// directory. Optional (off in [`Capabilities::full`]); the conformance suite's cases that
+    /// need a directory of their own run only without it.
+    pub shared: bool,
 }
 
 impl Capabilities {
@@ -74,6 +80,7 @@ impl Capabilities {
             concurrent_reads: false,
             exactly_once: false,
             watch: false,
+            shared: false,
         }
     }
 
@@ -86,6 +93,7 @@ impl Capabilities {
             concurrent_reads: false,
             exactly_once: false,
             watch: false,
+            shared: false,
         }
     }
 
@@ -98,6 +106,12 @@ impl Capabilities {
     /// These capabilities with [`Capabilities::watch`] set to `yes`.
     pub const fn with_watch(mut self, yes: bool) -> Self {
         self.watch = yes;
+        self
+    }
+
+    /// These capabilities with [`Capabilities::shared`] set to `yes`.
+    pub const fn with_shared(mut self, yes: bool) -> Self {
+        self.shared = yes;
         self
     }
 
