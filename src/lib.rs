@@ -17,9 +17,15 @@
 //!
 //! The engine is picked with a Cargo feature (`redb`, the default; `leveldb`; `rocksdb`) or by
 //! passing any [`Backend`] to [`Rave::open_with`].
+//!
+//! A backend that is shared by nature (its [`Capabilities::shared`], e.g. an etcd cluster with
+//! the `etcd` feature) needs no election: every handle opened on it has the role
+//! [`Role::Direct`] and uses the store itself, with the same API, options and errors (see
+//! `direct.rs`). Its `path` names a database of that store, not a directory.
 
 #![warn(missing_docs)]
 
+mod direct;
 mod iter;
 mod leadership;
 mod options;
@@ -31,9 +37,15 @@ pub use rave::Rave;
 pub use rave_api::*;
 pub use rave_election::Role;
 
+/// The etcd backend's crate (its options, URL parsing and the local-cluster test helpers).
+#[cfg(feature = "etcd")]
+pub use rave_backend_etcd as etcd;
+
 /// The engines compiled into this build, one per Cargo feature.
 pub mod backends {
     pub use rave_api::MemoryBackend;
+    #[cfg(feature = "etcd")]
+    pub use rave_backend_etcd::EtcdBackend;
     #[cfg(feature = "leveldb")]
     pub use rave_backend_leveldb::LevelDbBackend;
     #[cfg(feature = "redb")]

@@ -154,7 +154,7 @@ async fn hold<B: Backend>(db: &Rave<B>) -> Result<(), CliError> {
             changed = roles.changed() => {
                 if changed.is_err() { return Ok(()); }
                 let role = *roles.borrow_and_update();
-                if role != last && matches!(role, Role::Leader | Role::Follower) {
+                if role != last && matches!(role, Role::Leader | Role::Follower | Role::Direct) {
                     println_flush(&role.to_string());
                     last = role;
                 }
