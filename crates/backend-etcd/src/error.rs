@@ -30,7 +30,9 @@ pub(crate) fn transient(err: &EtcdError) -> bool {
 }
 
 fn too_large(message: &str) -> bool {
-    message.contains("too large") || message.contains("message length")
+    message.contains("too large")
+        || message.contains("message length")
+        || message.contains("larger than max")
 }
 
 /// Whether `err` is etcd's "required revision has been compacted".

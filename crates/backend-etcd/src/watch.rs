@@ -15,7 +15,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use etcd_client::{
-    EventType, WatchOptions as EtcdWatchOptions, WatchResponse, WatchStream as EtcdWatchStream,
+    EventType, GetOptions, WatchOptions as EtcdWatchOptions, WatchResponse,
+    WatchStream as EtcdWatchStream,
 };
 use rave_api::watch::check_range;
 use rave_api::{Change, Commit, Error, Projection, Range, Result, WatchEvent, WatchStream};
@@ -84,8 +85,20 @@ impl Watcher {
         let options = EtcdWatchOptions::new()
             .with_range(self.end.clone())
             .with_start_revision(start);
+        // etcd confirms a watch before it finds the start compacted (the compaction response
+        // follows): a read at the start revision tells now, so that `watch` itself fails.
+        let marker = self.inner.ns.marker();
+        let probe = self
+            .inner
+            .retry(|mut kv| {
+                let marker = marker.clone();
+                let at = GetOptions::new().with_keys_only().with_revision(start);
+                async move { kv.get(marker, Some(at)).await }
+            })
+            .await;
+        let compacted = matches!(probe, Err(Error::Compacted { .. }));
         let key = self.key.clone();
-        let (stream, created) = self
+        let (mut stream, created) = self
             .inner
             .retry_on(&self.inner.client, |c| {
                 let key = key.clone();
@@ -100,6 +113,26 @@ impl Watcher {
             .await?;
         match created {
             Some(reply) if reply.canceled() => Err(cancelled(&reply)),
+            Some(_) if compacted => {
+                // The cancellation with the compaction revision comes next.
+                let wait = self.inner.options.op_timeout;
+                let cancellation = async {
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(reply)) if reply.canceled() => return cancelled(&reply),
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => {
+                                return Error::other(
+                                    "the watch's start is compacted; etcd did not say up to where",
+                                );
+                            }
+                        }
+                    }
+                };
+                Err(tokio::time::timeout(wait, cancellation)
+                    .await
+                    .unwrap_or(Error::Timeout { waited: wait }))
+            }
             Some(reply) => {
                 self.stream = Some(stream);
                 self.absorb(reply);
@@ -149,7 +182,7 @@ impl Watcher {
         if events.is_empty() {
             let revision = reply.header().map_or(0, |h| h.revision());
             let revision = u64::try_from(revision).unwrap_or(0);
-            if !reply.created() && revision > self.last {
+            if !reply.created() && revision >= self.last {
                 self.last = revision;
                 self.pending
                     .push_back(WatchEvent::Progress { sequence: revision });
