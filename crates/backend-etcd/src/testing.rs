@@ -22,6 +22,9 @@ pub struct ClusterOptions {
     pub max_request_bytes: usize,
     /// `--max-txn-ops` (default 16384: the suite writes batches of thousands of keys).
     pub max_txn_ops: usize,
+    /// `--unsafe-no-fsync` (default on: the tests kill processes, not machines; benchmarks
+    /// turn it off to measure etcd as deployed).
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for ClusterOptions {
@@ -29,6 +32,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             max_request_bytes: 32 << 20,
             max_txn_ops: 16384,
+            unsafe_no_fsync: true,
         }
     }
 }
@@ -99,7 +103,7 @@ impl EtcdCluster {
         };
         for (name, client, peer) in &ports {
             let data = cluster._dir.path().join(name);
-            let args = vec![
+            let mut args = vec![
                 format!("--name={name}"),
                 format!("--data-dir={}", data.display()),
                 format!("--listen-client-urls=http://127.0.0.1:{client}"),
@@ -111,10 +115,12 @@ impl EtcdCluster {
                 format!("--initial-cluster-token={token}"),
                 format!("--max-request-bytes={}", options.max_request_bytes),
                 format!("--max-txn-ops={}", options.max_txn_ops),
-                "--unsafe-no-fsync".to_string(),
                 "--logger=zap".to_string(),
                 "--log-level=error".to_string(),
             ];
+            if options.unsafe_no_fsync {
+                args.push("--unsafe-no-fsync".to_string());
+            }
             cluster.members.push(Member {
                 name: name.clone(),
                 client_port: *client,

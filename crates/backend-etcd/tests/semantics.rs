@@ -28,6 +28,7 @@ fn default_limits() -> EtcdCluster {
         ClusterOptions {
             max_request_bytes: 1024 * 1024 * 3 / 2,
             max_txn_ops: 128,
+            ..ClusterOptions::default()
         },
     )
     .unwrap()
