@@ -13,6 +13,9 @@
 //!   `lost` counts acknowledged `u/` keys missing at the end; `twice` counts writers whose
 //!   final `h/W` is below their last acknowledged SEQ (an older write applied again after a
 //!   newer one, the signature of a retried write applied twice);
+//! - writers also drain: each fills `d/W/` with `DRAIN` keys at start, and every fifth
+//!   operation is a `clear` of that prefix with limit 1; more keys gone than clears sent also
+//!   counts in `twice` (a clear applied twice removes two keys);
 //! - readers: each read lists one writer's keys with an iterator in chunks of 7, after reading
 //!   which SEQs that writer had acknowledged; `dup` counts keys not strictly increasing,
 //!   `skip` acknowledged keys the listing missed;
@@ -81,6 +84,13 @@ pub struct EtcdWorkerArgs {
 }
 
 const STOP: &str = "stop";
+
+/// Keys each writer's drain starts with (more than the clears a run sends).
+const DRAIN: u64 = 20_000;
+
+fn drain_prefix(writer: u32) -> String {
+    format!("d/{writer}/")
+}
 
 fn history(dir: &Path, kind: &str, id: u32) -> PathBuf {
     dir.join(format!("{kind}-{id}.log"))
@@ -244,6 +254,7 @@ fn check(
     let (mut acked, mut lost, mut twice, mut dup, mut skip, mut hung, mut untyped) =
         (0u64, 0u64, 0u64, 0u64, 0u64, u64::from(hung_workers), 0u64);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut drained = 0u64;
     let mut durations: Vec<u64> = Vec::new();
     let mut tally = |fields: &[&str], durations: &mut Vec<u64>| {
         // `... KIND MS` at the end of every ending line.
@@ -266,8 +277,17 @@ fn check(
     for w in 0..args.writers {
         let text = std::fs::read_to_string(history(dir, "writer", w)).unwrap_or_default();
         let mut max_acked = 0u64;
+        let (mut clears_sent, mut clears_acked) = (0u64, 0u64);
         for line in text.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
+            if fields.first() == Some(&"S") && fields.get(2) == Some(&"clear") {
+                clears_sent += 1;
+            }
+            if fields.first() == Some(&"C") {
+                tally(&fields, &mut durations);
+                clears_acked += u64::from(fields.get(2) == Some(&"ok"));
+                continue;
+            }
             if fields.first() != Some(&"E") {
                 continue;
             }
@@ -288,6 +308,20 @@ fn check(
         if last < max_acked {
             twice += 1;
         }
+        if !text.lines().any(|l| l == "filled") {
+            hung += 1; // the writer could not fill its drain: it stopped early
+            continue;
+        }
+        let prefix = drain_prefix(w).into_bytes();
+        let left = finals.keys().filter(|k| k.starts_with(&prefix)).count() as u64;
+        let removed = DRAIN.saturating_sub(left);
+        if removed > clears_sent {
+            twice += removed - clears_sent;
+        }
+        if removed < clears_acked {
+            lost += clears_acked - removed;
+        }
+        drained += removed;
     }
     for r in 0..args.readers {
         let text = std::fs::read_to_string(history(dir, "reader", r)).unwrap_or_default();
@@ -318,7 +352,7 @@ fn check(
     Summary {
         line: format!(
             "torture-etcd: members=3 kills={} leader_kills={leader_kills} acked={acked} \
-             lost={lost} twice={twice} dup={dup} skip={skip} hung={hung} untyped={untyped} \
+             cleared={drained} lost={lost} twice={twice} dup={dup} skip={skip} hung={hung} untyped={untyped} \
              errors={errors} ops={} op_p99_ms={p99} max_op_ms={max} seed={}",
             args.kills,
             durations.len(),
@@ -377,9 +411,24 @@ async fn work(args: EtcdWorkerArgs) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(u64::from(args.id) * 7919 + 1);
     let stop = args.dir.join(STOP);
     let mut seq = 0u64;
+    if args.kind == "writer" {
+        for first in (0..DRAIN).step_by(100) {
+            let ops = (first..(first + 100).min(DRAIN))
+                .map(|i| BatchOp::put(format!("{}{i:08}", drain_prefix(args.id)), ""))
+                .collect();
+            db.batch(ops).await.map_err(|e| format!("fill the drain: {e}"))?;
+        }
+        note(&mut file, "filled".to_string());
+    }
     while !stop.exists() {
         let started = Instant::now();
-        if args.kind == "writer" {
+        if args.kind == "writer" && seq % 5 == 4 {
+            seq += 1;
+            note(&mut file, format!("S {seq} clear"));
+            let result = db.clear(Range::prefix(drain_prefix(args.id)).limit(1)).await;
+            let kind = result.as_ref().map_or_else(|e| e.kind().as_str(), |()| "ok");
+            note(&mut file, format!("C {seq} {kind} {}", started.elapsed().as_millis()));
+        } else if args.kind == "writer" {
             seq += 1;
             note(&mut file, format!("S {seq}"));
             let ops = vec![
