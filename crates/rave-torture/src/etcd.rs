@@ -58,6 +58,11 @@ pub struct EtcdArgs {
     /// Seed of the nemesis's choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How long one etcd request may take before the store abandons it and re-sends it
+    /// (EtcdOptions::request_timeout), in milliseconds. A few milliseconds make many requests
+    /// that were applied look failed and be re-sent: a stress of exactly once.
+    #[arg(long, default_value_t = 2000)]
+    pub request_timeout_ms: u64,
 }
 
 /// Options of `rave-torture etcd-worker` (started by `etcd`, not by hand).
@@ -81,12 +86,15 @@ pub struct EtcdWorkerArgs {
     /// RaveOptions::deadline, in milliseconds.
     #[arg(long)]
     pub deadline_ms: u64,
+    /// EtcdOptions::request_timeout, in milliseconds.
+    #[arg(long)]
+    pub request_timeout_ms: u64,
 }
 
 const STOP: &str = "stop";
 
 /// Keys each writer's drain starts with (more than the clears a run sends).
-const DRAIN: u64 = 20_000;
+const DRAIN: u64 = 5_000;
 
 fn drain_prefix(writer: u32) -> String {
     format!("d/{writer}/")
@@ -139,6 +147,7 @@ pub fn run(args: EtcdArgs) -> ExitCode {
             .arg("--dir")
             .arg(&dir)
             .args(["--deadline-ms", &args.deadline_ms.to_string()])
+            .args(["--request-timeout-ms", &args.request_timeout_ms.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn();
@@ -148,8 +157,9 @@ pub fn run(args: EtcdArgs) -> ExitCode {
         }
     }
     println!(
-        "rave-torture etcd: members=3 writers={} readers={} kills={} every_ms={} seed={}",
-        args.writers, args.readers, args.kills, args.every_ms, args.seed
+        "rave-torture etcd: members=3 writers={} readers={} kills={} every_ms={} \
+         request_timeout_ms={} seed={}",
+        args.writers, args.readers, args.kills, args.every_ms, args.request_timeout_ms, args.seed
     );
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut leader_kills = 0;
@@ -255,6 +265,7 @@ fn check(
         (0u64, 0u64, 0u64, 0u64, 0u64, u64::from(hung_workers), 0u64);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut drained = 0u64;
+    let mut unfilled = 0u64;
     let mut durations: Vec<u64> = Vec::new();
     let mut tally = |fields: &[&str], durations: &mut Vec<u64>| {
         // `... KIND MS` at the end of every ending line.
@@ -309,7 +320,7 @@ fn check(
             twice += 1;
         }
         if !text.lines().any(|l| l == "filled") {
-            hung += 1; // the writer could not fill its drain: it stopped early
+            unfilled += 1; // the writer could not fill its drain: it stopped early
             continue;
         }
         let prefix = drain_prefix(w).into_bytes();
@@ -335,6 +346,7 @@ fn check(
             }
         }
     }
+    hung += unfilled;
     durations.sort_unstable();
     let p99 = durations
         .get(durations.len().saturating_sub(1) * 99 / 100)
@@ -394,7 +406,7 @@ async fn work(args: EtcdWorkerArgs) -> Result<(), String> {
     let deadline = Duration::from_millis(args.deadline_ms);
     let options = EtcdOptions {
         op_timeout: deadline,
-        request_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
         ..EtcdOptions::default()
     };
     let backend = EtcdBackend::from_url(&args.url)
@@ -416,7 +428,9 @@ async fn work(args: EtcdWorkerArgs) -> Result<(), String> {
             let ops = (first..(first + 100).min(DRAIN))
                 .map(|i| BatchOp::put(format!("{}{i:08}", drain_prefix(args.id)), ""))
                 .collect();
-            db.batch(ops).await.map_err(|e| format!("fill the drain: {e}"))?;
+            db.batch(ops)
+                .await
+                .map_err(|e| format!("fill the drain: {e}"))?;
         }
         note(&mut file, "filled".to_string());
     }
@@ -425,9 +439,16 @@ async fn work(args: EtcdWorkerArgs) -> Result<(), String> {
         if args.kind == "writer" && seq % 5 == 4 {
             seq += 1;
             note(&mut file, format!("S {seq} clear"));
-            let result = db.clear(Range::prefix(drain_prefix(args.id)).limit(1)).await;
-            let kind = result.as_ref().map_or_else(|e| e.kind().as_str(), |()| "ok");
-            note(&mut file, format!("C {seq} {kind} {}", started.elapsed().as_millis()));
+            let result = db
+                .clear(Range::prefix(drain_prefix(args.id)).limit(1))
+                .await;
+            let kind = result
+                .as_ref()
+                .map_or_else(|e| e.kind().as_str(), |()| "ok");
+            note(
+                &mut file,
+                format!("C {seq} {kind} {}", started.elapsed().as_millis()),
+            );
         } else if args.kind == "writer" {
             seq += 1;
             note(&mut file, format!("S {seq}"));
