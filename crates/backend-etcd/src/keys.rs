@@ -94,9 +94,9 @@ impl Namespace {
         self.tagged(RECORD, &rest)
     }
 
-    /// The wire range `[start, end)` of `client`'s records below `floor`.
-    pub fn records_below(&self, client: ClientId, floor: u64) -> (Vec<u8>, Vec<u8>) {
-        (self.record(client, 0), self.record(client, floor))
+    /// The wire range `[start, end)` of `client`'s records numbered from `from` to below `to`.
+    pub fn records_between(&self, client: ClientId, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
+        (self.record(client, from), self.record(client, to))
     }
 
     /// The wire range `[start, end)` of the user keys in `range`'s bounds, or `None` when the

@@ -44,8 +44,9 @@ pub(crate) struct Inner {
     /// The lease the exactly-once records are attached to (0: none yet).
     pub lease: AtomicI64,
     keeper: Mutex<Option<JoinHandle<()>>>,
-    /// Handles known to have a floor key (their next write compares its value).
-    pub floors: Mutex<std::collections::HashSet<ClientId>>,
+    /// The stored floor of each handle as this store last knew it (a lower bound: floors
+    /// only grow); a handle absent here may have none yet.
+    pub floors: Mutex<std::collections::HashMap<ClientId, u64>>,
     own: OwnStamps,
 }
 

@@ -62,30 +62,36 @@ pub(crate) async fn apply(inner: &Inner, stamp: WriteStamp, write: Write) -> Res
     let record = ns.record(stamp.client, stamp.seq);
     let floor_key = ns.floor(stamp.client);
     let marker = ns.marker();
-    let mut raise = true;
     for _ in 0..MAX_ROUNDS {
         let plan = plan(inner, &write).await?;
+        // What this store last knew of the handle's stored floor (it only grows): `None` when
+        // it has none yet. Raising it deletes the records between the two floors only (those
+        // below the known one are gone already), and a stamp whose floor is not above it
+        // leaves the floor alone: concurrent writes of one handle do not contend for it.
         let known = inner
             .floors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&stamp.client);
+            .get(&stamp.client)
+            .copied();
+        let raise = known.is_none_or(|k| stamp.floor > k);
         let mut compares = vec![Compare::version(record.clone(), CompareOp::Equal, 0)];
-        if known {
-            compares.push(Compare::value(
-                floor_key.clone(),
-                CompareOp::Less,
-                be(stamp.seq.saturating_add(1)),
-            ));
-            if raise {
+        match known {
+            Some(_) => {
                 compares.push(Compare::value(
                     floor_key.clone(),
                     CompareOp::Less,
-                    be(stamp.floor.saturating_add(1)),
+                    be(stamp.seq.saturating_add(1)),
                 ));
+                if raise {
+                    compares.push(Compare::value(
+                        floor_key.clone(),
+                        CompareOp::Less,
+                        be(stamp.floor.saturating_add(1)),
+                    ));
+                }
             }
-        } else {
-            compares.push(Compare::version(floor_key.clone(), CompareOp::Equal, 0));
+            None => compares.push(Compare::version(floor_key.clone(), CompareOp::Equal, 0)),
         }
         if let Some(revision) = plan.guard {
             compares.push(Compare::mod_revision(
@@ -98,10 +104,11 @@ pub(crate) async fn apply(inner: &Inner, stamp: WriteStamp, write: Write) -> Res
         let with_lease = || Some(PutOptions::new().with_lease(lease));
         let mut ops = plan.ops;
         ops.push(TxnOp::put(record.clone(), Vec::new(), with_lease()));
-        if raise || !known {
+        if raise {
             ops.push(TxnOp::put(floor_key.clone(), be(stamp.floor), with_lease()));
-            if stamp.floor > 0 {
-                let (start, end) = ns.records_below(stamp.client, stamp.floor);
+            let from = known.unwrap_or(0);
+            if stamp.floor > from {
+                let (start, end) = ns.records_between(stamp.client, from, stamp.floor);
                 ops.push(TxnOp::delete(
                     start,
                     Some(DeleteOptions::new().with_range(end)),
@@ -129,11 +136,11 @@ pub(crate) async fn apply(inner: &Inner, stamp: WriteStamp, write: Write) -> Res
             other => other?,
         };
         if reply.succeeded() {
-            inner
-                .floors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(stamp.client);
+            if raise {
+                let mut floors = inner.floors.lock().unwrap_or_else(|e| e.into_inner());
+                let floor = floors.entry(stamp.client).or_insert(0);
+                *floor = (*floor).max(stamp.floor);
+            }
             return Ok(());
         }
         let [applied, floor, _marker] = found(&reply)?;
@@ -147,7 +154,7 @@ pub(crate) async fn apply(inner: &Inner, stamp: WriteStamp, write: Write) -> Res
                 floors.remove(&stamp.client);
             }
             Some(stored) => {
-                floors.insert(stamp.client);
+                floors.insert(stamp.client, stored);
                 if stamp.seq < stored {
                     return Err(Error::RetryRefused {
                         message: format!(
@@ -157,8 +164,7 @@ pub(crate) async fn apply(inner: &Inner, stamp: WriteStamp, write: Write) -> Res
                         ),
                     });
                 }
-                // A newer write raised the floor higher than this stamp's: leave it.
-                raise = stamp.floor > stored;
+                // Another write raised the floor: the next round knows it.
             }
         }
         // Otherwise the marker moved under a limited clear: plan again.
