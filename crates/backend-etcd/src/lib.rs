@@ -19,8 +19,8 @@
 //!   key at the current revision, exactly like a rave iterator after a failover.
 //! - **Batches** are one transaction, merged so each key appears once (etcd refuses
 //!   duplicates). etcd limits a transaction to `--max-txn-ops` operations (128 by default) and
-//!   a request to `--max-request-bytes` (1.5 MiB): rave uses up to 4 operations of its own, so
-//!   a batch may have 124 distinct keys by default; a larger one fails with
+//!   a request to `--max-request-bytes` (1.5 MiB): rave uses up to 5 operations of its own, so
+//!   a batch may have 123 distinct keys by default; a larger one fails with
 //!   `InvalidArgument` naming the limit, never half-applied. Set [`EtcdOptions`] to the
 //!   server's limits when they differ.
 //! - **`clear(range)`** is one `DeleteRange` (with a limit: the keys are listed first, and

@@ -6,8 +6,9 @@
 //! if   version(record(client, seq)) == 0            -- not applied yet
 //!  and value(floor(client)) <= seq  (or: absent)    -- not below the handle's floor
 //!  [and mod_revision(marker) == M]                   -- a limited clear: nothing changed since it looked
-//! then the user's operations, record(client, seq), floor(client) = floor, the records below
-//!      the floor deleted, marker rewritten
+//! then the user's operations, record(client, seq),
+//!      [if value(floor) < floor then floor(client) = floor, the records below it deleted]
+//!      marker rewritten
 //! else get record, floor, marker                     -- to tell why
 //! ```
 //!
@@ -35,9 +36,10 @@ use crate::error::{too_many_bytes, too_many_ops};
 use crate::keys::successor;
 use crate::store::Inner;
 
-/// The most operations rave adds to a user's transaction: the record, the floor, the sweep of
-/// records below the floor, the marker.
-pub const OWN_OPS: usize = 4;
+/// The most operations rave adds to a user's transaction, as etcd counts them (nested ones
+/// included): the record, the nested transaction that raises the floor, the floor, the sweep
+/// of records below it, the marker.
+pub const OWN_OPS: usize = 5;
 
 /// Bytes a transaction carries beyond keys and values (framing per operation, compares, and
 /// rave's own keys), for the size estimate.
@@ -83,13 +85,6 @@ pub(crate) async fn apply(inner: &Inner, stamp: WriteStamp, write: Write) -> Res
                     CompareOp::Less,
                     be(stamp.seq.saturating_add(1)),
                 ));
-                if raise {
-                    compares.push(Compare::value(
-                        floor_key.clone(),
-                        CompareOp::Less,
-                        be(stamp.floor.saturating_add(1)),
-                    ));
-                }
             }
             None => compares.push(Compare::version(floor_key.clone(), CompareOp::Equal, 0)),
         }
@@ -105,14 +100,22 @@ pub(crate) async fn apply(inner: &Inner, stamp: WriteStamp, write: Write) -> Res
         let mut ops = plan.ops;
         ops.push(TxnOp::put(record.clone(), Vec::new(), with_lease()));
         if raise {
-            ops.push(TxnOp::put(floor_key.clone(), be(stamp.floor), with_lease()));
+            let mut sweep = vec![TxnOp::put(floor_key.clone(), be(stamp.floor), with_lease())];
             let from = known.unwrap_or(0);
             if stamp.floor > from {
                 let (start, end) = ns.records_between(stamp.client, from, stamp.floor);
-                ops.push(TxnOp::delete(
+                sweep.push(TxnOp::delete(
                     start,
                     Some(DeleteOptions::new().with_range(end)),
                 ));
+            }
+            if known.is_some() {
+                // Raised only if still below: a nested transaction, so that a concurrent
+                // write of the same handle that raised it further makes nobody retry.
+                let higher = Compare::value(floor_key.clone(), CompareOp::Less, be(stamp.floor));
+                ops.push(TxnOp::txn(Txn::new().when(vec![higher]).and_then(sweep)));
+            } else {
+                ops.extend(sweep);
             }
         }
         ops.push(TxnOp::put(marker.clone(), Vec::new(), None));

@@ -115,8 +115,8 @@ async fn iterators_pin_a_revision_and_resume_after_compaction() {
     assert_eq!(after("k0399"), b"new");
 }
 
-/// A batch is one transaction: duplicates merged (last wins); beyond 124 distinct keys
-/// (128 - rave's 4) or the request size it fails with InvalidArgument naming the limit,
+/// A batch is one transaction: duplicates merged (last wins); beyond 123 distinct keys
+/// (128 - rave's 5, nested transactions counted) or the request size it fails with InvalidArgument naming the limit,
 /// and nothing of it is applied.
 #[tokio::test]
 async fn batches_within_and_beyond_the_limits() {
@@ -139,11 +139,11 @@ async fn batches_within_and_beyond_the_limits() {
     .unwrap();
     assert_eq!(db.get(b"a").await.unwrap(), Some(b"2".to_vec()));
 
-    let fits: Vec<BatchOp> = (0..124)
+    let fits: Vec<BatchOp> = (0..123)
         .map(|i| BatchOp::put(format!("f{i}"), "v"))
         .collect();
     db.batch(fits).await.unwrap();
-    let too_many: Vec<BatchOp> = (0..125)
+    let too_many: Vec<BatchOp> = (0..124)
         .map(|i| BatchOp::put(format!("t{i}"), "v"))
         .collect();
     let err = db.batch(too_many).await.unwrap_err();
