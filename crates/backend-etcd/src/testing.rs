@@ -84,8 +84,24 @@ impl EtcdCluster {
         Self::start_with(members, ClusterOptions::default())
     }
 
-    /// Starts `members` members with `options` and waits until the cluster serves.
+    /// Starts `members` members with `options` and waits until the cluster serves. A start
+    /// that fails (a port taken between choosing it and binding it, a cluster that does not
+    /// become healthy in time on a loaded machine) is tried again on new ports, three times.
     pub fn start_with(members: usize, options: ClusterOptions) -> Result<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(members, options.clone()) {
+                Ok(cluster) => return Ok(cluster),
+                Err(err) if attempt < 3 => {
+                    tracing::warn!(%err, attempt, "starting a local etcd cluster failed; again");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn try_start(members: usize, options: ClusterOptions) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("create a temp dir for etcd", &e))?;
         let mut ports = Vec::new();
         for i in 0..members {
