@@ -227,18 +227,23 @@ impl Inner {
         convert(err, &self.options)
     }
 
-    /// The cluster's revision now (a linearizable read of the marker).
-    pub async fn header_revision(&self) -> Result<i64> {
+    /// The commit marker, read linearizably: the reply's header revision is the cluster's
+    /// now, its key's `mod_revision` the namespace's last write.
+    async fn read_marker(&self) -> Result<etcd_client::GetResponse> {
         let marker = self.ns.marker();
-        let reply = self
-            .retry(|mut c| {
-                let marker = marker.clone();
-                async move {
-                    c.get(marker, Some(GetOptions::new().with_keys_only()))
-                        .await
-                }
-            })
-            .await?;
+        self.retry(|mut c| {
+            let marker = marker.clone();
+            async move {
+                c.get(marker, Some(GetOptions::new().with_keys_only()))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// The cluster's revision now.
+    pub async fn header_revision(&self) -> Result<i64> {
+        let reply = self.read_marker().await?;
         Ok(reply.header().map_or(0, |h| h.revision()))
     }
 
@@ -340,17 +345,7 @@ impl KvStore for EtcdStore {
     /// the first). etcd revisions are cluster-wide and only grow, so the number never goes
     /// back; writes in other namespaces and reads leave it unchanged.
     async fn sequence(&self) -> Result<u64> {
-        let marker = self.inner.ns.marker();
-        let mut reply = self
-            .inner
-            .retry(|mut c| {
-                let marker = marker.clone();
-                async move {
-                    c.get(marker, Some(GetOptions::new().with_keys_only()))
-                        .await
-                }
-            })
-            .await?;
+        let mut reply = self.inner.read_marker().await?;
         let revision = reply.take_kvs().first().map_or(0, |kv| kv.mod_revision());
         Ok(u64::try_from(revision).unwrap_or(0))
     }
