@@ -1,6 +1,9 @@
 //! `rave-bench etcd`: get and put through rave on a local etcd, beside `etcd-client` used
 //! bare and beside the same operations through a rave follower (redb), in one run.
 //!
+//! The store under rave is also measured alone (`EtcdStore`, which stamps its own writes), to
+//! tell the cost of the handle from the cost of the transaction.
+//!
 //! One run starts a one-member etcd with fsync on (as deployed; the tests' clusters skip it),
 //! then, for each subject in turn, on its own keys: `--ops` sequential puts and gets (latency
 //! p50 and p99), and the same number again with `--concurrency` in flight (throughput). Runs
@@ -77,8 +80,9 @@ struct Figures {
     gets_per_s: f64,
 }
 
-const SUBJECTS: [&str; 3] = [
+const SUBJECTS: [&str; 4] = [
     "etcd-client, bare",
+    "EtcdStore (no Rave handle)",
     "rave on etcd (direct)",
     "rave follower (redb, local)",
 ];
@@ -107,6 +111,12 @@ async fn run_async(args: EtcdBenchArgs) -> Result<()> {
         "",
         RaveOptions::default(),
     )?;
+    let store = rave::etcd::EtcdStore::connect(
+        &endpoints,
+        b"bench-store",
+        rave::etcd::EtcdOptions::default(),
+    )
+    .await?;
     let dir = tempfile::tempdir().map_err(|e| Error::io("bench dir", &e))?;
     let leader: Rave<rave::backends::RedbBackend> = Rave::open(dir.path(), RaveOptions::default())?;
     leader.ready().await?;
@@ -117,6 +127,7 @@ async fn run_async(args: EtcdBenchArgs) -> Result<()> {
     }
     let subjects = [
         Subject::Bare(Box::new(bare)),
+        Subject::Rave(Arc::new(store.clone())),
         Subject::Rave(Arc::new(direct.clone())),
         Subject::Rave(Arc::new(follower.clone())),
     ];
@@ -155,6 +166,7 @@ async fn run_async(args: EtcdBenchArgs) -> Result<()> {
             m(|f| f.gets_per_s)
         );
     }
+    store.close().await?;
     direct.close().await?;
     follower.close().await?;
     leader.close().await?;
