@@ -40,6 +40,8 @@
 //! - **Conditional writes**: [`EtcdStore::compare_and_swap`], one compare-and-swap
 //!   transaction.
 
+#![warn(missing_docs)]
+
 mod cas;
 mod error;
 mod iter;
