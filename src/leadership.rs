@@ -344,6 +344,31 @@ impl Leadership {
         generation
     }
 
+    /// Hands every operation `store` directly (a shared backend: see `direct.rs`).
+    pub(crate) fn direct(&self, store: Arc<dyn KvStore>) {
+        let mut state = self.state();
+        if matches!(state.conn, Conn::Closed) {
+            return;
+        }
+        state.generation += 1;
+        let generation = state.generation;
+        state.conn = Conn::Ready {
+            store: store.clone(),
+            generation,
+            role: Role::Direct,
+        };
+        for waiter in state.queue.drain(..) {
+            let _ = waiter.send(Ok(Ticket {
+                store: store.clone(),
+                generation,
+                role: Role::Direct,
+                _turn: None,
+            }));
+        }
+        drop(state);
+        self.set_role(Role::Direct);
+    }
+
     /// Becomes leader with `store`: first runs the operations queued during the election, one at
     /// a time and in order, then lets every operation through.
     async fn promote(&self, store: Arc<dyn KvStore>, epoch: u64) {
@@ -403,14 +428,14 @@ impl Leadership {
     }
 
     /// Fails the operations waiting for this election with `err` (the engine could not open).
-    fn fail_waiters(&self, err: &Error) {
+    pub(crate) fn fail_waiters(&self, err: &Error) {
         let mut state = self.state();
         for waiter in state.queue.drain(..) {
             let _ = waiter.send(Err(err.clone()));
         }
     }
 
-    fn open_engine(&self) -> Result<Arc<dyn KvStore>> {
+    pub(crate) fn open_engine(&self) -> Result<Arc<dyn KvStore>> {
         (self.opener)(&self.dir, &self.options.open)
     }
 }
@@ -477,7 +502,7 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
 /// need not wait.
 const STEADY_CONNECTION: Duration = Duration::from_secs(1);
 
-async fn sleep_or_cancel(core: &Leadership, delay: Duration) {
+pub(crate) async fn sleep_or_cancel(core: &Leadership, delay: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = core.cancel.cancelled() => {}

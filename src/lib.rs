@@ -33,6 +33,11 @@
 //! engine with [`Rave::open_engine`] or pass any [`Backend`] to [`Rave::open_with`]. The
 //! engines are Cargo features (`redb`, the default; `leveldb`; `rocksdb`).
 //!
+//! A backend that is shared by nature (its [`Capabilities::shared`], e.g. an etcd cluster with
+//! the `etcd` feature) needs no election: every handle opened on it has the role
+//! [`Role::Direct`] and uses the store itself, with the same API, options and errors (see
+//! `direct.rs`). Its `path` names a database of that store, not a directory.
+//!
 //! Views ([`view`]) work over any [`KvStore`] — a bare engine, a leader, a follower: sublevels
 //! laid out as Level lays them out ([`Sublevel`]), typed keys and values ([`Typed`]).
 
@@ -40,6 +45,7 @@
 
 mod any_backend;
 pub mod blocking;
+mod direct;
 mod iter;
 mod leadership;
 mod options;
@@ -57,9 +63,15 @@ pub use rave_api::*;
 pub use rave_election::Role;
 pub use view::{IntoRange, Sublevel, Typed};
 
+/// The etcd backend's crate (its options, URL parsing and the local-cluster test helpers).
+#[cfg(feature = "etcd")]
+pub use rave_backend_etcd as etcd;
+
 /// The engines compiled into this build, one per Cargo feature.
 pub mod backends {
     pub use rave_api::MemoryBackend;
+    #[cfg(feature = "etcd")]
+    pub use rave_backend_etcd::EtcdBackend;
     #[cfg(feature = "leveldb")]
     pub use rave_backend_leveldb::LevelDbBackend;
     #[cfg(feature = "redb")]

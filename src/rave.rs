@@ -51,18 +51,29 @@ impl Drop for Owner {
 }
 
 impl<B: Backend> Rave<B> {
-    /// Opens `path` with the given engine.
+    /// Opens `path` with the given engine. On a shared engine ([`rave_api::Capabilities::shared`])
+    /// `path` names a database of that engine (it is not created as a directory) and the handle
+    /// has the role [`Role::Direct`].
     pub fn open_with(backend: B, path: impl AsRef<Path>, options: RaveOptions) -> Result<Self> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::invalid("rave::Rave must be opened within a Tokio runtime"))?;
-        let dir = prepare_dir(path.as_ref(), &options)?;
+        let shared = backend.capabilities().shared;
+        let dir = if shared {
+            path.as_ref().to_path_buf()
+        } else {
+            prepare_dir(path.as_ref(), &options)?
+        };
         let backend = Arc::new(backend);
         let opener: Opener = Arc::new(move |path, open_options| {
             let store = backend.open(path, open_options)?;
             Ok(Arc::new(store) as Arc<dyn KvStore>)
         });
         let core = Arc::new(Leadership::new(dir, options, opener));
-        let driver = runtime.spawn(drive(core.clone()));
+        let driver = if shared {
+            runtime.spawn(crate::direct::drive(core.clone()))
+        } else {
+            runtime.spawn(drive(core.clone()))
+        };
         Ok(Rave {
             owner: Arc::new(Owner {
                 core: core.clone(),

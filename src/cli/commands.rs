@@ -18,6 +18,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         BackendName::Leveldb => run_with(rave::backends::LevelDbBackend, cli).await,
         #[cfg(feature = "rocksdb")]
         BackendName::Rocksdb => run_with(rave::backends::RocksDbBackend, cli).await,
+        #[cfg(feature = "etcd")]
+        BackendName::Etcd => {
+            let mut cli = cli;
+            let url = need_dir(&cli)?;
+            let backend = rave::backends::EtcdBackend::from_url(&url.to_string_lossy())?;
+            // The URL names the namespace; the database is the namespace itself.
+            cli.dir = Some(PathBuf::new());
+            run_with(backend, cli).await
+        }
         #[allow(unreachable_patterns)]
         other => Err(CliError::Usage(format!(
             "the {} engine is not compiled into this rave; rebuild with `--features {}`",
@@ -128,6 +137,13 @@ async fn execute<B: Backend>(
         }
         Command::Status => {
             let role = db.ready().await?;
+            if role == Role::Direct {
+                // A shared store: no leader, no socket.
+                writeln!(out, "role\t{role}\nsequence\t{}", db.sequence().await?)
+                    .map_err(stdout_error)?;
+                out.flush().map_err(stdout_error)?;
+                return Ok(());
+            }
             let record = db.leader_record()?;
             writeln!(out, "role\t{role}").map_err(stdout_error)?;
             match record {
@@ -198,7 +214,7 @@ async fn hold<B: Backend>(db: &Rave<B>) -> Result<(), CliError> {
             changed = roles.changed() => {
                 if changed.is_err() { return Ok(()); }
                 let role = *roles.borrow_and_update();
-                if role != last && matches!(role, Role::Leader | Role::Follower) {
+                if role != last && matches!(role, Role::Leader | Role::Follower | Role::Direct) {
                     println_flush(&role.to_string());
                     last = role;
                 }

@@ -26,7 +26,8 @@ pub struct Cli {
     /// Seconds an operation waits for a leader (election timeout).
     #[arg(long, value_name = "SECS", global = true)]
     pub timeout: Option<f64>,
-    /// The database directory (optional for `demo`, which then uses a fresh temporary one).
+    /// The database directory (optional for `demo`, which then uses a fresh temporary one);
+    /// with `--backend etcd`, `etcd://HOST:PORT[,HOST:PORT...]/NAMESPACE`.
     pub dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +42,9 @@ pub enum BackendName {
     Leveldb,
     /// RocksDB (feature `rocksdb`).
     Rocksdb,
+    /// A namespace of an etcd cluster (feature `etcd`), named by an `etcd://` URL in place of
+    /// the directory; every process is `direct` (no election).
+    Etcd,
 }
 
 impl BackendName {
@@ -49,6 +53,7 @@ impl BackendName {
             BackendName::Redb => "redb",
             BackendName::Leveldb => "leveldb",
             BackendName::Rocksdb => "rocksdb",
+            BackendName::Etcd => "etcd",
         }
     }
 }
@@ -117,7 +122,8 @@ pub enum Command {
     },
     /// Apply stdin lines `put<TAB>KEY<TAB>VALUE` / `del<TAB>KEY` as one atomic batch.
     Batch,
-    /// Keep a handle open; print `leader` or `follower` at start and at every role change.
+    /// Keep a handle open; print `leader`, `follower` or `direct` at start and at every role
+    /// change.
     Hold,
     /// Print this process's role, the leader's pid and epoch, the socket address and the
     /// commit sequence (the number of the last commit that applied writes).

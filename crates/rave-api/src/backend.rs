@@ -65,6 +65,12 @@ pub struct Capabilities {
     /// [`EngineStore`](crate::engine_thread::EngineStore) offers this. Optional (off in
     /// [`Capabilities::full`]); the conformance suite's conditional cases run only with it.
     pub conditional_writes: bool,
+    /// The store is already shared by every process and machine that opens it (a networked
+    /// store such as an etcd cluster): `rave::Rave` opened on it runs no election and gives
+    /// each handle direct access, and `path` names a database of the store rather than a
+    /// directory. Optional (off in [`Capabilities::full`]); the conformance suite's cases that
+    /// need a directory of their own run only without it.
+    pub shared: bool,
 }
 
 impl Capabilities {
@@ -80,6 +86,7 @@ impl Capabilities {
             exactly_once: false,
             watch: false,
             conditional_writes: false,
+            shared: false,
         }
     }
 
@@ -93,6 +100,7 @@ impl Capabilities {
             exactly_once: false,
             watch: false,
             conditional_writes: false,
+            shared: false,
         }
     }
 
@@ -111,6 +119,12 @@ impl Capabilities {
     /// These capabilities with [`Capabilities::watch`] set to `yes`.
     pub const fn with_watch(mut self, yes: bool) -> Self {
         self.watch = yes;
+        self
+    }
+
+    /// These capabilities with [`Capabilities::shared`] set to `yes`.
+    pub const fn with_shared(mut self, yes: bool) -> Self {
+        self.shared = yes;
         self
     }
 

@@ -60,6 +60,9 @@ enum HelperCommand {
         #[command(subcommand)]
         mode: helper::Mode,
     },
+    /// get/put through rave on a local etcd, beside etcd-client bare and a rave follower.
+    #[cfg(feature = "etcd")]
+    Etcd(crate::etcd::EtcdBenchArgs),
 }
 
 /// The sizes of one benchmark run.
@@ -173,6 +176,8 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.helper {
         Some(HelperCommand::Helper { mode }) => helper::run(mode),
+        #[cfg(feature = "etcd")]
+        Some(HelperCommand::Etcd(args)) => crate::etcd::run(args),
         None => run(cli.run),
     };
     match result {

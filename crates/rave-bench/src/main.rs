@@ -23,6 +23,8 @@ mod cli;
 mod durable;
 #[cfg(target_os = "linux")]
 mod engines;
+#[cfg(all(target_os = "linux", feature = "etcd", feature = "redb"))]
+mod etcd;
 #[cfg(target_os = "linux")]
 mod failover;
 #[cfg(target_os = "linux")]

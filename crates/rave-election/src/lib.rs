@@ -51,6 +51,9 @@ pub enum Role {
     Leader,
     /// This handle talks to another handle's engine over the socket.
     Follower,
+    /// The store is shared by its nature (a networked store such as etcd, whose backend has
+    /// `Capabilities::shared`): no election, this handle uses the store directly.
+    Direct,
     /// The handle is closed.
     Closed,
 }
@@ -61,6 +64,7 @@ impl std::fmt::Display for Role {
             Role::Electing => "electing",
             Role::Leader => "leader",
             Role::Follower => "follower",
+            Role::Direct => "direct",
             Role::Closed => "closed",
         })
     }

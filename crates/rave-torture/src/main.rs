@@ -22,6 +22,8 @@
 )]
 
 mod check;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod history;
 mod nemesis;
 mod run;
@@ -48,6 +50,12 @@ enum Command {
     Check(run::CheckArgs),
     /// One worker process (started by `run`).
     Worker(worker::WorkerArgs),
+    /// The etcd fault run: a three-member cluster, members killed and restarted.
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdArgs),
+    /// One worker of the etcd fault run (started by `etcd`).
+    #[cfg(feature = "etcd")]
+    EtcdWorker(etcd::EtcdWorkerArgs),
 }
 
 /// Runs `$body` with the type `$b` bound to the engine named `$name`, or evaluates `$missing`
@@ -87,6 +95,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => run::check_again(args),
+        #[cfg(feature = "etcd")]
+        Command::Etcd(args) => etcd::run(args),
+        #[cfg(feature = "etcd")]
+        Command::EtcdWorker(args) => etcd::worker(args),
         Command::Worker(args) => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
