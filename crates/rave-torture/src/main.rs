@@ -26,6 +26,8 @@ mod history;
 mod nemesis;
 mod run;
 mod schema;
+mod watcher;
+mod watchlog;
 mod worker;
 
 use std::process::ExitCode;
