@@ -7,7 +7,8 @@
 //! recorded; a resume from that position continues it, a restart from now (after `Compacted`)
 //! begins another stretch. Rules:
 //! - **order** (`disorder`, `dup`): positions never go back, each commit's number is above the
-//!   position before it, a resumed watch begins with a progress mark at its starting position,
+//!   position before it, a watch is resumed from exactly the position reached and begins with a
+//!   progress mark there,
 //!   and no commit number (nor any write) arrives twice in a view;
 //! - **missed**: every acknowledged write in a view's range whose commit is within its coverage
 //!   is in exactly one of its commits. A write's commit number is known when any watcher saw it;
@@ -107,6 +108,16 @@ fn read_views(report: &mut Report, input: &Input) -> Vec<View> {
                     Event::WatchOpen { from, range } => {
                         report.watch_opens += 1;
                         view.range = range.clone();
+                        if let (Some(f), Some(p)) = (*from, pos)
+                            && f != p
+                        {
+                            // Resumes start exactly where the watcher had got to.
+                            report.watch_disorder += 1;
+                            report.example(format!(
+                                "watch disorder: {} resumed after {f} at {t}, but its position was {p}",
+                                input.procs[i].file
+                            ));
+                        }
                         if from.is_none() || *from != pos {
                             close(&mut view, &mut start, pos);
                             start = *from;
@@ -130,8 +141,8 @@ fn read_views(report: &mut Report, input: &Input) -> Vec<View> {
                     }
                     Event::Commit { seq, changes } => {
                         report.watch_events += 1;
-                        if first.is_some() || pos.is_some_and(|p| *seq <= p) {
-                            let twice = view.commits.contains_key(seq);
+                        let twice = view.commits.contains_key(seq);
+                        if twice || first.is_some() || pos.is_some_and(|p| *seq <= p) {
                             if twice {
                                 report.watch_dup += 1;
                             } else {
