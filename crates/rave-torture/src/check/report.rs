@@ -199,11 +199,6 @@ impl Report {
 
     /// The watchers' counters, one line.
     pub fn watch_details(&self) -> String {
-        let errors: Vec<String> = self
-            .watch_errors
-            .iter()
-            .map(|(k, n)| format!("{k}:{n}"))
-            .collect();
         format!(
             "torture-watch: watchers={} procs={} opens={} resumes={} events={} progress={} acked_seen={} unchecked={} missed={} gaps={} dup={} disorder={} disagree={} phantom={} partial={} errors={}",
             self.watchers,
@@ -221,21 +216,12 @@ impl Report {
             self.watch_disagree,
             self.watch_phantom,
             self.watch_partial,
-            if errors.is_empty() {
-                "-".to_string()
-            } else {
-                errors.join(",")
-            }
+            kinds(&self.errors)
         )
     }
 
     /// The other counters, one line.
     pub fn details(&self) -> String {
-        let errors: Vec<String> = self
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k}:{n}"))
-            .collect();
         format!(
             "torture-detail: ops={} terms={} fault_kills={} linearizable={}/{} nonlinear={} lin_undecided={} lin_skipped={} lin_disagree={} kills_mid_batch={} kills_mid_iter={} iters_across_kills={} stale={} partial={} phantom={} stray={} disorder={} corrupt={} epoch_regress={} crashed={} stalls={} indeterminate={} max_op_ms={:.0} errors={}",
             self.ops,
@@ -261,13 +247,18 @@ impl Report {
             self.stalls,
             self.indeterminate,
             self.max_op_ms,
-            if errors.is_empty() {
-                "-".to_string()
-            } else {
-                errors.join(",")
-            }
+            kinds(&self.watch_errors)
         )
     }
+}
+
+/// `Kind:N,...` (`-` when empty).
+fn kinds(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "-".to_string();
+    }
+    let all: Vec<String> = counts.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    all.join(",")
 }
 
 /// The failover time after each leader kill: until a write or read was served by another
