@@ -216,7 +216,7 @@ impl Report {
             self.watch_disagree,
             self.watch_phantom,
             self.watch_partial,
-            kinds(&self.errors)
+            kinds(&self.watch_errors)
         )
     }
 
@@ -247,7 +247,7 @@ impl Report {
             self.stalls,
             self.indeterminate,
             self.max_op_ms,
-            kinds(&self.watch_errors)
+            kinds(&self.errors)
         )
     }
 }
