@@ -34,7 +34,7 @@ use crate::history::{Event, Op};
 use crate::schema::{
     GROUP_KEYS, batch_id, batch_key, drain_key, drain_owner, frozen_key, frozen_value, group_key,
 };
-use crate::watchlog::{enc_bytes, put_id};
+use crate::watchlog::{enc_bytes, enc_changes, put_id};
 
 type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -264,8 +264,11 @@ fn agreement(report: &mut Report, views: &[View]) {
                 if reduce(a) != reduce(b) {
                     report.watch_disagree += 1;
                     report.example(format!(
-                        "watch disagree: commit {seq} is {:?} to {} and {:?} to {}",
-                        views[a].commits[seq], views[a].name, views[b].commits[seq], views[b].name
+                        "watch disagree: commit {seq} is {} to {} and {} to {}",
+                        enc_changes(&views[a].commits[seq]),
+                        views[a].name,
+                        enc_changes(&views[b].commits[seq]),
+                        views[b].name
                     ));
                 }
             }
@@ -319,8 +322,9 @@ fn phantoms(
                 if !fine {
                     report.watch_phantom += 1;
                     report.example(format!(
-                        "watch phantom: {} commit {seq} holds {change:?}, which nobody wrote",
-                        view.name
+                        "watch phantom: {} commit {seq} holds {}, which nobody wrote",
+                        view.name,
+                        enc_changes(std::slice::from_ref(change))
                     ));
                 }
             }
