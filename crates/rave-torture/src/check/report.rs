@@ -84,6 +84,10 @@ pub struct Report {
     pub watchers: u64,
     /// Watcher processes (incarnations).
     pub watcher_procs: u64,
+    /// Watcher processes the nemesis SIGKILLed (each restarted after its last position).
+    pub watcher_kills: u64,
+    /// Of those, the ones killed as the leader.
+    pub watcher_leader_kills: u64,
     /// Watches opened.
     pub watch_opens: u64,
     /// Of those, resumed from the position the watcher had reached (in-process or by a new
@@ -200,9 +204,11 @@ impl Report {
     /// The watchers' counters, one line.
     pub fn watch_details(&self) -> String {
         format!(
-            "torture-watch: watchers={} procs={} opens={} resumes={} events={} progress={} acked_seen={} unchecked={} missed={} gaps={} dup={} disorder={} disagree={} phantom={} partial={} errors={}",
+            "torture-watch: watchers={} procs={} killed={} killed_leading={} opens={} resumes={} events={} progress={} acked_seen={} unchecked={} missed={} gaps={} dup={} disorder={} disagree={} phantom={} partial={} errors={}",
             self.watchers,
             self.watcher_procs,
+            self.watcher_kills,
+            self.watcher_leader_kills,
             self.watch_opens,
             self.watch_resumes,
             self.watch_events,

@@ -30,7 +30,7 @@ use rave::{Change, Commit, Range};
 
 use super::ops::OpRec;
 use super::{Input, Report};
-use crate::history::{Event, Op};
+use crate::history::{Event, NemEvent, Op};
 use crate::schema::{
     GROUP_KEYS, batch_id, batch_key, drain_key, drain_owner, frozen_key, frozen_value, group_key,
 };
@@ -184,7 +184,30 @@ fn read_views(report: &mut Report, input: &Input) -> Vec<View> {
         views.push(view);
     }
     report.watchers = views.len() as u64;
+    kills(report, input);
     views
+}
+
+/// How often the nemesis SIGKILLed a watcher process, and how often that watcher was the
+/// leader (by the incarnation each pid belonged to when it was killed).
+fn kills(report: &mut Report, input: &Input) {
+    let mut uid_of: HashMap<u32, &str> = HashMap::new();
+    for (_, ev) in &input.nemesis {
+        match ev {
+            NemEvent::Spawn { pid, uid, .. } => {
+                uid_of.insert(*pid, uid);
+            }
+            NemEvent::Kill { pid, target, .. } if target != "end" => {
+                if uid_of.get(pid).is_some_and(|uid| slot_of(uid).is_some()) {
+                    report.watcher_kills += 1;
+                    if target == "leader" {
+                        report.watcher_leader_kills += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Ends the current stretch of coverage at `pos`.
