@@ -197,12 +197,12 @@ fn kills(report: &mut Report, input: &Input) {
             NemEvent::Spawn { pid, uid, .. } => {
                 uid_of.insert(*pid, uid);
             }
-            NemEvent::Kill { pid, target, .. } if target != "end" => {
-                if uid_of.get(pid).is_some_and(|uid| slot_of(uid).is_some()) {
-                    report.watcher_kills += 1;
-                    if target == "leader" {
-                        report.watcher_leader_kills += 1;
-                    }
+            NemEvent::Kill { pid, target, .. }
+                if target != "end" && uid_of.get(pid).is_some_and(|u| slot_of(u).is_some()) =>
+            {
+                report.watcher_kills += 1;
+                if target == "leader" {
+                    report.watcher_leader_kills += 1;
                 }
             }
             _ => {}
