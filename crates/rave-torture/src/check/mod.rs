@@ -17,7 +17,8 @@
 //! - **linearizable**: stateright's exhaustive checker finds a linearization of every (short
 //!   enough) register and drain history, and agrees with the rules above (`linear.rs`);
 //! - **watchers** deliver every commit once, in sequence order shared by all of them, and every
-//!   acknowledged write in their range and coverage, with nothing nobody wrote (`watch.rs`);
+//!   acknowledged write in their range and coverage, with nothing nobody wrote (`watch.rs`,
+//!   `watch_views.rs`);
 //! - **no hang**: an operation that started and never ended in a process that was still alive at
 //!   the end (it ignored SIGTERM past the grace period, or exited without ending it) is hung.
 //!
@@ -44,6 +45,7 @@ mod tests;
 mod watch;
 #[cfg(test)]
 mod watch_tests;
+mod watch_views;
 mod writes;
 
 use std::collections::{BTreeMap, HashMap};
