@@ -231,3 +231,25 @@ pub fn resume_position(history: &str, start: Option<u64>) -> Option<u64> {
     }
     position
 }
+
+#[cfg(test)]
+mod tests {
+    use super::resume_position;
+
+    #[test]
+    fn a_restart_resumes_after_the_last_position_recorded() {
+        let history = "1 H watcher v0i1 7\n2 W 5 .~.\n3 P 5\n4 C 6 +k=v\n5 P 9\n6 S 1 seq\n";
+        assert_eq!(resume_position(history, Some(5)), Some(9));
+        // Killed before it wrote anything: where it was started.
+        assert_eq!(resume_position("1 H watcher v0i1 7\n", Some(5)), Some(5));
+        // Compacted: the next one starts from now; Lagged: where the store said.
+        assert_eq!(
+            resume_position("2 W 5 .~.\n3 X Compacted 40\n", Some(5)),
+            None
+        );
+        assert_eq!(
+            resume_position("2 W 5 .~.\n3 P 5\n4 X Lagged 5\n", Some(5)),
+            Some(5)
+        );
+    }
+}
