@@ -40,6 +40,7 @@ pub(crate) async fn open(
         position: first.sequence(),
         ready: Some(first),
         inner: Some(inner),
+        resuming: None,
         restarted: false,
         ended: false,
     };
@@ -52,6 +53,15 @@ pub(crate) async fn open(
     )))
 }
 
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<WatchStream>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct ResumingWatch {
     core: Arc<Leadership>,
     range: Range,
@@ -61,6 +71,10 @@ struct ResumingWatch {
     ready: Option<WatchEvent>,
     /// The watch on the current leader; `None` after a lost leader until a resume succeeds.
     inner: Option<WatchStream>,
+    /// The resume in progress. It runs as a task of its own: it holds a place in the handle's
+    /// queue of operations waiting for a leader, and a stream its user does not poll must
+    /// not hold up the operations queued behind it. Aborted when the stream is dropped.
+    resuming: Option<AbortOnDrop>,
     /// The current inner stream is a resumed one whose first event (its starting position)
     /// repeats `position`.
     restarted: bool,
@@ -94,18 +108,31 @@ impl ResumingWatch {
             }
             let inner = match self.inner.as_mut() {
                 Some(inner) => inner,
-                None => match open_on_leader(&self.core, &self.range, Some(self.position)).await {
-                    Ok(stream) => {
-                        self.restarted = true;
-                        self.inner.insert(stream)
-                    }
-                    Err(e) => {
-                        if matches!(e.kind(), rave_api::ErrorKind::Compacted) {
-                            self.ended = true;
+                None => {
+                    let (core, range, from) =
+                        (self.core.clone(), self.range.clone(), Some(self.position));
+                    let task = self.resuming.get_or_insert_with(|| {
+                        AbortOnDrop(tokio::spawn(async move {
+                            open_on_leader(&core, &range, from).await
+                        }))
+                    });
+                    let opened = (&mut task.0).await.unwrap_or_else(|e| {
+                        Err(Error::other(format!("a watch resume failed: {e}")))
+                    });
+                    self.resuming = None;
+                    match opened {
+                        Ok(stream) => {
+                            self.restarted = true;
+                            self.inner.insert(stream)
                         }
-                        return Some(Err(e));
+                        Err(e) => {
+                            if matches!(e.kind(), rave_api::ErrorKind::Compacted) {
+                                self.ended = true;
+                            }
+                            return Some(Err(e));
+                        }
                     }
-                },
+                }
             };
             match inner.next().await {
                 Some(Ok(event)) => {

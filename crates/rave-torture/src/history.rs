@@ -13,7 +13,9 @@
 //!
 //! Operations (`S` lines): `put KEY UID SEQ PAD`, `batch UID N KEYS SLOT`, `get KEY`,
 //! `group SLOT`, `frozen LO HI REV LIMIT PROJ`, `live REV`, `fill UID KEYS`, `clear UID LIMIT`,
-//! `close`.
+//! `seq` (the store's sequence, the result), `close`.
+//!
+//! Watcher lines (`W`, `P`, `C`, `X`): see [`crate::watchlog`].
 //!
 //! Nemesis lines (`nemesis.log`): `T spawn PID UID [fault]` (`fault`: started with the
 //! after-commit kill hook armed), `T kill PID EPOCH TARGET TAG`,
@@ -25,7 +27,10 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rave::{Change, Range};
+
 use crate::schema::FrozenSpec;
+use crate::watchlog::{dec_changes, dec_range};
 
 /// Nanoseconds on `CLOCK_MONOTONIC`: comparable between the processes of one machine.
 pub fn now_ns() -> u64 {
@@ -139,6 +144,8 @@ pub enum Op {
         /// Most keys removed.
         limit: u32,
     },
+    /// `KvStore::sequence`: the store's sequence number (the result).
+    Seq,
     /// Closing the handle.
     Close,
 }
@@ -179,6 +186,32 @@ pub enum Event {
         role: String,
         /// The epoch read with it.
         epoch: Option<u64>,
+    },
+    /// A watch was opened.
+    WatchOpen {
+        /// The position it was asked to start after (`None`: now).
+        from: Option<u64>,
+        /// The range watched.
+        range: Range,
+    },
+    /// A progress mark.
+    Progress {
+        /// Its position.
+        seq: u64,
+    },
+    /// A commit received (put values by their id, see [`crate::watchlog`]).
+    Commit {
+        /// Its sequence number.
+        seq: u64,
+        /// Its changes.
+        changes: Vec<Change>,
+    },
+    /// The watch stream failed.
+    WatchError {
+        /// The error kind.
+        kind: String,
+        /// Its `resume_from` or `oldest`.
+        pos: Option<u64>,
     },
 }
 
@@ -222,6 +255,7 @@ fn parse_op(words: &[&str]) -> Option<Op> {
             uid: (*words.get(1)?).to_string(),
             limit: words.get(2)?.parse().ok()?,
         },
+        "seq" => Op::Seq,
         "close" => Op::Close,
         _ => return None,
     })
@@ -251,6 +285,21 @@ pub fn parse_line(line: &str) -> Option<(u64, Event)> {
         "R" => Event::Role {
             role: (*words.get(2)?).to_string(),
             epoch: parse_epoch(words.get(3)?)?,
+        },
+        "W" => Event::WatchOpen {
+            from: parse_epoch(words.get(2)?)?,
+            range: dec_range(words.get(3)?)?,
+        },
+        "P" => Event::Progress {
+            seq: words.get(2)?.parse().ok()?,
+        },
+        "C" => Event::Commit {
+            seq: words.get(2)?.parse().ok()?,
+            changes: dec_changes(words.get(3)?)?,
+        },
+        "X" => Event::WatchError {
+            kind: (*words.get(2)?).to_string(),
+            pos: parse_epoch(words.get(3)?)?,
         },
         _ => return None,
     };

@@ -1,12 +1,13 @@
 //! `rave-torture`: the kill -9 torture harness for rave.
 //!
-//! `rave-torture run --backend redb --kills 100 --seed 1` starts writer and reader processes
-//! (this binary, `rave-torture worker ...`) on one database directory, lets a seeded nemesis
-//! SIGKILL, SIGSTOP and storm them, then checks every process's history and the final state
-//! (read through rave, and again with the engine opened directly) and prints one line:
+//! `rave-torture run --backend redb --kills 100 --seed 1` starts writer, reader and watcher
+//! processes (this binary, `rave-torture worker ...`) on one database directory, lets a seeded
+//! nemesis SIGKILL, SIGSTOP and storm them, then checks every process's history and the final
+//! state (read through rave, and again with the engine opened directly) and prints one line:
 //!
 //! `torture: backend=B kills=N acked=M lost=L twice=W overlapping_terms=T dup=D skip=S hung=H
-//! failover_p50_ms=X failover_p99_ms=Y seed=Z`
+//! failover_p50_ms=X failover_p99_ms=Y watchers=V watch_events=E watch_missed=0 watch_dup=0
+//! watch_disagree=0 seed=Z`
 //!
 //! Some workers run with rave-api's after-commit fault point armed (feature `fault-injection`,
 //! on through this crate's dependency on rave). Per-key histories are also handed to
@@ -28,6 +29,8 @@ mod history;
 mod nemesis;
 mod run;
 mod schema;
+mod watcher;
+mod watchlog;
 mod worker;
 
 use std::process::ExitCode;

@@ -22,6 +22,8 @@ use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 
 use crate::history::{NemEvent, now_ns};
+use crate::watcher::resume_position;
+use crate::watchlog::{enc_range, watcher_range};
 
 /// What the nemesis needs to start workers.
 #[derive(Clone, Debug)]
@@ -38,6 +40,8 @@ pub struct Config {
     pub writers: usize,
     /// Reader processes.
     pub readers: usize,
+    /// Watcher processes.
+    pub watchers: usize,
     /// Frozen prefix size.
     pub frozen: u32,
     /// Worker op timeout (ms).
@@ -59,6 +63,7 @@ pub const FAULT_ENV: &str = "RAVE_FAULT_KILL_AFTER_COMMIT";
 enum Kind {
     Writer,
     Reader,
+    Watcher,
     Storm,
 }
 
@@ -67,6 +72,7 @@ impl Kind {
         match self {
             Kind::Writer => "writer",
             Kind::Reader => "reader",
+            Kind::Watcher => "watcher",
             Kind::Storm => "storm",
         }
     }
@@ -77,6 +83,7 @@ struct Proc {
     kind: Kind,
     slot: usize,
     stopped: bool,
+    history: PathBuf,
 }
 
 /// The running nemesis.
@@ -86,6 +93,8 @@ pub struct Nemesis {
     log: File,
     procs: HashMap<u32, Proc>,
     incarnation: HashMap<(Kind, usize), u32>,
+    /// Each watcher slot's position: where its next incarnation starts (`None`: from now).
+    watch_from: HashMap<usize, Option<u64>>,
     storms: u32,
     /// Leader SIGKILLs so far.
     pub leader_kills: u64,
@@ -126,6 +135,7 @@ impl Nemesis {
             log,
             procs: HashMap::new(),
             incarnation: HashMap::new(),
+            watch_from: HashMap::new(),
             storms: 0,
             leader_kills: 0,
             last_record: None,
@@ -146,6 +156,7 @@ impl Nemesis {
         let uid = match kind {
             Kind::Writer => format!("w{slot}i{n}"),
             Kind::Reader => format!("r{slot}i{n}"),
+            Kind::Watcher => format!("v{slot}i{n}"),
             Kind::Storm => format!("s{slot}"),
         };
         *n += 1;
@@ -169,8 +180,16 @@ impl Nemesis {
                 "--election-timeout-ms",
                 &self.cfg.election_timeout_ms.to_string(),
             ])
-            .args(["--pace-us", &self.cfg.pace_us.to_string()])
-            .stdin(Stdio::null())
+            .args(["--pace-us", &self.cfg.pace_us.to_string()]);
+        if kind == Kind::Watcher {
+            // The first incarnation starts at the beginning; the next ones where the previous
+            // one's history ends.
+            if let Some(from) = *self.watch_from.entry(slot).or_insert(Some(0)) {
+                cmd.args(["--from", &from.to_string()]);
+            }
+            cmd.args(["--range", &enc_range(&watcher_range(slot))]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
         // Never inherit the hook from the harness's own environment: the seed decides.
@@ -202,6 +221,7 @@ impl Nemesis {
                         kind,
                         slot,
                         stopped: false,
+                        history,
                     },
                 );
             }
@@ -217,6 +237,9 @@ impl Nemesis {
         for slot in 0..self.cfg.readers {
             self.spawn(Kind::Reader, slot);
         }
+        for slot in 0..self.cfg.watchers {
+            self.spawn(Kind::Watcher, slot);
+        }
     }
 
     /// Reaps exited processes and starts replacements for workers.
@@ -228,7 +251,14 @@ impl Nemesis {
             }
         }
         for (pid, status, kind, slot) in gone {
-            self.procs.remove(&pid);
+            if let Some(proc) = self.procs.remove(&pid)
+                && kind == Kind::Watcher
+            {
+                // Its history is complete now: the next incarnation resumes where it ends.
+                let start = self.watch_from.get(&slot).copied().flatten();
+                let text = std::fs::read_to_string(&proc.history).unwrap_or_default();
+                self.watch_from.insert(slot, resume_position(&text, start));
+            }
             self.note(&NemEvent::Exit { pid, status });
             if self.restarting && kind != Kind::Storm {
                 self.spawn(kind, slot);
@@ -436,15 +466,29 @@ impl Nemesis {
         self.restarting = false;
         // Let the last leader be known in the log.
         let _ = self.record();
-        let mut pids: Vec<u32> = self.procs.keys().copied().collect();
-        pids.sort_unstable();
-        for pid in pids {
-            self.note(&NemEvent::Term { pid });
-            signal(pid, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        while !self.procs.is_empty() && start.elapsed() < grace {
-            self.sleep(Duration::from_millis(5));
+        // Writers and readers first; watchers once they are gone, so that a watcher's last
+        // probe of the sequence follows every acknowledged write.
+        for watchers in [false, true] {
+            let mut pids: Vec<u32> = self
+                .procs
+                .iter()
+                .filter(|(_, p)| (p.kind == Kind::Watcher) == watchers)
+                .map(|(pid, _)| *pid)
+                .collect();
+            pids.sort_unstable();
+            for pid in pids {
+                self.note(&NemEvent::Term { pid });
+                signal(pid, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while start.elapsed() < grace
+                && self
+                    .procs
+                    .values()
+                    .any(|p| watchers || p.kind != Kind::Watcher)
+            {
+                self.sleep(Duration::from_millis(5));
+            }
         }
         let mut hung: Vec<u32> = self.procs.keys().copied().collect();
         hung.sort_unstable();

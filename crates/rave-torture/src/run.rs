@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Reader processes (kept constant).
     #[arg(long, default_value_t = 2)]
     pub readers: usize,
+    /// Watcher processes (kept constant; a restarted one resumes where its predecessor's
+    /// history ends).
+    #[arg(long, default_value_t = 3)]
+    pub watchers: usize,
     /// The nemesis's seed (default: from the clock; printed either way).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -128,8 +132,14 @@ fn run_with<B: Backend + Default>(args: RunArgs) -> ExitCode {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     println!(
-        "rave-torture: backend={} kills={} writers={} readers={} fault_share={} fault_p={} seed={seed}",
-        args.backend, args.kills, args.writers, args.readers, args.fault_share, args.fault_p
+        "rave-torture: backend={} kills={} writers={} readers={} watchers={} fault_share={} fault_p={} seed={seed}",
+        args.backend,
+        args.kills,
+        args.writers,
+        args.readers,
+        args.watchers,
+        args.fault_share,
+        args.fault_p
     );
     let (temp, work) = match &args.dir {
         Some(dir) => {
@@ -158,8 +168,8 @@ fn run_with<B: Backend + Default>(args: RunArgs) -> ExitCode {
         return fail(format!("create {}: {e}", hist.display()));
     }
     let meta = format!(
-        "backend={} seed={seed} frozen={} kills={} writers={} readers={}\n",
-        args.backend, args.frozen, args.kills, args.writers, args.readers
+        "backend={} seed={seed} frozen={} kills={} writers={} readers={} watchers={}\n",
+        args.backend, args.frozen, args.kills, args.writers, args.readers, args.watchers
     );
     if let Err(e) = std::fs::write(work.join(META), meta) {
         return fail(format!("write {META}: {e}"));
@@ -197,6 +207,7 @@ fn run_with<B: Backend + Default>(args: RunArgs) -> ExitCode {
         hist: hist.clone(),
         writers: args.writers,
         readers: args.readers,
+        watchers: args.watchers,
         frozen: args.frozen,
         op_timeout_ms: args.op_timeout_ms,
         election_timeout_ms: args.election_timeout_ms,
@@ -275,6 +286,7 @@ fn finish<B: Backend + Default>(
         println!("torture-violation: {example}");
     }
     println!("{}", report.details());
+    println!("{}", report.watch_details());
     println!("{}", report.summary(backend, seed));
     let code = if report.ok() {
         ExitCode::SUCCESS

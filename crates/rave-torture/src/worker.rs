@@ -1,4 +1,5 @@
-//! The worker processes: writers, readers and the short-lived processes of an election storm.
+//! The worker processes: writers, readers, watchers ([`crate::watcher`]) and the short-lived
+//! processes of an election storm.
 //!
 //! Each opens one `Rave` handle on the database directory and records every operation (start,
 //! end, outcome, epoch) and every role change in its own history file. SIGTERM asks it to finish
@@ -25,7 +26,7 @@ use crate::schema::{
 /// Options of `rave-torture worker` (started by `run`, not by hand).
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    /// writer, reader or storm.
+    /// writer, reader, watcher or storm.
     #[arg(long)]
     pub kind: String,
     /// The engine.
@@ -58,6 +59,12 @@ pub struct WorkerArgs {
     /// Most microseconds of pause between two operations.
     #[arg(long, default_value_t = 2000)]
     pub pace_us: u64,
+    /// A watcher's starting position (exclusive; default: from now).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// A watcher's range, as `crate::watchlog::enc_range` writes it (default: everything).
+    #[arg(long)]
+    pub range: Option<String>,
 }
 
 /// Why a worker stopped early.
@@ -453,6 +460,22 @@ pub async fn run<B: Backend + Default>(args: WorkerArgs) -> Result<(), WorkerErr
                 }
                 ctx.pace(args.pace_us).await;
             }
+        }
+        "watcher" => {
+            let range = match &args.range {
+                Some(text) => crate::watchlog::dec_range(text)
+                    .ok_or_else(|| WorkerError(format!("bad --range {text:?}")))?,
+                None => Range::all(),
+            };
+            let mut watcher = crate::watcher::Watcher {
+                db: ctx.db.clone(),
+                rec: ctx.rec.clone(),
+                rng: ctx.rng.clone(),
+                stop: ctx.stop.clone(),
+                range,
+                position: args.from,
+            };
+            watcher.run().await;
         }
         "storm" => match ctx.rng.random_range(0..10) {
             0..5 => ctx.put_unique().await,

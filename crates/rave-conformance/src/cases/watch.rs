@@ -193,12 +193,9 @@ pub(crate) async fn watch_follows_every_commit(h: &dyn Harness) -> TestResult {
     ];
     db.batch(ops.clone()).await.ctx("batch")?;
     model.apply(&ops);
-    let commit = w.expect(seq(&db).await?, &model, "a batch").await?;
-    ensure!(
-        commit.changes.len() == 4,
-        "a batch of 4 writes inside the range arrived as {} changes",
-        commit.changes.len()
-    );
+    // One commit, numbered as the batch: `expect` checks it left the replica equal to the
+    // model (a store may merge the two puts of one key).
+    w.expect(seq(&db).await?, &model, "a batch").await?;
 
     for (what, range) in [
         (

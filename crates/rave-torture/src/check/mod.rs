@@ -16,6 +16,9 @@
 //!   keys than the limits of the clears that may have been applied add up to;
 //! - **linearizable**: stateright's exhaustive checker finds a linearization of every (short
 //!   enough) register and drain history, and agrees with the rules above (`linear.rs`);
+//! - **watchers** deliver every commit once, in sequence order shared by all of them, and every
+//!   acknowledged write in their range and coverage, with nothing nobody wrote (`watch.rs`,
+//!   `watch_views.rs`);
 //! - **no hang**: an operation that started and never ended in a process that was still alive at
 //!   the end (it ignored SIGTERM past the grace period, or exited without ending it) is hung.
 //!
@@ -39,6 +42,10 @@ mod report;
 mod terms;
 #[cfg(test)]
 mod tests;
+mod watch;
+#[cfg(test)]
+mod watch_tests;
+mod watch_views;
 mod writes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -159,6 +166,7 @@ pub fn check(input: &Input) -> Report {
     linear::check(&mut report, input, &ops, &writes);
     terms::check_terms(&mut report, input, &fate, &kill_time);
     terms::check_epochs(&mut report, input);
+    watch::check(&mut report, input, &ops);
     report::failover(&mut report, input, &ops);
     report::coverage(&mut report, input, &ops, &kill_time);
     report.stalls = input

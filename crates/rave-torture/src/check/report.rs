@@ -80,6 +80,44 @@ pub struct Report {
     pub kills_mid_iter: u64,
     /// Frozen-prefix iterators that completed across at least one leader kill.
     pub iters_across_kills: u64,
+    /// Watcher slots (one view each, across its incarnations).
+    pub watchers: u64,
+    /// Watcher processes (incarnations).
+    pub watcher_procs: u64,
+    /// Watcher processes the nemesis SIGKILLed (each restarted after its last position).
+    pub watcher_kills: u64,
+    /// Of those, the ones killed as the leader.
+    pub watcher_leader_kills: u64,
+    /// Watches opened.
+    pub watch_opens: u64,
+    /// Of those, resumed from the position the watcher had reached (in-process or by a new
+    /// incarnation).
+    pub watch_resumes: u64,
+    /// Commits delivered to watchers.
+    pub watch_events: u64,
+    /// Progress marks delivered.
+    pub watch_progress: u64,
+    /// (watcher, acknowledged write) pairs found delivered exactly once.
+    pub watch_acked_seen: u64,
+    /// (watcher, acknowledged write) pairs that could not be required (outside the coverage,
+    /// or after every probe).
+    pub watch_unchecked: u64,
+    /// Acknowledged writes a watcher covering them did not deliver.
+    pub watch_missed: u64,
+    /// Commits another watcher saw that a watcher covering them did not deliver.
+    pub watch_gaps: u64,
+    /// Commits or writes delivered twice.
+    pub watch_dup: u64,
+    /// Positions going back, commits at or below the position, resumes not starting where asked.
+    pub watch_disorder: u64,
+    /// Commit numbers whose changes differ between two watchers.
+    pub watch_disagree: u64,
+    /// Changes nobody attempted.
+    pub watch_phantom: u64,
+    /// Batches delivered partly or split across commits.
+    pub watch_partial: u64,
+    /// Watch streams that failed, by error kind.
+    pub watch_errors: BTreeMap<String, u64>,
     /// The first violations, with their evidence.
     pub examples: Vec<String>,
     example_kinds: HashMap<String, usize>,
@@ -118,6 +156,13 @@ impl Report {
             self.epoch_regress,
             self.crashed,
             self.stalls,
+            self.watch_missed,
+            self.watch_gaps,
+            self.watch_dup,
+            self.watch_disorder,
+            self.watch_disagree,
+            self.watch_phantom,
+            self.watch_partial,
         ]
         .iter()
         .all(|&n| n == 0)
@@ -137,7 +182,7 @@ impl Report {
     /// The final line.
     pub fn summary(&self, backend: &str, seed: u64) -> String {
         format!(
-            "torture: backend={backend} kills={} acked={} lost={} twice={} overlapping_terms={} dup={} skip={} hung={} failover_p50_ms={:.0} failover_p99_ms={:.0} seed={seed}",
+            "torture: backend={backend} kills={} acked={} lost={} twice={} overlapping_terms={} dup={} skip={} hung={} failover_p50_ms={:.0} failover_p99_ms={:.0} watchers={} watch_events={} watch_missed={} watch_dup={} watch_disagree={} seed={seed}",
             self.kills,
             self.acked,
             self.lost,
@@ -148,16 +193,41 @@ impl Report {
             self.hung,
             self.failover_percentile(50.0),
             self.failover_percentile(99.0),
+            self.watchers,
+            self.watch_events,
+            self.watch_missed + self.watch_gaps,
+            self.watch_dup,
+            self.watch_disagree,
+        )
+    }
+
+    /// The watchers' counters, one line.
+    pub fn watch_details(&self) -> String {
+        format!(
+            "torture-watch: watchers={} procs={} killed={} killed_leading={} opens={} resumes={} events={} progress={} acked_seen={} unchecked={} missed={} gaps={} dup={} disorder={} disagree={} phantom={} partial={} errors={}",
+            self.watchers,
+            self.watcher_procs,
+            self.watcher_kills,
+            self.watcher_leader_kills,
+            self.watch_opens,
+            self.watch_resumes,
+            self.watch_events,
+            self.watch_progress,
+            self.watch_acked_seen,
+            self.watch_unchecked,
+            self.watch_missed,
+            self.watch_gaps,
+            self.watch_dup,
+            self.watch_disorder,
+            self.watch_disagree,
+            self.watch_phantom,
+            self.watch_partial,
+            kinds(&self.watch_errors)
         )
     }
 
     /// The other counters, one line.
     pub fn details(&self) -> String {
-        let errors: Vec<String> = self
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k}:{n}"))
-            .collect();
         format!(
             "torture-detail: ops={} terms={} fault_kills={} linearizable={}/{} nonlinear={} lin_undecided={} lin_skipped={} lin_disagree={} kills_mid_batch={} kills_mid_iter={} iters_across_kills={} stale={} partial={} phantom={} stray={} disorder={} corrupt={} epoch_regress={} crashed={} stalls={} indeterminate={} max_op_ms={:.0} errors={}",
             self.ops,
@@ -183,13 +253,18 @@ impl Report {
             self.stalls,
             self.indeterminate,
             self.max_op_ms,
-            if errors.is_empty() {
-                "-".to_string()
-            } else {
-                errors.join(",")
-            }
+            kinds(&self.errors)
         )
     }
+}
+
+/// `Kind:N,...` (`-` when empty).
+fn kinds(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "-".to_string();
+    }
+    let all: Vec<String> = counts.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    all.join(",")
 }
 
 /// The failover time after each leader kill: until a write or read was served by another
