@@ -22,6 +22,9 @@
 
 mod iter;
 mod leadership;
+/// The rave-level (Node) socket: many-level's protocol beside rave's own.
+#[cfg(unix)]
+pub mod level_socket;
 mod options;
 mod rave;
 mod stamp;

@@ -48,6 +48,8 @@ async fn run_with<B: Backend + Clone>(backend: B, cli: Cli) -> Result<(), CliErr
     let codec = Codec { hex: cli.hex };
     match &cli.command {
         Command::Demo(args) => return demo::run(&cli, backend, args).await,
+        #[cfg(unix)]
+        Command::LevelServe => return super::level_serve::run(backend, options).await,
         Command::DemoWriter(args) => {
             let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
             return demo::writer(db, args).await;
@@ -137,6 +139,8 @@ async fn execute<B: Backend>(
             writeln!(out, "sequence\t{}", db.sequence().await?).map_err(stdout_error)?;
         }
         Command::Demo(_) | Command::DemoWriter(_) | Command::DemoReader(_) => {}
+        #[cfg(unix)]
+        Command::LevelServe => {}
     }
     out.flush().map_err(stdout_error)?;
     Ok(())

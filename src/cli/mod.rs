@@ -4,6 +4,8 @@
 
 mod commands;
 mod demo;
+#[cfg(unix)]
+mod level_serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +112,11 @@ pub enum Command {
     /// The main job: writer and reader processes on one directory, the leader killed with
     /// SIGKILL, failover, and a summary.
     Demo(demo::DemoArgs),
+    /// (test) Serve abstract-level's suite: for each directory read on stdin, open a fresh
+    /// store there as leader, serve it to Node (many-level) on `<DIR>/rave-level.sock` and
+    /// print `ready <DIR>` (run-suite.js's `LEADER=daemon`). Ends at the end of stdin.
+    #[cfg(unix)]
+    LevelServe,
     /// (internal) A demo writer process.
     #[command(hide = true)]
     DemoWriter(demo::WriterArgs),
