@@ -12,10 +12,12 @@
 pub mod codec;
 pub mod codes;
 pub mod frame;
+pub mod guest;
 pub mod host;
 pub mod messages;
 pub mod range;
 
+pub use guest::{Guest, GuestOptions};
 pub use host::{HostOptions, serve, serve_stream};
 
 /// The socket file a rave-level leader serves in its directory.
