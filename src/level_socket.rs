@@ -81,6 +81,27 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<UnixStr
     ))
 }
 
+/// Connects to a leader's rave-level socket, checking that it runs as this user (within one
+/// second: a leader that does not accept is not followed).
+pub async fn connect(path: &Path) -> io::Result<UnixStream> {
+    let stream = tokio::time::timeout(std::time::Duration::from_secs(1), UnixStream::connect(path))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the leader did not accept"))??;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == ours => Ok(stream),
+        Ok(cred) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the rave-level leader runs as uid {}, not {ours}",
+                cred.uid()
+            ),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// Serves `store` to many-level guests on `<dir>/rave-level.sock` until `shutdown`; the task
 /// removes the socket file when it ends.
 pub fn serve(

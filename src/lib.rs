@@ -22,6 +22,7 @@
 
 mod iter;
 mod leadership;
+mod level_compat;
 /// The rave-level (Node) socket: many-level's protocol beside rave's own.
 #[cfg(unix)]
 pub mod level_socket;

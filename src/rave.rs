@@ -64,6 +64,7 @@ impl<B: Backend> Rave<B> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::invalid("rave::Rave must be opened within a Tokio runtime"))?;
         let dir = prepare_dir(path.as_ref(), &options)?;
+        crate::level_compat::check(backend.name(), &dir, &options)?;
         let backend = Arc::new(backend);
         let opener: Opener = Arc::new(move |path, open_options| {
             let store = backend.open(path, open_options)?;

@@ -28,7 +28,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// The handle options the global flags ask for.
 pub fn options(cli: &Cli) -> Result<RaveOptions, CliError> {
-    let mut options = RaveOptions::default().retry(!cli.no_retry);
+    let mut options = RaveOptions::default()
+        .retry(!cli.no_retry)
+        .level_compat(cli.level_compat);
     if let Some(secs) = cli.timeout {
         let timeout = Duration::try_from_secs_f64(secs)
             .map_err(|_| CliError::Usage(format!("--timeout {secs}: not a duration")))?;
@@ -136,7 +138,13 @@ async fn execute<B: Backend>(
                 None => writeln!(out, "leader_pid\tunknown").map_err(stdout_error)?,
             }
             writeln!(out, "socket\t{}", db.socket_path()?.display()).map_err(stdout_error)?;
-            writeln!(out, "sequence\t{}", db.sequence().await?).map_err(stdout_error)?;
+            // A Node (rave-level) leader keeps no commit sequence.
+            match db.sequence().await {
+                Ok(sequence) => writeln!(out, "sequence\t{sequence}"),
+                Err(rave::Error::Unsupported { .. }) => writeln!(out, "sequence\tnone"),
+                Err(e) => return Err(e.into()),
+            }
+            .map_err(stdout_error)?;
         }
         Command::Demo(_) | Command::DemoWriter(_) | Command::DemoReader(_) => {}
         #[cfg(unix)]

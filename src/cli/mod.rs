@@ -28,6 +28,11 @@ pub struct Cli {
     /// Seconds an operation waits for a leader (election timeout).
     #[arg(long, value_name = "SECS", global = true)]
     pub timeout: Option<f64>,
+    /// Share a LevelDB directory with Node's rave-level (needs `--backend leveldb`): lead with
+    /// LevelDB's own lock and serve Node on `<DIR>/rave-level.sock` too, or follow a Node
+    /// leader.
+    #[arg(long, global = true)]
+    pub level_compat: bool,
     /// The database directory (optional for `demo`, which then uses a fresh temporary one).
     pub dir: Option<PathBuf>,
     #[command(subcommand)]

@@ -1,0 +1,362 @@
+//! Level-compatible mode with real Node processes: the seed's `put.js` and `get.js` and a Node
+//! writer (interop/node/) running rave-level 1.0.0, and rave processes and handles, on one
+//! LevelDB directory; leaders of both kinds killed with SIGKILL; nothing acknowledged lost.
+//!
+//! The pinned npm packages come from `scripts/level-suite --install` (a cache directory, see
+//! there). Without them, or without node, these tests skip outside CI and fail in CI.
+
+#![cfg(all(unix, feature = "leveldb"))]
+
+#[macro_use]
+#[allow(unused_macros)]
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rave::backends::LevelDbBackend;
+use rave::{BatchOp, KvStore, Range, Rave, RaveOptions, Role};
+
+use crate::common::{Proc, rave_cmd, run_rave, tempdir, wait_role};
+
+/// The node_modules holding rave-level, or `None` (after saying why) when the test must skip.
+fn node_modules(test: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("RAVE_LEVEL_NPM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(base.join("rave").join("level-suite"))
+        });
+    let modules = cache.map(|c| c.join("node_modules"));
+    let found = modules
+        .as_ref()
+        .filter(|m| m.join("rave-level").is_dir())
+        .filter(|_| Command::new("node").arg("--version").output().is_ok());
+    if found.is_none() {
+        common::skip_or_fail(
+            test,
+            "node or rave-level is missing: run `scripts/level-suite --install` first",
+        );
+    }
+    found.cloned()
+}
+
+/// `node interop/node/<script> <args>` with rave-level on its module path.
+fn node(modules: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut command = Command::new("node");
+    command
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("interop/node")
+                .join(script),
+        )
+        .args(args)
+        .env("NODE_PATH", modules);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Proc::spawn(format!("node {script} {}", args.join(" ")), command, None)
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Reads lines of `proc` until `done` says so, within `LIMIT`; returns whether it did.
+async fn read_until(proc: &mut Proc, mut done: impl FnMut(&str) -> bool) -> bool {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match proc.next_line(left).await {
+            Ok(Some(line)) if done(&line) => return true,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(()) => return false,
+        }
+    }
+}
+
+/// The numbers a `writer.js` acknowledged (its `ack N` lines seen so far).
+fn acks(proc: &mut Proc) -> BTreeSet<u64> {
+    proc.drain_lines();
+    proc.seen()
+        .iter()
+        .filter_map(|l| l.strip_prefix("ack ")?.parse().ok())
+        .collect()
+}
+
+/// Waits until `writer` has acknowledged `more` writes past what it had.
+async fn more_acks(writer: &mut Proc, more: usize) {
+    let start = acks(writer).len();
+    let mut seen = start;
+    let reached = read_until(writer, |line| {
+        if line.starts_with("ack ") {
+            seen += 1;
+        }
+        seen >= start + more
+    })
+    .await;
+    assert!(
+        reached,
+        "the writer stalled at {seen} acks: {}",
+        writer.stderr()
+    );
+}
+
+/// The keys under `prefix` (`prefix/00000012`) as numbers, read by a `rave --level-compat`
+/// process (which follows whoever leads, or leads).
+async fn numbers_by_rave(dir: &Path, prefix: &str) -> BTreeSet<u64> {
+    let gte = format!("{prefix}/");
+    let lt = format!("{prefix}0");
+    let out = run_rave::<LevelDbBackend>(
+        &["--level-compat"],
+        dir,
+        &["scan", "--keys-only", "--gte", &gte, "--lt", &lt],
+        None,
+    )
+    .await;
+    out.assert_code(0, "rave scan");
+    out.text()
+        .lines()
+        .map(|l| l.trim_start_matches(&gte).parse().expect("a writer's key"))
+        .collect()
+}
+
+fn assert_none_lost(acked: &BTreeSet<u64>, stored: &BTreeSet<u64>, who: &str) {
+    let lost: Vec<_> = acked.difference(stored).collect();
+    assert!(lost.is_empty(), "{who}: acknowledged but lost: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn level_compat_refuses_other_engines_and_long_paths() {
+    let dir = tempdir();
+    let options = RaveOptions::default().level_compat(true);
+    #[cfg(feature = "redb")]
+    {
+        let err = Rave::<rave::backends::RedbBackend>::open(dir.path(), options.clone())
+            .err()
+            .expect("redb refused");
+        assert_eq!(err.kind(), rave::ErrorKind::InvalidArgument, "{err}");
+    }
+    let long = dir.path().join("d".repeat(120));
+    let err = Rave::<LevelDbBackend>::open(&long, options.clone())
+        .err()
+        .expect("a path Node truncates is refused");
+    assert!(err.to_string().contains("truncates"), "{err}");
+    let out = run_rave::<LevelDbBackend>(&["--level-compat"], &long, &["get", "a"], None).await;
+    out.assert_code(3, "rave --level-compat on a long path");
+}
+
+/// Rust leads, Node follows: the seed's put.js and get.js and a Node writer use a rave leader
+/// for every operation (none of them leads); then the rave leader is SIGKILLed, a Node process
+/// takes over, and no acknowledged write is lost. A rave process then follows the Node leader,
+/// and finally leads itself on the directory classic-level wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_leads_node_then_node_takes_over() {
+    let Some(modules) = node_modules("rust_leads_node_then_node_takes_over") else {
+        return;
+    };
+    let tmp = tempdir();
+    let dir = tmp.path().join("db");
+    let dir_arg = dir.to_str().unwrap();
+    let mut leader = Proc::spawn(
+        "rave hold",
+        rave_cmd::<LevelDbBackend>(&["--level-compat"], &dir, &["hold"]),
+        None,
+    );
+    leader.expect_line("leader", LIMIT).await;
+
+    let mut put = node(&modules, "put.js", &[dir_arg], &[("PUT_INTERVAL_MS", "50")]);
+    let mut get = node(&modules, "get.js", &[dir_arg], &[("GET_INTERVAL_MS", "50")]);
+    let mut writer = node(&modules, "writer.js", &[dir_arg, "w"], &[("PACE_MS", "2")]);
+    // The seed's programs meet through the rave leader: get.js reads what put.js wrote.
+    let mut written = String::new();
+    assert!(
+        read_until(&mut put, |l| match l.strip_prefix("put a=") {
+            Some(v) => {
+                written = v.to_string();
+                true
+            }
+            None => false,
+        })
+        .await,
+        "put.js: {}",
+        put.stderr()
+    );
+    let want = format!("a= {written}");
+    assert!(
+        read_until(&mut get, |l| l == want).await,
+        "get.js never read {want}: {:?}",
+        get.seen()
+    );
+    more_acks(&mut writer, 200).await;
+    // rave reads what Node wrote, as Node encoded it (JSON).
+    let out = run_rave::<LevelDbBackend>(&["--level-compat"], &dir, &["get", "a"], None).await;
+    assert_eq!(out.assert_code(0, "rave get a").text().trim(), written);
+    for p in [&mut put, &mut get, &mut writer] {
+        p.drain_lines();
+        assert!(
+            !p.seen().iter().any(|l| l == "leader"),
+            "a Node process led beside rave"
+        );
+    }
+
+    leader.kill();
+    more_acks(&mut writer, 200).await;
+    let node_leaders = [&mut put, &mut get, &mut writer]
+        .into_iter()
+        .filter_map(|p| {
+            p.drain_lines();
+            p.seen().iter().any(|l| l == "leader").then_some(())
+        })
+        .count();
+    assert_eq!(node_leaders, 1, "exactly one Node process took over");
+
+    writer.signal(libc::SIGTERM);
+    writer.finish(LIMIT).await.assert_code(0, "writer.js");
+    let acked = acks(&mut writer);
+    // A rave process follows the Node leader (or leads, if that was the writer) and reads all.
+    assert_none_lost(
+        &acked,
+        &numbers_by_rave(&dir, "w").await,
+        "read through the new leader",
+    );
+    put.kill();
+    get.kill();
+    // With every Node process gone, rave leads on the files classic-level wrote.
+    assert_none_lost(
+        &acked,
+        &numbers_by_rave(&dir, "w").await,
+        "read by a rave leader",
+    );
+}
+
+/// Node leads, Rust follows: a rave handle uses a Node leader for every operation, resumes a
+/// reverse iterator across the Node leader's SIGKILL without a duplicate or a gap, and takes
+/// over when no Node process is left; nothing acknowledged by either side is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_leads_rust_follows_then_takes_over() {
+    let Some(modules) = node_modules("node_leads_rust_follows_then_takes_over") else {
+        return;
+    };
+    let tmp = tempdir();
+    let dir = tmp.path().join("db");
+    let dir_arg = dir.to_str().unwrap();
+    let mut node_leader = node(&modules, "writer.js", &[dir_arg, "n"], &[("PACE_MS", "2")]);
+    assert!(
+        read_until(&mut node_leader, |l| l == "leader").await,
+        "{}",
+        node_leader.stderr()
+    );
+    let mut get = node(&modules, "get.js", &[dir_arg], &[("GET_INTERVAL_MS", "50")]);
+
+    let options = RaveOptions::default()
+        .level_compat(true)
+        .op_timeout(Some(Duration::from_secs(5)));
+    let db = Rave::<LevelDbBackend>::open(&dir, options).unwrap();
+    assert_eq!(db.ready().await.unwrap(), Role::Follower);
+    assert_eq!(db.epoch(), None, "a Node leader has no epoch");
+
+    // Every operation through the Node leader.
+    db.put(b"a", b"12345").await.unwrap();
+    assert!(
+        read_until(&mut get, |l| l == "a= 12345").await,
+        "get.js: {:?}",
+        get.seen()
+    );
+    assert_eq!(db.get(b"a").await.unwrap(), Some(b"12345".to_vec()));
+    assert_eq!(db.get(b"absent").await.unwrap(), None);
+    let ops: Vec<BatchOp> = (0..300)
+        .map(|i| BatchOp::put(format!("it/{i:04}"), format!("{i}")))
+        .chain([BatchOp::put("x/1", ""), BatchOp::put("x/2", "2")])
+        .collect();
+    db.batch(ops).await.unwrap();
+    db.del(b"x/2").await.unwrap();
+    assert_eq!(
+        db.get_many(&[b"x/1".to_vec(), b"x/2".to_vec()])
+            .await
+            .unwrap(),
+        vec![Some(Vec::new()), None]
+    );
+    db.clear(Range::prefix("x/")).await.unwrap();
+    assert_eq!(db.get(b"x/1").await.unwrap(), None);
+    let some = db
+        .iterator(Range::prefix("it/").reverse().limit(3).keys_only())
+        .await
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap();
+    let keys: Vec<_> = some.iter().map(|e| e.key.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            b"it/0299".to_vec(),
+            b"it/0298".to_vec(),
+            b"it/0297".to_vec()
+        ]
+    );
+    assert!(matches!(
+        db.sequence().await,
+        Err(rave::Error::Unsupported { .. })
+    ));
+
+    // A reverse iterator open across the Node leader's death.
+    let mut it = db
+        .iterator(Range::prefix("it/").reverse().keys_only())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 100 {
+        seen.extend(it.next_chunk(10).await.unwrap().into_iter().map(|e| e.key));
+    }
+    more_acks(&mut node_leader, 100).await;
+    node_leader.kill();
+    let node_acked = acks(&mut node_leader);
+    // Writes of this handle go on through whoever leads next (get.js, or this handle).
+    for i in 0..50 {
+        db.put(format!("r/{i:08}").as_bytes(), b"r").await.unwrap();
+    }
+    seen.extend(it.collect_all().await.unwrap().into_iter().map(|e| e.key));
+    let want: Vec<Vec<u8>> = (0..300)
+        .rev()
+        .map(|i| format!("it/{i:04}").into_bytes())
+        .collect();
+    assert_eq!(
+        seen.len(),
+        want.len(),
+        "no duplicate, no gap across the failover"
+    );
+    assert_eq!(seen, want);
+    assert_none_lost(
+        &node_acked,
+        &numbers_by_rave(&dir, "n").await,
+        "Node's writes",
+    );
+
+    // No Node process left: this handle leads.
+    get.kill();
+    wait_role(&db, Role::Leader, LIMIT).await;
+    for i in 50..60 {
+        db.put(format!("r/{i:08}").as_bytes(), b"r").await.unwrap();
+    }
+    let mut all = db.iterator(Range::prefix("r/").keys_only()).await.unwrap();
+    assert_eq!(all.collect_all().await.unwrap().len(), 60);
+    let stored: BTreeSet<u64> = db
+        .iterator(Range::prefix("n/").keys_only())
+        .await
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.key[2..]).parse().unwrap())
+        .collect();
+    assert_none_lost(
+        &node_acked,
+        &stored,
+        "Node's writes, read by the rave leader",
+    );
+    db.close().await.unwrap();
+}
