@@ -52,6 +52,10 @@ async fn run_with<B: Backend + Clone>(backend: B, cli: Cli) -> Result<(), CliErr
         Command::Demo(args) => return demo::run(&cli, backend, args).await,
         #[cfg(unix)]
         Command::LevelServe => return super::level_serve::run(backend, options).await,
+        Command::LevelWorker(args) => {
+            let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
+            return super::level_worker::run(db, args).await;
+        }
         Command::DemoWriter(args) => {
             let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
             return demo::writer(db, args).await;
@@ -146,7 +150,10 @@ async fn execute<B: Backend>(
             }
             .map_err(stdout_error)?;
         }
-        Command::Demo(_) | Command::DemoWriter(_) | Command::DemoReader(_) => {}
+        Command::Demo(_)
+        | Command::DemoWriter(_)
+        | Command::DemoReader(_)
+        | Command::LevelWorker(_) => {}
         #[cfg(unix)]
         Command::LevelServe => {}
     }

@@ -6,6 +6,7 @@ mod commands;
 mod demo;
 #[cfg(unix)]
 mod level_serve;
+mod level_worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,6 +123,9 @@ pub enum Command {
     /// print `ready <DIR>` (run-suite.js's `LEADER=daemon`). Ends at the end of stdin.
     #[cfg(unix)]
     LevelServe,
+    /// (internal) A worker of the mixed Node/Rust torture (tests/level_torture.rs).
+    #[command(hide = true)]
+    LevelWorker(level_worker::LevelWorkerArgs),
     /// (internal) A demo writer process.
     #[command(hide = true)]
     DemoWriter(demo::WriterArgs),
