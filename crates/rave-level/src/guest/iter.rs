@@ -58,7 +58,7 @@ impl GuestIter {
     fn entries(&self, data: Vec<Vec<u8>>) -> Result<Vec<Entry>> {
         Ok(match self.projection {
             Projection::KeysAndValues => {
-                if data.len() % 2 != 0 {
+                if !data.len().is_multiple_of(2) {
                     return Err(Error::protocol("an odd number of keys and values"));
                 }
                 let mut items = data.into_iter();
