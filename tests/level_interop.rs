@@ -360,3 +360,123 @@ async fn node_leads_rust_follows_then_takes_over() {
     );
     db.close().await.unwrap();
 }
+
+/// The Rust examples (`examples/put.rs`, `get.rs` with `--level-compat`), built by `cargo test`
+/// beside the `rave` binary; `None` (after saying why) when they are missing.
+fn rust_examples(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let dir = Path::new(env!("CARGO_BIN_EXE_rave"))
+        .parent()?
+        .join("examples");
+    let (put, get) = (dir.join("put"), dir.join("get"));
+    if put.is_file() && get.is_file() {
+        return Some((put, get));
+    }
+    common::skip_or_fail(
+        test,
+        "the examples are not built (`cargo test` without a target filter, or `cargo build \
+         --examples --features leveldb`)",
+    );
+    None
+}
+
+fn example(path: &Path, dir: &Path) -> Proc {
+    let mut command = Command::new(path);
+    command.arg("--level-compat").arg(dir);
+    Proc::spawn(format!("{} --level-compat", path.display()), command, None)
+}
+
+/// Waits until `reader` prints `a= V` for a value `V` that `writer` acknowledged after this call.
+async fn reads_a_new_put(reader: &mut Proc, writer: &mut Proc) {
+    writer.drain_lines();
+    let mut fresh = None;
+    let got = read_until(writer, |l| {
+        fresh = l.strip_prefix("put a=").map(str::to_string);
+        fresh.is_some()
+    })
+    .await;
+    let fresh = fresh
+        .filter(|_| got)
+        .unwrap_or_else(|| panic!("no put: {}", writer.stderr()));
+    let want = format!("a= {fresh}");
+    let seen = read_until(reader, |l| l == want).await;
+    assert!(
+        seen,
+        "{want} never read; the reader said {:?}",
+        &reader.seen()[reader.seen().len().saturating_sub(5)..]
+    );
+}
+
+/// The seed's two Node programs and the Rust examples on one directory, both starting orders,
+/// the leader's whole side SIGKILLed in turn (Node's, then Rust's): the readers of both sides
+/// keep reading what the writers of both sides write, and the acknowledged writes of a Node
+/// writer killed with its side are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_programs_and_rust_examples_together() {
+    let test = "seed_programs_and_rust_examples_together";
+    let Some(modules) = node_modules(test) else {
+        return;
+    };
+    let Some((put_rs, get_rs)) = rust_examples(test) else {
+        return;
+    };
+    for node_first in [true, false] {
+        let tmp = tempdir();
+        let dir = tmp.path().join("data");
+        let d = dir.to_str().unwrap();
+        let fast = [("PUT_INTERVAL_MS", "200"), ("GET_INTERVAL_MS", "100")];
+        let start_node = |modules: &Path| {
+            (
+                node(modules, "put.js", &[d], &fast),
+                node(modules, "get.js", &[d], &fast),
+                node(modules, "writer.js", &[d, "w"], &[("PACE_MS", "5")]),
+            )
+        };
+        let (mut put_js, mut get_js, mut writer, mut put_ex, mut get_ex);
+        if node_first {
+            (put_js, get_js, writer) = start_node(&modules);
+            assert!(read_until(&mut put_js, |l| l.starts_with("put a=")).await);
+            (put_ex, get_ex) = (example(&put_rs, &dir), example(&get_rs, &dir));
+        } else {
+            (put_ex, get_ex) = (example(&put_rs, &dir), example(&get_rs, &dir));
+            assert!(read_until(&mut put_ex, |l| l.starts_with("put a=")).await);
+            (put_js, get_js, writer) = start_node(&modules);
+        }
+        // Each side reads what the other writes.
+        reads_a_new_put(&mut get_js, &mut put_ex).await;
+        reads_a_new_put(&mut get_ex, &mut put_js).await;
+        more_acks(&mut writer, 50).await;
+
+        // Node's side dies whole (its leader, if it led): Rust's carries on, and a new Node
+        // side follows whoever leads.
+        for p in [&mut put_js, &mut get_js, &mut writer] {
+            p.kill();
+        }
+        let acked = acks(&mut writer);
+        reads_a_new_put(&mut get_ex, &mut put_ex).await;
+        (put_js, get_js, writer) = start_node(&modules);
+        reads_a_new_put(&mut get_js, &mut put_ex).await;
+        reads_a_new_put(&mut get_ex, &mut put_js).await;
+        assert_none_lost(
+            &acked,
+            &numbers_by_rave(&dir, "w").await,
+            "after Node's side died",
+        );
+        more_acks(&mut writer, 50).await;
+
+        // Rust's side dies whole: Node's carries on.
+        put_ex.kill();
+        get_ex.kill();
+        reads_a_new_put(&mut get_js, &mut put_js).await;
+        more_acks(&mut writer, 50).await;
+        writer.signal(libc::SIGTERM);
+        writer.finish(LIMIT).await.assert_code(0, "writer.js");
+        let acked = acks(&mut writer);
+        assert_none_lost(
+            &acked,
+            &numbers_by_rave(&dir, "w").await,
+            "after Rust's side died",
+        );
+        put_js.kill();
+        get_js.kill();
+    }
+}
