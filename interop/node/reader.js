@@ -4,7 +4,7 @@
 // or `scan bad dup=D skip=S order=O`. `leader` when this process leads.
 // Forward only: rave-level's own resume of a *reverse* iterator skips keys (an upstream bug,
 // see DESIGN.md, "Node interop"), which is not what this test measures.
-// Usage: node reader.js DIR FROZEN
+// Usage: node reader.js DIR FROZEN   (env PAUSE_MS: a pause between chunks)
 const { RaveLevel } = require('rave-level')
 const [dir, frozen] = process.argv.slice(2)
 const db = new RaveLevel(dir)
@@ -15,11 +15,12 @@ process.on('SIGTERM', () => { stop = true })
   while (!stop) {
     const seen = new Set()
     let dup = 0; let order = 0; let last = null
-    const it = db.keys({ gte: 'f/', lt: 'f0' })
+    const it = db.iterator({ gte: 'f/', lt: 'f0' })
     for (;;) {
-      const keys = await it.nextv(7)
-      if (keys.length === 0) break
-      for (const k of keys) {
+      const entries = await it.nextv(50)
+      if (entries.length === 0) break
+      if (process.env.PAUSE_MS) await new Promise((resolve) => setTimeout(resolve, Number(process.env.PAUSE_MS)))
+      for (const [k] of entries) {
         if (last !== null && k <= last) order++
         last = k
         if (seen.has(k)) dup++

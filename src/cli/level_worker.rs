@@ -4,7 +4,7 @@
 //! - `--kind writer`: puts `<prefix>/<i>` (8 digits) = `i` one at a time and prints `ack <i>`
 //!   after each acknowledged put;
 //! - `--kind reader`: scans the frozen keys `f/0000`.. (`--frozen N` of them) again and again,
-//!   forward and reverse in small chunks, and prints `scan ok` or `scan bad dup=D skip=S`.
+//!   forward and reverse in chunks of 50, and prints `scan ok` or `scan bad dup=D skip=S`.
 //!
 //! Both print `leader` whenever the handle becomes leader, and stop at SIGTERM.
 
@@ -27,6 +27,9 @@ pub struct LevelWorkerArgs {
     /// How many frozen keys a reader expects.
     #[arg(long, default_value_t = 0)]
     pub frozen: u32,
+    /// A reader's pause between two chunks, in milliseconds (so scans span failovers).
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
 }
 
 fn say(line: &str) {
@@ -44,13 +47,25 @@ pub fn frozen_key(i: u32) -> Vec<u8> {
 /// Runs the worker until SIGTERM.
 pub async fn run<B: Backend>(db: Rave<B>, args: &LevelWorkerArgs) -> Result<(), CliError> {
     let mut stop = super::StopSignal::new()?;
+    // `leader` once per leadership, from a task of its own: an operation in flight is never
+    // cancelled by a role change (a scan spanning a failover must resume, not restart).
     let mut roles = db.watch_role();
+    let watcher = tokio::spawn(async move {
+        let mut led = false;
+        loop {
+            let leads = *roles.borrow_and_update() == Role::Leader;
+            if leads && !led {
+                say("leader");
+            }
+            led = leads;
+            if roles.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let mut i = 0u64;
     let mut reverse = false;
     loop {
-        if *roles.borrow_and_update() == Role::Leader {
-            say("leader");
-        }
         let step = async {
             match args.kind.as_str() {
                 "writer" => {
@@ -60,7 +75,7 @@ pub async fn run<B: Backend>(db: Rave<B>, args: &LevelWorkerArgs) -> Result<(), 
                     i += 1;
                 }
                 _ => {
-                    say(&scan(&db, args.frozen, reverse).await?);
+                    say(&scan(&db, args, reverse).await?);
                     reverse = !reverse;
                 }
             }
@@ -71,17 +86,21 @@ pub async fn run<B: Backend>(db: Rave<B>, args: &LevelWorkerArgs) -> Result<(), 
                 say(&format!("err {}", e.kind()));
             },
             _ = stop.recv() => break,
-            _ = roles.changed() => {}
         }
     }
+    watcher.abort();
     db.close().await?;
     say("done");
     Ok(())
 }
 
-/// One scan of the frozen keys in chunks of 7: `scan ok`, or what went wrong.
-async fn scan<B: Backend>(db: &Rave<B>, frozen: u32, reverse: bool) -> rave::Result<String> {
-    let mut range = Range::prefix("f/").keys_only();
+/// One scan of the frozen entries in chunks of 50: `scan ok`, or what went wrong.
+async fn scan<B: Backend>(
+    db: &Rave<B>,
+    args: &LevelWorkerArgs,
+    reverse: bool,
+) -> rave::Result<String> {
+    let mut range = Range::prefix("f/");
     if reverse {
         range = range.reverse();
     }
@@ -89,10 +108,11 @@ async fn scan<B: Backend>(db: &Rave<B>, frozen: u32, reverse: bool) -> rave::Res
     let (mut seen, mut dup, mut order) = (BTreeSet::new(), 0, 0);
     let mut last: Option<Vec<u8>> = None;
     loop {
-        let chunk = it.next_chunk(7).await?;
+        let chunk = it.next_chunk(50).await?;
         if chunk.is_empty() {
             break;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(args.pause_ms)).await;
         for entry in chunk {
             if let Some(prev) = &last
                 && (if reverse {
@@ -109,7 +129,7 @@ async fn scan<B: Backend>(db: &Rave<B>, frozen: u32, reverse: bool) -> rave::Res
             }
         }
     }
-    let skip = (0..frozen)
+    let skip = (0..args.frozen)
         .filter(|i| !seen.contains(&frozen_key(*i)))
         .count();
     Ok(if dup == 0 && skip == 0 && order == 0 {
