@@ -23,26 +23,14 @@ use crate::common::{Proc, rave_cmd, run_rave, tempdir, wait_role};
 
 /// The node_modules holding rave-level, or `None` (after saying why) when the test must skip.
 fn node_modules(test: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("RAVE_LEVEL_NPM")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            Some(base.join("rave").join("level-suite"))
-        });
-    let modules = cache.map(|c| c.join("node_modules"));
-    let found = modules
-        .as_ref()
-        .filter(|m| m.join("rave-level").is_dir())
-        .filter(|_| Command::new("node").arg("--version").output().is_ok());
+    let found = common::level_node_modules();
     if found.is_none() {
         common::skip_or_fail(
             test,
             "node or rave-level is missing: run `scripts/level-suite --install` first",
         );
     }
-    found.cloned()
+    found
 }
 
 /// `node interop/node/<script> <args>` with rave-level on its module path.
@@ -121,6 +109,13 @@ async fn numbers_by_rave(dir: &Path, prefix: &str) -> BTreeSet<u64> {
         .lines()
         .map(|l| l.trim_start_matches(&gte).parse().expect("a writer's key"))
         .collect()
+}
+
+/// Stops a `writer.js` (SIGTERM: it finishes its put and closes) and returns what it acked.
+async fn stop_writer(writer: &mut Proc) -> BTreeSet<u64> {
+    writer.signal(libc::SIGTERM);
+    writer.finish(LIMIT).await.assert_code(0, "writer.js");
+    acks(writer)
 }
 
 fn assert_none_lost(acked: &BTreeSet<u64>, stored: &BTreeSet<u64>, who: &str) {
@@ -213,9 +208,7 @@ async fn rust_leads_node_then_node_takes_over() {
         .count();
     assert_eq!(node_leaders, 1, "exactly one Node process took over");
 
-    writer.signal(libc::SIGTERM);
-    writer.finish(LIMIT).await.assert_code(0, "writer.js");
-    let acked = acks(&mut writer);
+    let acked = stop_writer(&mut writer).await;
     // A rave process follows the Node leader (or leads, if that was the writer) and reads all.
     assert_none_lost(
         &acked,
@@ -468,9 +461,7 @@ async fn seed_programs_and_rust_examples_together() {
         get_ex.kill();
         reads_a_new_put(&mut get_js, &mut put_js).await;
         more_acks(&mut writer, 50).await;
-        writer.signal(libc::SIGTERM);
-        writer.finish(LIMIT).await.assert_code(0, "writer.js");
-        let acked = acks(&mut writer);
+        let acked = stop_writer(&mut writer).await;
         assert_none_lost(
             &acked,
             &numbers_by_rave(&dir, "w").await,

@@ -20,7 +20,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -30,20 +30,6 @@ use crate::common::{Proc, rave_cmd, run_rave, tempdir};
 
 const FROZEN: u32 = 3000;
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn node_modules() -> Option<PathBuf> {
-    let cache = std::env::var_os("RAVE_LEVEL_NPM")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            Some(base.join("rave").join("level-suite"))
-        })?;
-    let modules = cache.join("node_modules");
-    let node = Command::new("node").arg("--version").output().is_ok();
-    (node && modules.join("rave-level").is_dir()).then_some(modules)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lang {
@@ -185,7 +171,7 @@ async fn progress(workers: &mut [Worker], more: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_node_and_rust_leaders_killed() {
-    let Some(modules) = node_modules() else {
+    let Some(modules) = common::level_node_modules() else {
         common::skip_or_fail(
             "mixed_node_and_rust_leaders_killed",
             "node or rave-level is missing: run `scripts/level-suite --install` first",
