@@ -115,8 +115,14 @@ pub async fn serve_stream<S>(
     });
     let mut pending = FuturesUnordered::new();
     let mut iterators: HashMap<u32, iter::Handle> = HashMap::new();
+    // Set when the guest has finished sending: its iterators close, and the requests it sent
+    // are still answered (over a half-closed stream) before the connection ends.
+    let mut finished = false;
     loop {
-        let reading = pending.len() < options.max_in_flight;
+        if finished && pending.is_empty() {
+            break;
+        }
+        let reading = !finished && pending.len() < options.max_in_flight;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(reply) = pending.next(), if !pending.is_empty() => {
@@ -138,7 +144,11 @@ pub async fn serve_stream<S>(
                         tracing::debug!(%e, "a many-level guest sent unframable bytes");
                         break;
                     }
-                    None => break,
+                    None => {
+                        finished = true;
+                        iterators.clear();
+                        continue;
+                    }
                 };
                 match decode_request(&payload) {
                     Ok(Request::Iterator(open)) => {

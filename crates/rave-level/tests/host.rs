@@ -53,10 +53,11 @@ impl Peer {
         self.framed.get_mut().write_all(bytes).await.unwrap();
     }
 
-    /// The next reply, or `None` when none comes within a short while.
+    /// The next reply, or `None` when none comes within a short while (or the host hung up).
     async fn reply(&mut self) -> Option<Reply> {
         match tokio::time::timeout(Duration::from_millis(300), self.framed.next()).await {
             Ok(Some(Ok(Frame::Payload(p)))) => Some(decode_reply(&p).unwrap()),
+            Ok(None) => None,
             Ok(other) => panic!("unexpected {other:?}"),
             Err(_) => None,
         }
@@ -203,4 +204,23 @@ async fn a_seek_outside_the_range_ends_the_iterator() {
         Some(Reply::IteratorEnd(e)) => assert_eq!(e.seq, 1),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn requests_sent_before_a_half_close_are_answered() {
+    let mut peer = Peer::new(10, 1 << 20).await;
+    for id in 1..=50 {
+        peer.send(request::GET, &get(id, "k0003")).await;
+    }
+    // The guest is done sending (EOF on the host's side); the answers still come.
+    peer.framed.get_mut().shutdown().await.unwrap();
+    let mut answered = 0;
+    while let Some(reply) = peer.reply().await {
+        assert!(matches!(
+            reply,
+            Reply::Callback(m::Callback { error: None, .. })
+        ));
+        answered += 1;
+    }
+    assert_eq!(answered, 50);
 }
