@@ -224,3 +224,15 @@ async fn requests_sent_before_a_half_close_are_answered() {
     }
     assert_eq!(answered, 50);
 }
+
+#[tokio::test]
+async fn a_bookmark_outside_the_range_does_not_widen_it() {
+    let mut peer = Peer::new(10, 1 << 20).await;
+    let mut it = open(1, false, Some("k0001"));
+    it.options.gt = Some(b"k0007".to_vec());
+    peer.send(request::ITERATOR, &it).await;
+    match peer.reply().await {
+        Some(Reply::IteratorData(d)) => assert_eq!(d.data, vec![b"k0008".to_vec()]),
+        other => panic!("{other:?}"),
+    }
+}

@@ -231,13 +231,20 @@ impl HostIter {
                 .is_none_or(|last| self.after(target, last));
         if !ahead {
             let mut range = self.base.clone();
-            match (self.base.reverse, inclusive) {
-                (false, true) => range.gte = Some(target.to_vec()),
-                (true, true) => range.lte = Some(target.to_vec()),
-                (false, false) => range.gt = Some(target.to_vec()),
-                (true, false) => range.lt = Some(target.to_vec()),
-            }
-            // `gte`/`lte` intersect with `gt`/`lt` in rave's ranges: the stricter one holds.
+            // rave's ranges intersect every bound, so the target only adds one (the stricter
+            // of it and the range's own): a bookmark outside the range cannot widen it.
+            let bound = match (self.base.reverse, inclusive) {
+                (false, true) => &mut range.gte,
+                (true, true) => &mut range.lte,
+                (false, false) => &mut range.gt,
+                (true, false) => &mut range.lt,
+            };
+            let stricter = match bound.as_deref() {
+                Some(own) if self.base.reverse => target.min(own),
+                Some(own) => target.max(own),
+                None => target,
+            };
+            *bound = Some(stricter.to_vec());
             return self.reopen(range).await;
         }
         // Skip forward in the same snapshot.
