@@ -143,6 +143,34 @@ async fn level_compat_refuses_other_engines_and_long_paths() {
     out.assert_code(3, "rave --level-compat on a long path");
 }
 
+/// Every rave-level operation (interop/node/all-ops.js: three instances; gets, batches, getMany,
+/// iterators with ranges, reverse, limits and seeks, clears, sublevels) through a rave leader,
+/// none of the Node instances leading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_operation_through_a_rave_leader() {
+    let Some(modules) = node_modules("every_node_operation_through_a_rave_leader") else {
+        return;
+    };
+    let tmp = tempdir();
+    let dir = tmp.path().join("db");
+    let mut leader = Proc::spawn(
+        "rave hold",
+        rave_cmd::<LevelDbBackend>(&["--level-compat"], &dir, &["hold"]),
+        None,
+    );
+    leader.expect_line("leader", LIMIT).await;
+    let mut ops = node(&modules, "all-ops.js", &[dir.to_str().unwrap()], &[]);
+    let out = ops.finish(LIMIT).await;
+    assert_eq!(out.text().trim(), "ALL OK", "{}", out.stderr);
+    // What Node wrote, read by rave: JSON text, sublevel prefixes, byte for byte.
+    let got = run_rave::<LevelDbBackend>(&["--level-compat"], &dir, &["get", "!s!q"], None).await;
+    assert_eq!(
+        got.assert_code(0, "rave get").text().trim(),
+        r#"{"deep":true}"#
+    );
+    assert!(leader.try_status().is_none(), "the rave leader died");
+}
+
 /// Rust leads, Node follows: the seed's put.js and get.js and a Node writer use a rave leader
 /// for every operation (none of them leads); then the rave leader is SIGKILLed, a Node process
 /// takes over, and no acknowledged write is lost. A rave process then follows the Node leader,

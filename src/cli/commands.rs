@@ -129,6 +129,9 @@ async fn execute<B: Backend>(
             let role = db.ready().await?;
             let record = db.leader_record()?;
             writeln!(out, "role\t{role}").map_err(stdout_error)?;
+            // A follower without an epoch follows a Node (rave-level) leader, which keeps no
+            // record: the one in the directory is an earlier rave leader's.
+            let record = record.filter(|_| role != Role::Follower || db.epoch().is_some());
             match record {
                 Some(record) => {
                     let pid = if role == Role::Leader {
