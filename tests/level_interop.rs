@@ -322,6 +322,10 @@ async fn node_leads_rust_follows_then_takes_over() {
         db.sequence().await,
         Err(rave::Error::Unsupported { .. })
     ));
+    assert!(matches!(
+        db.watch(Range::all(), None).await.err(),
+        Some(rave::Error::Unsupported { .. })
+    ));
 
     // A reverse iterator open across the Node leader's death.
     let mut it = db
