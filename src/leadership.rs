@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::RaveOptions;
+use crate::level_compat::{self, Followed};
 use crate::stamp::Stamper;
 
 /// Opens the engine when this handle becomes leader (blocking).
@@ -317,20 +318,19 @@ impl Leadership {
         self.cancel.cancel();
     }
 
-    fn follow(&self, client: Client, epoch: u64) -> u64 {
+    fn follow(&self, store: Arc<dyn KvStore>, epoch: Option<u64>) -> u64 {
         let mut state = self.state();
         if matches!(state.conn, Conn::Closed) {
             return 0;
         }
         state.generation += 1;
         let generation = state.generation;
-        let store: Arc<dyn KvStore> = Arc::new(client);
         state.conn = Conn::Ready {
             store: store.clone(),
             generation,
             role: Role::Follower,
         };
-        state.epoch = Some(epoch);
+        state.epoch = epoch;
         for waiter in state.queue.drain(..) {
             let _ = waiter.send(Ok(Ticket {
                 store: store.clone(),
@@ -447,13 +447,17 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
     // closing, or broken), so that its followers do not reconnect in a loop.
     let mut churn = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     while !core.cancel.is_cancelled() {
-        if let Some((client, epoch)) = try_follow(&core).await {
+        let followed = match try_follow(&core).await {
+            Some((client, epoch)) => Some(native(client, epoch)),
+            None => level_compat::try_follow(&core.dir, &core.options).await,
+        };
+        if let Some(Followed { store, gone, epoch }) = followed {
             backoff.reset();
             let since = Instant::now();
-            let generation = core.follow(client.clone(), epoch);
-            tracing::debug!(epoch, "following");
+            let generation = core.follow(store.clone(), epoch);
+            tracing::debug!(?epoch, "following");
             tokio::select! {
-                _ = client.disconnected() => {
+                _ = gone => {
                     core.lost(generation);
                     core.electing();
                     tracing::debug!(epoch, "leader gone; electing");
@@ -464,7 +468,7 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
                     }
                 }
                 _ = core.cancel.cancelled() => {
-                    let _ = rave_api::KvStore::close(&client).await;
+                    let _ = store.close().await;
                 }
             }
             continue;
@@ -479,6 +483,11 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
             Ok(Some(lock)) => {
                 backoff.reset();
                 if let Err(err) = lead(&core, lock).await {
+                    if core.options.level_compat && level_compat::lock_busy(&err) {
+                        // A Node leader holds LevelDB's LOCK: look for its socket again.
+                        sleep_or_cancel(&core, backoff.next_delay()).await;
+                        continue;
+                    }
                     tracing::warn!(%err, "could not lead");
                     core.fail_waiters(&err);
                     sleep_or_cancel(&core, Duration::from_millis(100)).await;
@@ -509,6 +518,16 @@ pub(crate) async fn sleep_or_cancel(core: &Leadership, delay: Duration) {
     }
 }
 
+/// A rave leader's connection, as a [`Followed`].
+fn native(client: Client, epoch: u64) -> Followed {
+    let watched = client.clone();
+    Followed {
+        store: Arc::new(client),
+        gone: Box::pin(async move { watched.disconnected().await }),
+        epoch: Some(epoch),
+    }
+}
+
 /// Connects and shakes hands with the leader, if one serves.
 async fn try_follow(core: &Leadership) -> Option<(Client, u64)> {
     let path = rave_election::socket_path(&core.dir).ok()?;
@@ -534,6 +553,14 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     let store = tokio::task::spawn_blocking(move || opener.open_engine())
         .await
         .map_err(|e| Error::other(format!("the engine open task failed: {e}")))??;
+    let shutdown = CancellationToken::new();
+    let level = match level_compat::serve_beside(&core.options, &core.dir, &store, &shutdown) {
+        Ok(level) => level,
+        Err(e) => {
+            let _ = store.close().await;
+            return Err(e);
+        }
+    };
     // Removing a stale socket file, binding and chmod are file-system calls: off the runtime.
     let dir = core.dir.clone();
     let bound = tokio::task::spawn_blocking(move || {
@@ -546,6 +573,8 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     let (path, listener, lock) = match bound {
         Ok((Ok((path, listener)), lock)) => (path, listener, lock),
         Ok((Err(e), lock)) => {
+            shutdown.cancel();
+            level_compat::stop(level).await;
             let closed = store.close().await;
             drop(lock);
             closed?;
@@ -553,11 +582,12 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
         }
         Err(e) => {
             // The task panicked, and dropped the lock with it: close the engine anyway.
+            shutdown.cancel();
+            level_compat::stop(level).await;
             let _ = store.close().await;
             return Err(Error::other(format!("the bind task failed: {e}")));
         }
     };
-    let shutdown = CancellationToken::new();
     let server = tokio::spawn(rave_transport::serve(
         listener.incoming(),
         store.clone(),
@@ -573,6 +603,7 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
     core.cancel.cancelled().await;
     shutdown.cancel();
     let _ = server.await;
+    level_compat::stop(level).await;
     let unbound = tokio::task::spawn_blocking(move || rave_election::unbind(&path)).await;
     if let Err(e) = unbound {
         tracing::warn!(%e, "removing the rave socket failed");

@@ -48,6 +48,10 @@ pub mod blocking;
 mod direct;
 mod iter;
 mod leadership;
+mod level_compat;
+/// The rave-level (Node) socket: many-level's protocol beside rave's own.
+#[cfg(unix)]
+pub mod level_socket;
 mod options;
 mod rave;
 mod rave_methods;

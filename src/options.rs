@@ -41,6 +41,11 @@ pub struct RaveOptions {
     pub max_waiting: usize,
     /// Wire-protocol limits (frame size, iterator window, handshake timeout).
     pub limits: Limits,
+    /// Share the directory with Node's rave-level (default: false; LevelDB engine only, unix
+    /// only). A leader then also takes LevelDB's own lock (`LOCK`, which rave-level's leader
+    /// takes) and serves rave-level's protocol on `<dir>/rave-level.sock` beside rave's own
+    /// socket; a handle that finds a Node leader follows it. See `crate::level_compat`.
+    pub level_compat: bool,
 }
 
 impl Default for RaveOptions {
@@ -53,6 +58,7 @@ impl Default for RaveOptions {
             max_waiting: 1024,
             open: OpenOptions::default(),
             limits: Limits::default(),
+            level_compat: false,
         }
     }
 }
@@ -85,6 +91,12 @@ impl RaveOptions {
     /// Sets [`RaveOptions::max_waiting`] (at least 1).
     pub fn max_waiting(mut self, max_waiting: usize) -> Self {
         self.max_waiting = max_waiting.max(1);
+        self
+    }
+
+    /// Sets [`RaveOptions::level_compat`].
+    pub fn level_compat(mut self, on: bool) -> Self {
+        self.level_compat = on;
         self
     }
 

@@ -63,6 +63,9 @@ impl<B: Backend> Rave<B> {
         } else {
             prepare_dir(path.as_ref(), &options)?
         };
+        if !shared {
+            crate::level_compat::check(backend.name(), &dir, &options)?;
+        }
         let backend = Arc::new(backend);
         let opener: Opener = Arc::new(move |path, open_options| {
             let store = backend.open(path, open_options)?;

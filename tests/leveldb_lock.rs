@@ -149,3 +149,35 @@ async fn a_rave_leader_refuses_another_leveldb_program() {
         "the dead leader's lock is still there"
     );
 }
+
+/// In Level-compatible mode a LevelDB program holding `LOCK` may be a Node leader about to
+/// serve: operations wait for a leader instead of failing with `Io`, and end with `NoLeader`
+/// within the election timeout when nobody serves (bounded, where rave-level polls forever);
+/// once the lock is free, the same handle leads.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn level_compat_waits_for_a_lock_holder_that_does_not_serve_then_says_no_leader() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("db");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut holder = foreign_holder(&dir).await;
+    let options = RaveOptions::default()
+        .level_compat(true)
+        .election_timeout(Duration::from_secs(1));
+    let db = Rave::<LevelDbBackend>::open_engine(&dir, options).unwrap();
+    let started = std::time::Instant::now();
+    let err = within("a get", Duration::from_secs(30), db.get(b"a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoLeader, "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it did not wait"
+    );
+    holder.kill();
+    within("a put", Duration::from_secs(30), db.put(b"a", b"1"))
+        .await
+        .unwrap();
+    assert_eq!(db.ready().await.unwrap(), rave::Role::Leader);
+    db.close().await.unwrap();
+}

@@ -38,7 +38,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// The handle options the global flags ask for.
 pub fn options(cli: &Cli) -> Result<RaveOptions, CliError> {
-    let mut options = RaveOptions::default().retry(!cli.no_retry);
+    let mut options = RaveOptions::default()
+        .retry(!cli.no_retry)
+        .level_compat(cli.level_compat);
     if let Some(secs) = cli.timeout {
         let timeout = Duration::try_from_secs_f64(secs)
             .map_err(|_| CliError::Usage(format!("--timeout {secs}: not a duration")))?;
@@ -58,6 +60,12 @@ async fn run_with<B: Backend + Clone>(backend: B, cli: Cli) -> Result<(), CliErr
     let codec = Codec { hex: cli.hex };
     match &cli.command {
         Command::Demo(args) => return demo::run(&cli, backend, args).await,
+        #[cfg(unix)]
+        Command::LevelServe => return super::level_serve::run(backend, options).await,
+        Command::LevelWorker(args) => {
+            let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
+            return super::level_worker::run(db, args).await;
+        }
         Command::DemoWriter(args) => {
             let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
             return demo::writer(db, args).await;
@@ -146,6 +154,9 @@ async fn execute<B: Backend>(
             }
             let record = db.leader_record()?;
             writeln!(out, "role\t{role}").map_err(stdout_error)?;
+            // A follower without an epoch follows a Node (rave-level) leader, which keeps no
+            // record: the one in the directory is an earlier rave leader's.
+            let record = record.filter(|_| role != Role::Follower || db.epoch().is_some());
             match record {
                 Some(record) => {
                     let pid = if role == Role::Leader {
@@ -159,9 +170,20 @@ async fn execute<B: Backend>(
                 None => writeln!(out, "leader_pid\tunknown").map_err(stdout_error)?,
             }
             writeln!(out, "socket\t{}", db.socket_path()?.display()).map_err(stdout_error)?;
-            writeln!(out, "sequence\t{}", db.sequence().await?).map_err(stdout_error)?;
+            // A Node (rave-level) leader keeps no commit sequence.
+            match db.sequence().await {
+                Ok(sequence) => writeln!(out, "sequence\t{sequence}"),
+                Err(rave::Error::Unsupported { .. }) => writeln!(out, "sequence\tnone"),
+                Err(e) => return Err(e.into()),
+            }
+            .map_err(stdout_error)?;
         }
-        Command::Demo(_) | Command::DemoWriter(_) | Command::DemoReader(_) => {}
+        Command::Demo(_)
+        | Command::DemoWriter(_)
+        | Command::DemoReader(_)
+        | Command::LevelWorker(_) => {}
+        #[cfg(unix)]
+        Command::LevelServe => {}
     }
     out.flush().map_err(stdout_error)?;
     Ok(())

@@ -4,6 +4,9 @@
 
 mod commands;
 mod demo;
+#[cfg(unix)]
+mod level_serve;
+mod level_worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +29,11 @@ pub struct Cli {
     /// Seconds an operation waits for a leader (election timeout).
     #[arg(long, value_name = "SECS", global = true)]
     pub timeout: Option<f64>,
+    /// Share a LevelDB directory with Node's rave-level (needs `--backend leveldb`): lead with
+    /// LevelDB's own lock and serve Node on `<DIR>/rave-level.sock` too, or follow a Node
+    /// leader.
+    #[arg(long, global = true)]
+    pub level_compat: bool,
     /// The database directory (optional for `demo`, which then uses a fresh temporary one);
     /// with `--backend etcd`, `etcd://HOST:PORT[,HOST:PORT...]/NAMESPACE`.
     pub dir: Option<PathBuf>,
@@ -131,6 +139,14 @@ pub enum Command {
     /// The main job: writer and reader processes on one directory, the leader killed with
     /// SIGKILL, failover, and a summary.
     Demo(demo::DemoArgs),
+    /// (test) Serve abstract-level's suite: for each directory read on stdin, open a fresh
+    /// store there as leader, serve it to Node (many-level) on `<DIR>/rave-level.sock` and
+    /// print `ready <DIR>` (run-suite.js's `LEADER=daemon`). Ends at the end of stdin.
+    #[cfg(unix)]
+    LevelServe,
+    /// (internal) A worker of the mixed Node/Rust torture (tests/level_torture.rs).
+    #[command(hide = true)]
+    LevelWorker(level_worker::LevelWorkerArgs),
     /// (internal) A demo writer process.
     #[command(hide = true)]
     DemoWriter(demo::WriterArgs),

@@ -588,3 +588,21 @@ pub fn example(name: &str) -> std::path::PathBuf {
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     profile_dir.join("examples").join(name)
 }
+
+/// The `node_modules` of the pinned npm packages (`scripts/level-suite --install`: rave-level,
+/// many-level) when they and `node` are there: `$RAVE_LEVEL_NPM`, else
+/// `${XDG_CACHE_HOME:-~/.cache}/rave/level-suite`.
+pub fn level_node_modules() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let cache = std::env::var_os("RAVE_LEVEL_NPM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(base.join("rave").join("level-suite"))
+        })?;
+    let modules = cache.join("node_modules");
+    let node = Command::new("node").arg("--version").output().is_ok();
+    (node && modules.join("rave-level").is_dir()).then_some(modules)
+}
