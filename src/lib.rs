@@ -65,7 +65,7 @@ pub use options::RaveOptions;
 pub use rave::Rave;
 pub use rave_api::*;
 pub use rave_election::Role;
-pub use view::{IntoRange, Sublevel, Typed};
+pub use view::{IntoRange, Sublevel, Typed, TypedCasError, TypedChange, TypedEvent};
 
 /// The etcd backend's crate (its options, URL parsing and the local-cluster test helpers).
 #[cfg(feature = "etcd")]

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::Exec;
+use crate::stream::BoxStream;
 use crate::stream::Chunks;
-use crate::{Entry, Result, WatchEvent, WatchStream};
+use crate::{Entry, Result, WatchEvent};
 
 /// A blocking iterator over the entries of a range, fetched in chunks; items are
 /// `(key, value)` or, from a typed view, `(K, V)`.
@@ -121,15 +122,15 @@ impl<T> std::fmt::Debug for Iter<T> {
 /// }
 /// # Ok::<(), rave::Error>(())
 /// ```
-pub struct Watch {
-    pub(super) stream: Option<WatchStream>,
+pub struct Watch<T = WatchEvent> {
+    pub(super) stream: Option<BoxStream<'static, Result<T>>>,
     pub(super) exec: Arc<Exec>,
 }
 
-impl Iterator for Watch {
-    type Item = Result<WatchEvent>;
+impl<T: Send + 'static> Iterator for Watch<T> {
+    type Item = Result<T>;
 
-    fn next(&mut self) -> Option<Result<WatchEvent>> {
+    fn next(&mut self) -> Option<Result<T>> {
         let mut stream = self.stream.take()?;
         let next = self.exec.run(async move {
             let event = stream.next().await;
@@ -145,13 +146,13 @@ impl Iterator for Watch {
     }
 }
 
-impl Drop for Watch {
+impl<T> Drop for Watch<T> {
     fn drop(&mut self) {
         self.exec.drop_inside(self.stream.take());
     }
 }
 
-impl std::fmt::Debug for Watch {
+impl<T> std::fmt::Debug for Watch<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("blocking::Watch").finish_non_exhaustive()
     }

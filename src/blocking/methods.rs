@@ -181,10 +181,16 @@ macro_rules! blocking_methods {
         /// ```
         /// # let dir = tempfile::tempdir().unwrap();
         /// # let db = rave::blocking::Rave::open(dir.path(), Default::default())?;
-        /// match db.watch(.., None) {
-        ///     Ok(_events) => {}
-        ///     Err(e) => assert_eq!(e.kind(), rave::ErrorKind::Unsupported), // not in this build yet
-        /// }
+        /// use rave::{Change, WatchEvent};
+        /// let mut events = db.watch(.., None)?;
+        /// // The first event marks where the watch starts: persist it to resume later.
+        /// let Some(Ok(WatchEvent::Progress { sequence: start })) = events.next() else {
+        ///     panic!("a watch starts with a progress mark")
+        /// };
+        /// db.put("k", "v")?;
+        /// let Some(Ok(WatchEvent::Commit(commit))) = events.next() else { panic!() };
+        /// assert!(commit.sequence > start);
+        /// assert_eq!(commit.changes, [Change::Put { key: b"k".to_vec(), value: b"v".to_vec() }]);
         /// # Ok::<(), rave::Error>(())
         /// ```
         pub fn watch(&self, range: impl IntoRange, from: Option<u64>) -> Result<Watch> {

@@ -150,6 +150,70 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
         self.exec.run(async move { root.del(&key).await })
     }
 
+    /// Sets `key` to `new` only if it holds `expected`, atomically and exactly once (see
+    /// [`crate::Typed::compare_and_swap`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = rave::blocking::Rave::open(dir.path(), Default::default())?;
+    /// let n = db.typed::<u64>();
+    /// assert!(n.compare_and_swap("n", None, Some(&1))?.is_ok());
+    /// assert_eq!(n.compare_and_swap("n", Some(&5), Some(&6))?.unwrap_err().current, Some(1));
+    /// # Ok::<(), rave::Error>(())
+    /// ```
+    pub fn compare_and_swap(
+        &self,
+        key: impl AsKey<K>,
+        expected: Option<&V>,
+        new: Option<&V>,
+    ) -> Result<std::result::Result<(), crate::TypedCasError<V>>> {
+        let expected = expected.map(C::encode).transpose()?;
+        let new = new.map(C::encode).transpose()?;
+        let (view, key) = (self.view.bytes().clone(), key.to_key_bytes());
+        let outcome = self
+            .exec
+            .run(async move { view.compare_and_swap(key, expected, new).await })?;
+        match outcome {
+            Ok(()) => Ok(Ok(())),
+            Err(failed) => Ok(Err(crate::TypedCasError {
+                current: failed.current.map(|b| C::decode(&b)).transpose()?,
+            })),
+        }
+    }
+
+    /// The commits that change `range` after commit `from`, decoded, as a blocking iterator
+    /// (see [`crate::Typed::watch`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = rave::blocking::Rave::open(dir.path(), Default::default())?;
+    /// use rave::{TypedChange, TypedEvent};
+    /// let t = db.sublevel("t").typed::<String>().with_keys::<u32>();
+    /// let mut events = t.watch(100u32.., None)?;
+    /// let Some(Ok(TypedEvent::Progress { .. })) = events.next() else { panic!() };
+    /// t.put(7u32, &"seven".into())?; // outside the range
+    /// t.put(700u32, &"seven hundred".into())?;
+    /// let Some(Ok(TypedEvent::Commit { changes, .. })) = events.next() else { panic!() };
+    /// assert_eq!(changes, [TypedChange::Put { key: 700, value: "seven hundred".into() }]);
+    /// # Ok::<(), rave::Error>(())
+    /// ```
+    pub fn watch<Q: AsKey<K>>(
+        &self,
+        range: impl std::ops::RangeBounds<Q>,
+        from: Option<u64>,
+    ) -> Result<super::Watch<crate::TypedEvent<K, V>>> {
+        let range =
+            crate::view::bounds_range(range.start_bound(), range.end_bound(), |k| k.to_key_bytes());
+        let view = self.view.clone();
+        let stream = self
+            .exec
+            .run(async move { view.watch_range(range, from).await })?;
+        Ok(super::Watch {
+            stream: Some(stream),
+            exec: self.exec.clone(),
+        })
+    }
+
     /// A put for a batch on the handle (see [`crate::Typed::put_op`]).
     ///
     /// ```

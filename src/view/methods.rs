@@ -188,10 +188,17 @@ macro_rules! byte_methods {
         /// and [`crate::watch`]).
         ///
         #[doc = concat!("```\n# #[tokio::main(flavor = \"current_thread\")] async fn main() -> rave::Result<()> {\n# let dir = tempfile::tempdir().unwrap();\n", $setup)]
-        /// match db.watch("a".."m", None).await {
-        ///     Ok(_events) => {} // a stream of rave::WatchEvent
-        ///     Err(e) => assert_eq!(e.kind(), rave::ErrorKind::Unsupported), // not in this build yet
-        /// }
+        /// use rave::{Change, WatchEvent, stream::StreamExt};
+        /// let mut events = db.watch("a".."m", None).await?;
+        /// // The first event marks where the watch starts: persist it to resume later.
+        /// let Some(Ok(WatchEvent::Progress { sequence: start })) = events.next().await else {
+        ///     panic!("a watch starts with a progress mark")
+        /// };
+        /// db.put("b", "1").await?;
+        /// db.put("z", "outside the range").await?;
+        /// let Some(Ok(WatchEvent::Commit(commit))) = events.next().await else { panic!() };
+        /// assert!(commit.sequence > start);
+        /// assert_eq!(commit.changes, [Change::Put { key: b"b".to_vec(), value: b"1".to_vec() }]);
         /// # db.close().await }
         /// ```
         pub async fn watch(

@@ -22,7 +22,7 @@ pub(crate) use methods::byte_methods;
 pub use range::IntoRange;
 pub(crate) use range::bounds_range;
 pub use sublevel::Sublevel;
-pub use typed::{Typed, TypedChange, TypedEvent};
+pub use typed::{Typed, TypedCasError, TypedChange, TypedEvent};
 
 impl Sublevel {
     byte_methods!(

@@ -88,6 +88,13 @@ pub enum TypedChange<K, V> {
     },
 }
 
+/// A typed compare-and-swap whose expectation did not hold (see [`Typed::compare_and_swap`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypedCasError<V> {
+    /// What the key held instead, decoded (`None`: absent).
+    pub current: Option<V>,
+}
+
 /// What a typed watch yields: a [`WatchEvent`] with its changes decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TypedEvent<K, V> {
@@ -251,6 +258,43 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
         KvStore::del(&self.view, &key.to_key_bytes()).await
     }
 
+    /// Sets `key` to `new` (`None`: deletes it) only if it holds `expected` (`None`: is
+    /// absent), atomically and exactly once (see [`crate::Rave::compare_and_swap`]). Values are
+    /// compared as the codec encodes them, so a value another program wrote in another form
+    /// (JSON with other spacing, say) does not match. `Ok(Err(_))` carries what the key held
+    /// instead, decoded; nothing was written then.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> rave::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let db = rave::Rave::open(dir.path(), Default::default())?;
+    /// let counters = db.sublevel("counters").typed::<u64>();
+    /// assert!(counters.compare_and_swap("hits", None, Some(&1)).await?.is_ok());
+    /// let lost = counters.compare_and_swap("hits", None, Some(&1)).await?;
+    /// assert_eq!(lost.unwrap_err().current, Some(1));
+    /// assert!(counters.compare_and_swap("hits", Some(&1), Some(&2)).await?.is_ok());
+    /// # db.close().await }
+    /// ```
+    pub async fn compare_and_swap(
+        &self,
+        key: impl AsKey<K>,
+        expected: Option<&V>,
+        new: Option<&V>,
+    ) -> Result<std::result::Result<(), TypedCasError<V>>> {
+        let expected = expected.map(C::encode).transpose()?;
+        let new = new.map(C::encode).transpose()?;
+        let outcome = self
+            .view
+            .compare_and_swap(key.to_key_bytes(), expected, new)
+            .await?;
+        match outcome {
+            Ok(()) => Ok(Ok(())),
+            Err(failed) => Ok(Err(TypedCasError {
+                current: failed.current.map(|b| C::decode(&b)).transpose()?,
+            })),
+        }
+    }
+
     /// A put of `key` = `value` for a batch on the store (see [`Sublevel::put_op`]): typed
     /// writes to several views, atomically.
     ///
@@ -365,11 +409,14 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> rave::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let db = rave::Rave::open(dir.path(), Default::default())?;
-    /// let t = db.typed::<u8>().with_keys::<u8>();
-    /// match t.watch(0u8.., None).await {
-    ///     Ok(_events) => {} // a stream of TypedEvent<u8, u8>
-    ///     Err(e) => assert_eq!(e.kind(), rave::ErrorKind::Unsupported), // not in this build yet
-    /// }
+    /// use rave::{TypedChange, TypedEvent, stream::StreamExt};
+    /// let t = db.sublevel("n").typed::<u8>().with_keys::<u8>();
+    /// let mut events = t.watch(10u8.., None).await?;
+    /// let Some(Ok(TypedEvent::Progress { .. })) = events.next().await else { panic!() };
+    /// t.put(3u8, &30).await?; // outside the range
+    /// t.put(12u8, &120).await?;
+    /// let Some(Ok(TypedEvent::Commit { changes, .. })) = events.next().await else { panic!() };
+    /// assert_eq!(changes, [TypedChange::Put { key: 12, value: 120 }]);
     /// # db.close().await }
     /// ```
     pub async fn watch<Q: AsKey<K>>(
@@ -378,6 +425,15 @@ impl<K: Key, V: Send + 'static, C: Codec<V>> Typed<K, V, C> {
         from: Option<u64>,
     ) -> Result<crate::stream::BoxStream<'static, Result<TypedEvent<K, V>>>> {
         let range = bounds_range(range.start_bound(), range.end_bound(), |k| k.to_key_bytes());
+        self.watch_range(range, from).await
+    }
+
+    /// [`Typed::watch`] of a range of encoded keys.
+    pub(crate) async fn watch_range(
+        &self,
+        range: Range,
+        from: Option<u64>,
+    ) -> Result<crate::stream::BoxStream<'static, Result<TypedEvent<K, V>>>> {
         let events = KvStore::watch(&self.view, range, from).await?;
         Ok(Box::pin(
             events.map(|event| decode_event::<K, V, C>(event?)),
