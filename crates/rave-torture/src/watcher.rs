@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rave::{Backend, Error, ErrorKind, KvStore, Range, Rave, WatchEvent, WatchStream};
+use rave::{Backend, Error, ErrorKind, Range, Rave, WatchEvent, WatchStream};
 use tokio::time::Instant;
 
 use crate::history::{Event, Recorder};
