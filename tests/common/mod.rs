@@ -96,10 +96,26 @@ fn send_signal(pid: u32, sig: libc::c_int) {
     );
 }
 
+/// The path of the `rave` binary of this build.
+///
+/// # Panics
+///
+/// When the binary is not built: it needs the `cli` feature (a default one), so a test that
+/// runs it fails, saying so, in a build without it (`--no-default-features`).
+pub fn rave_bin() -> &'static str {
+    match option_env!("CARGO_BIN_EXE_rave") {
+        Some(path) => path,
+        None => panic!(
+            "this test runs the `rave` binary, which needs the `cli` feature: \
+             cargo test --features cli (it is a default feature)"
+        ),
+    }
+}
+
 /// The `rave` binary of this build, on `dir`, with the engine `B`: `rave --backend B <flags>
 /// <dir> <args>`.
 pub fn rave_cmd<B: Engine>(flags: &[&str], dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rave"));
+    let mut command = Command::new(rave_bin());
     command
         .arg("--backend")
         .arg(B::CLI)
