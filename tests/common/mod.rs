@@ -177,14 +177,35 @@ pub struct Proc {
 impl Proc {
     /// Starts `command` with piped stdout and stderr, and `stdin` (if any) written to its
     /// standard input and then closed.
-    pub fn spawn(label: impl Into<String>, mut command: Command, stdin: Option<Vec<u8>>) -> Proc {
-        let label = label.into();
+    pub fn spawn(label: impl Into<String>, command: Command, stdin: Option<Vec<u8>>) -> Proc {
+        let piped = stdin.is_some();
+        let (proc, input) = Proc::start(label.into(), command, piped);
+        if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
+            // A child that dies early makes this fail with EPIPE, which is fine.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        proc
+    }
+
+    /// Starts `command` like [`Proc::spawn`], with its standard input a pipe the caller
+    /// writes (and closes by dropping it).
+    pub fn spawn_with_stdin(
+        label: impl Into<String>,
+        command: Command,
+    ) -> (Proc, std::process::ChildStdin) {
+        let (proc, input) = Proc::start(label.into(), command, true);
+        (proc, input.expect("piped stdin"))
+    }
+
+    fn start(
+        label: String,
+        mut command: Command,
+        piped: bool,
+    ) -> (Proc, Option<std::process::ChildStdin>) {
         command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command
@@ -209,12 +230,6 @@ impl Proc {
             stderr: Arc::new(Mutex::new(Vec::new())),
             stderr_done: Some(stderr_done),
         };
-        if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
-            // A child that dies early makes this fail with EPIPE, which is fine.
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            });
-        }
         let raw = proc.stdout.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(out);
@@ -245,7 +260,7 @@ impl Proc {
             }
             let _ = err_tx.send(());
         });
-        proc
+        (proc, input)
     }
 
     /// Starts the `rave` binary (see [`rave_cmd`]).
