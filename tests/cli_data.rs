@@ -303,7 +303,10 @@ async fn an_interrupted_import_resumes_with_skip<B: Engine>() {
     let out = run_rave::<B>(&[], dir, &["import", "--skip", "2000"], Some(&input)).await;
     out.assert_code(0, "the resumed import");
     assert_eq!(summary(&out, "imported").0, 1000, "{}", out.stderr);
-    assert_eq!(db.get("k00000").await.unwrap().as_deref(), Some(&b"changed"[..]));
+    assert_eq!(
+        db.get("k00000").await.unwrap().as_deref(),
+        Some(&b"changed"[..])
+    );
     let all = db
         .iterator(Range::all())
         .await

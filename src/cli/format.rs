@@ -8,7 +8,7 @@ use super::codec::{hex_decode, hex_encode};
 
 /// What `rave export --help` and `rave import --help` say about the formats.
 pub const FORMATS_HELP: &str = "\
-Formats (one entry a line, in key order; `import` reads both back byte for byte):
+Formats (one entry a line, in the order of the range; `import` reads both back byte for byte):
 
   jsonl (default)  {\"key\":\"...\",\"value\":\"...\"}: a key or value that is valid UTF-8 is a
                    JSON string (JSON's own escapes for quotes, backslashes and control

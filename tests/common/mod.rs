@@ -103,12 +103,16 @@ fn send_signal(pid: u32, sig: libc::c_int) {
 /// When the binary is not built: it needs the `cli` feature (a default one), so a test that
 /// runs it fails, saying so, in a build without it (`--no-default-features`).
 pub fn rave_bin() -> &'static str {
+    const WHY: &str = "this test runs the `rave` binary, which needs the `cli` feature: \
+                       cargo test --features cli (it is a default feature)";
+    // Cargo names the binary even when its required feature is off (and a stale one may be
+    // there from an earlier build): the feature decides.
+    if !cfg!(feature = "cli") {
+        panic!("{WHY}");
+    }
     match option_env!("CARGO_BIN_EXE_rave") {
         Some(path) => path,
-        None => panic!(
-            "this test runs the `rave` binary, which needs the `cli` feature: \
-             cargo test --features cli (it is a default feature)"
-        ),
+        None => panic!("{WHY}"),
     }
 }
 
