@@ -495,6 +495,24 @@ async fn sublevel_flag_scopes_every_data_command<B: Engine>() {
         .map(|e| e.key)
         .collect();
     assert_eq!(keys, [&b"!a!only-a"[..], b"!c!k3", b"outside"]);
+    // watch: the sublevel's changes only, keys without the prefix.
+    let mut watcher = Proc::rave::<B>(ab, dir, &["watch", "--progress"]);
+    let first = watcher.next_line(Duration::from_secs(20)).await;
+    assert!(
+        matches!(&first, Ok(Some(line)) if line.ends_with("\tprogress")),
+        "{first:?}"
+    );
+    db.put("outside", "changed").await.unwrap();
+    nested.put("w", "1").await.unwrap();
+    let line = loop {
+        match watcher.next_line(Duration::from_secs(20)).await {
+            Ok(Some(line)) if line.ends_with("\tprogress") => continue,
+            other => break other,
+        }
+    };
+    let line = line.expect("a line in time").expect("a line");
+    assert!(line.ends_with("\tput\tw\t1"), "{line:?}");
+    watcher.kill();
     // A name abstract-level refuses is a usage error.
     run_rave::<B>(&["--sublevel", "a b"], dir, &["scan"], None)
         .await
