@@ -64,7 +64,7 @@ async fn usage_errors_exit_2<B: Engine>() {
     let mut proc = Proc::spawn(
         "rave put",
         {
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rave"));
+            let mut command = std::process::Command::new(common::rave_bin());
             command.args(["--backend", B::CLI, "get"]);
             command
         },

@@ -389,9 +389,7 @@ async fn node_leads_rust_follows_then_takes_over() {
 /// The Rust examples (`examples/put.rs`, `get.rs` with `--level-compat`), built by `cargo test`
 /// beside the `rave` binary; `None` (after saying why) when they are missing.
 fn rust_examples(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let dir = Path::new(env!("CARGO_BIN_EXE_rave"))
-        .parent()?
-        .join("examples");
+    let dir = Path::new(common::rave_bin()).parent()?.join("examples");
     let (put, get) = (dir.join("put"), dir.join("get"));
     if put.is_file() && get.is_file() {
         return Some((put, get));

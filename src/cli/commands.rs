@@ -1,13 +1,18 @@
 //! The commands that act on a directory, generic over the engine.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
 use futures::StreamExt;
-use rave::{Backend, BatchOp, Change, KvStore, Range, Rave, RaveOptions, Role, WatchEvent};
+use rave::{
+    Backend, BatchOp, Check, KvStore, Range, Rave, RaveOptions, Role, Sublevel, WatchEvent, Write,
+};
 
-use super::{BackendName, Cli, CliError, Command, RangeArgs, demo};
+use super::codec::{Codec, stdout_error};
+use super::format::LineFormat;
+use super::{BackendName, Cli, CliError, Command, demo, status, transfer};
 
 /// Runs the parsed command with the engine it names.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -57,7 +62,6 @@ fn need_dir(cli: &Cli) -> Result<PathBuf, CliError> {
 
 async fn run_with<B: Backend + Clone>(backend: B, cli: Cli) -> Result<(), CliError> {
     let options = options(&cli)?;
-    let codec = Codec { hex: cli.hex };
     match &cli.command {
         Command::Demo(args) => return demo::run(&cli, backend, args).await,
         #[cfg(unix)]
@@ -77,32 +81,56 @@ async fn run_with<B: Backend + Clone>(backend: B, cli: Cli) -> Result<(), CliErr
         _ => {}
     }
     let db = Rave::open_with(backend, need_dir(&cli)?, options)?;
-    let result = execute(&db, &cli.command, &codec).await;
+    let result = match sublevel(&db, &cli.sublevel) {
+        Ok(None) => execute(&db, &db, &cli).await,
+        Ok(Some(view)) => execute(&db, &view, &cli).await,
+        Err(e) => Err(e),
+    };
     let closed = db.close().await;
     result?;
     Ok(closed?)
 }
 
-async fn execute<B: Backend>(
+/// The view the `--sublevel` flags name (`None`: the whole store).
+fn sublevel<B: Backend>(db: &Rave<B>, names: &[String]) -> Result<Option<Sublevel>, CliError> {
+    let Some((first, rest)) = names.split_first() else {
+        return Ok(None);
+    };
+    let usage = |e: rave::Error| CliError::Usage(format!("--sublevel: {e}"));
+    let mut view = db.try_sublevel(first).map_err(usage)?;
+    for name in rest {
+        view = view.try_sublevel(name).map_err(usage)?;
+    }
+    Ok(Some(view))
+}
+
+/// Runs a command on the handle `db`; the data commands act on `store`, the handle itself or
+/// the sublevel `--sublevel` names.
+async fn execute<B: Backend, S: KvStore>(
     db: &Rave<B>,
-    command: &Command,
-    codec: &Codec,
+    store: &S,
+    cli: &Cli,
 ) -> Result<(), CliError> {
+    let codec = &Codec { hex: cli.hex };
     let mut out = std::io::stdout().lock();
-    match command {
-        Command::Put { key, value } => db.put(&codec.decode(key)?, &codec.decode(value)?).await?,
-        Command::Get { key } => match db.get(&codec.decode(key)?).await? {
+    match &cli.command {
+        Command::Put { key, value } => {
+            store
+                .put(&codec.decode(key)?, &codec.decode(value)?)
+                .await?;
+        }
+        Command::Get { key } => match store.get(&codec.decode(key)?).await? {
             Some(value) => {
                 codec.write(&mut out, &value)?;
                 writeln!(out).map_err(stdout_error)?;
             }
             None => return Err(CliError::NotFound(key.clone())),
         },
-        Command::Del { key } => db.del(&codec.decode(key)?).await?,
-        Command::Scan { range } => {
-            let range = codec.range(range)?;
+        Command::Del { key } => store.del(&codec.decode(key)?).await?,
+        Command::Scan { range, projection } => {
+            let range = codec.range(range, Some(projection))?;
             let projection = range.projection;
-            let mut iter = db.iterator(range).await?;
+            let mut iter = store.iterator(range).await?;
             loop {
                 let chunk = iter.next_chunk(rave::DEFAULT_CHUNK).await?;
                 if chunk.is_empty() {
@@ -122,7 +150,7 @@ async fn execute<B: Backend>(
                 }
             }
         }
-        Command::Clear { range } => db.clear(codec.range(range)?).await?,
+        Command::Clear { range } => store.clear(codec.range(range, None)?).await?,
         Command::Batch => {
             let mut ops = Vec::new();
             for (number, line) in std::io::stdin().lock().lines().enumerate() {
@@ -132,51 +160,39 @@ async fn execute<B: Backend>(
                 }
                 ops.push(codec.batch_line(number + 1, &line)?);
             }
-            db.batch(ops).await?;
+            store.batch(ops).await?;
         }
+        Command::Export(args) => {
+            drop(out);
+            let range = codec.range(&args.range, None)?;
+            let lines = LineFormat {
+                format: args.format,
+                hex: cli.hex,
+            };
+            return transfer::export(store, range, lines).await;
+        }
+        Command::Import(args) => {
+            let lines = LineFormat {
+                format: args.format,
+                hex: cli.hex,
+            };
+            return transfer::import(store, args, lines).await;
+        }
+        Command::Cas(args) => return cas(store, args, codec).await,
         Command::Hold => hold(db).await?,
         Command::Watch {
             range,
+            projection,
             from,
             progress,
         } => {
             drop(out);
-            return watch(db, codec.range(range)?, *from, *progress, codec).await;
+            let range = codec.range(range, Some(projection))?;
+            return watch(store, range, *from, *progress, codec).await;
         }
-        Command::Status => {
-            let role = db.ready().await?;
-            if role == Role::Direct {
-                // A shared store: no leader, no socket.
-                writeln!(out, "role\t{role}\nsequence\t{}", db.sequence().await?)
-                    .map_err(stdout_error)?;
-                out.flush().map_err(stdout_error)?;
-                return Ok(());
-            }
-            let record = db.leader_record()?;
-            writeln!(out, "role\t{role}").map_err(stdout_error)?;
-            // A follower without an epoch follows a Node (rave-level) leader, which keeps no
-            // record: the one in the directory is an earlier rave leader's.
-            let record = record.filter(|_| role != Role::Follower || db.epoch().is_some());
-            match record {
-                Some(record) => {
-                    let pid = if role == Role::Leader {
-                        std::process::id()
-                    } else {
-                        record.pid
-                    };
-                    writeln!(out, "leader_pid\t{pid}\nepoch\t{}", record.epoch)
-                        .map_err(stdout_error)?;
-                }
-                None => writeln!(out, "leader_pid\tunknown").map_err(stdout_error)?,
-            }
-            writeln!(out, "socket\t{}", db.socket_path()?.display()).map_err(stdout_error)?;
-            // A Node (rave-level) leader keeps no commit sequence.
-            match db.sequence().await {
-                Ok(sequence) => writeln!(out, "sequence\t{sequence}"),
-                Err(rave::Error::Unsupported { .. }) => writeln!(out, "sequence\tnone"),
-                Err(e) => return Err(e.into()),
-            }
-            .map_err(stdout_error)?;
+        Command::Status => status::status(db, &mut out).await?,
+        Command::Stats(args) => {
+            status::stats(db, store, cli.backend.as_str(), args, &mut out).await?;
         }
         Command::Demo(_)
         | Command::DemoWriter(_)
@@ -189,16 +205,75 @@ async fn execute<B: Backend>(
     Ok(())
 }
 
+/// `rave cas`'s arguments.
+#[derive(Args, Debug)]
+pub struct CasArgs {
+    /// The key.
+    pub key: String,
+    /// EXPECTED then NEW; EXPECTED is left out with `--expect-absent`, NEW with `--delete`.
+    #[arg(value_name = "EXPECTED NEW", num_args = 0..=2)]
+    pub values: Vec<String>,
+    /// Expect KEY to be absent (and give no EXPECTED).
+    #[arg(long)]
+    pub expect_absent: bool,
+    /// Remove KEY when the condition holds (and give no NEW).
+    #[arg(long)]
+    pub delete: bool,
+}
+
+/// Sets (or removes) a key only if it holds the expected value (or is absent).
+async fn cas<S: KvStore>(store: &S, args: &CasArgs, codec: &Codec) -> Result<(), CliError> {
+    let wanted = usize::from(!args.expect_absent) + usize::from(!args.delete);
+    if args.values.len() != wanted {
+        let names = match (args.expect_absent, args.delete) {
+            (false, false) => "KEY EXPECTED NEW",
+            (true, false) => "KEY NEW (with --expect-absent)",
+            (false, true) => "KEY EXPECTED (with --delete)",
+            (true, true) => "KEY alone (with --expect-absent --delete)",
+        };
+        return Err(CliError::Usage(format!("cas takes {names}")));
+    }
+    let mut values = args.values.iter();
+    let mut next = || -> Result<Vec<u8>, CliError> {
+        let text = values
+            .next()
+            .ok_or_else(|| CliError::Usage("cas: a value is missing".into()))?;
+        codec.decode(text)
+    };
+    let key = codec.decode(&args.key)?;
+    let expected = if args.expect_absent {
+        None
+    } else {
+        Some(next()?)
+    };
+    let op = if args.delete {
+        BatchOp::del(key.clone())
+    } else {
+        BatchOp::put(key.clone(), next()?)
+    };
+    let write = Write::Conditional {
+        checks: vec![Check { key, expected }],
+        ops: vec![op],
+    };
+    match store.write(write).await {
+        Ok(()) => Ok(()),
+        Err(rave::Error::ConditionFailed { current, .. }) => Err(CliError::ConditionFailed(
+            current.map_or_else(|| b"<absent>".to_vec(), |value| codec.encode(&value)),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Prints every change of `range` after `from` until SIGTERM or SIGINT (or the stream fails).
-async fn watch<B: Backend>(
-    db: &Rave<B>,
+async fn watch<S: KvStore>(
+    store: &S,
     range: Range,
     from: Option<u64>,
     progress: bool,
     codec: &Codec,
 ) -> Result<(), CliError> {
     let mut stop = super::StopSignal::new()?;
-    let mut stream = db.watch(range, from).await?;
+    let mut stream = store.watch(range, from).await?;
     loop {
         let event = tokio::select! {
             event = stream.next() => event,
@@ -250,133 +325,4 @@ pub fn println_flush(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-fn stdout_error(e: std::io::Error) -> CliError {
-    CliError::Rave(rave::Error::io("write stdout", &e))
-}
-
-/// How keys and values are read from arguments and printed.
-struct Codec {
-    hex: bool,
-}
-
-impl Codec {
-    fn decode(&self, text: &str) -> Result<Vec<u8>, CliError> {
-        if !self.hex {
-            return Ok(text.as_bytes().to_vec());
-        }
-        hex_decode(text).ok_or_else(|| CliError::Usage(format!("{text:?} is not hex")))
-    }
-
-    fn write(&self, out: &mut impl Write, bytes: &[u8]) -> Result<(), CliError> {
-        let result = if self.hex {
-            out.write_all(hex_encode(bytes).as_bytes())
-        } else {
-            out.write_all(bytes)
-        };
-        result.map_err(stdout_error)
-    }
-
-    /// One line of `rave watch`.
-    fn write_change(
-        &self,
-        out: &mut impl Write,
-        sequence: u64,
-        change: &Change,
-    ) -> Result<(), CliError> {
-        write!(out, "{sequence}\t").map_err(stdout_error)?;
-        match change {
-            Change::Put { key, value } => {
-                out.write_all(b"put\t").map_err(stdout_error)?;
-                self.write(out, key)?;
-                out.write_all(b"\t").map_err(stdout_error)?;
-                self.write(out, value)?;
-            }
-            Change::Del { key } => {
-                out.write_all(b"del\t").map_err(stdout_error)?;
-                self.write(out, key)?;
-            }
-            Change::Clear { range } => {
-                out.write_all(b"clear").map_err(stdout_error)?;
-                let lower = [("gt", &range.gt), ("gte", &range.gte)];
-                let upper = [("lt", &range.lt), ("lte", &range.lte)];
-                for side in [lower, upper] {
-                    out.write_all(b"\t").map_err(stdout_error)?;
-                    let mut any = false;
-                    for (name, bound) in side {
-                        if let Some(key) = bound {
-                            if any {
-                                out.write_all(b",").map_err(stdout_error)?;
-                            }
-                            write!(out, "{name}=").map_err(stdout_error)?;
-                            self.write(out, key)?;
-                            any = true;
-                        }
-                    }
-                    if !any {
-                        out.write_all(b"-").map_err(stdout_error)?;
-                    }
-                }
-            }
-        }
-        out.write_all(b"\n").map_err(stdout_error)
-    }
-
-    fn range(&self, args: &RangeArgs) -> Result<Range, CliError> {
-        let mut range = Range::all();
-        let bound = |k: &Option<String>| k.as_deref().map(|k| self.decode(k)).transpose();
-        range.gt = bound(&args.gt)?;
-        range.gte = bound(&args.gte)?;
-        range.lt = bound(&args.lt)?;
-        range.lte = bound(&args.lte)?;
-        range.reverse = args.reverse;
-        range.limit = args.limit;
-        if args.keys_only {
-            range = range.keys_only();
-        }
-        if args.values_only {
-            range = range.values_only();
-        }
-        Ok(range)
-    }
-
-    fn batch_line(&self, number: usize, line: &str) -> Result<BatchOp, CliError> {
-        let fields: Vec<&str> = line.split('\t').collect();
-        match fields.as_slice() {
-            ["put", key, value] => Ok(BatchOp::put(self.decode(key)?, self.decode(value)?)),
-            ["del", key] => Ok(BatchOp::del(self.decode(key)?)),
-            _ => Err(CliError::Usage(format!(
-                "stdin line {number}: expected \"put<TAB>KEY<TAB>VALUE\" or \"del<TAB>KEY\""
-            ))),
-        }
-    }
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trips() {
-        let bytes = vec![0u8, 1, 0x7f, 0x80, 0xff];
-        assert_eq!(hex_decode(&hex_encode(&bytes)), Some(bytes));
-        assert_eq!(hex_decode("0"), None);
-        assert_eq!(hex_decode("zz"), None);
-        assert_eq!(hex_decode(""), Some(Vec::new()));
-    }
 }

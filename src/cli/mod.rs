@@ -1,13 +1,26 @@
 //! Command-line interface: parsing, engine dispatch, exit codes.
 //!
-//! Exit codes: 0 success; 1 `get` of a missing key; 2 usage error; 3 any other error.
+//! Exit codes:
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | success |
+//! | 1 | `get` of a missing key |
+//! | 2 | usage error (bad flags, arguments or input lines) |
+//! | 3 | any other error |
+//! | 4 | `cas`: the key did not hold the expected value (nothing written) |
 
+mod codec;
 mod commands;
 mod demo;
+mod format;
 #[cfg(unix)]
 mod level_serve;
 mod level_worker;
+mod status;
+mod transfer;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +47,12 @@ pub struct Cli {
     /// leader.
     #[arg(long, global = true)]
     pub level_compat: bool,
+    /// Act inside the sublevel NAME (keys under `!NAME!`, as abstract-level's
+    /// `db.sublevel(NAME)`); repeat to nest: `--sublevel a --sublevel b` is `!a!!b!`. Applies
+    /// to every data command (get, put, del, scan, clear, watch, batch, export, import, cas,
+    /// stats' counts); keys are printed and read without the prefix.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub sublevel: Vec<String>,
     /// The database directory (optional for `demo`, which then uses a fresh temporary one);
     /// with `--backend etcd`, `etcd://HOST:PORT[,HOST:PORT...]/NAMESPACE`.
     pub dir: Option<PathBuf>,
@@ -87,6 +106,11 @@ pub struct RangeArgs {
     /// At most N entries.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+}
+
+/// What `scan` prints of each entry.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProjectionArgs {
     /// Print keys only.
     #[arg(long, conflicts_with = "values_only")]
     pub keys_only: bool,
@@ -107,6 +131,8 @@ pub enum Command {
     Scan {
         #[command(flatten)]
         range: RangeArgs,
+        #[command(flatten)]
+        projection: ProjectionArgs,
     },
     /// Remove the entries of a range.
     Clear {
@@ -120,6 +146,8 @@ pub enum Command {
     Watch {
         #[command(flatten)]
         range: RangeArgs,
+        #[command(flatten)]
+        projection: ProjectionArgs,
         /// Start after this sequence (as printed by an earlier `watch` or `status`) instead of
         /// now; older than the retained history fails with `Compacted`.
         #[arg(long, value_name = "SEQ")]
@@ -130,12 +158,30 @@ pub enum Command {
     },
     /// Apply stdin lines `put<TAB>KEY<TAB>VALUE` / `del<TAB>KEY` as one atomic batch.
     Batch,
+    /// Write the entries of a range to stdout, from one snapshot, in a format `import` reads
+    /// back byte for byte.
+    #[command(after_long_help = format::FORMATS_HELP)]
+    Export(transfer::ExportArgs),
+    /// Put the entries of stdin (as `export` writes them) in atomic batches of at most 1000
+    /// entries or 1 MiB; prints how many lines are committed, so an interrupted import resumes
+    /// with `--skip`.
+    #[command(after_long_help = transfer::IMPORT_HELP)]
+    Import(transfer::ImportArgs),
+    /// Compare and swap: set KEY to NEW only if it holds EXPECTED, atomically. `--expect-absent`
+    /// (no EXPECTED) asks for KEY to be absent, `--delete` (no NEW) removes it. On a failed
+    /// condition nothing is written, KEY's current value (as `get` prints it) or `<absent>` is
+    /// printed on stderr, and the exit code is 4.
+    Cas(commands::CasArgs),
     /// Keep a handle open; print `leader`, `follower` or `direct` at start and at every role
     /// change.
     Hold,
     /// Print this process's role, the leader's pid and epoch, the socket address and the
     /// commit sequence (the number of the last commit that applied writes).
     Status,
+    /// Print `FIELD<TAB>VALUE` lines: engine, role, leader_pid, epoch, followers, sequence, keys,
+    /// bytes. `followers` is `unknown` (the leader does not report its connections), `keys` and
+    /// `bytes` (of keys plus values) are `unknown` unless `--count` counts them with a scan.
+    Stats(status::StatsArgs),
     /// The main job: writer and reader processes on one directory, the leader killed with
     /// SIGKILL, failover, and a summary.
     Demo(demo::DemoArgs),
@@ -167,9 +213,13 @@ pub enum CliError {
     /// Anything else (exit 3).
     #[error(transparent)]
     Rave(#[from] rave::Error),
-    /// The demo found a broken promise (exit 3).
+    /// The demo found a broken promise, or an import stopped (exit 3).
     #[error("{0}")]
     Failed(String),
+    /// `cas`: the condition failed; holds the line printed on stderr, the key's current value
+    /// or `<absent>` (exit 4).
+    #[error("the key does not hold the expected value")]
+    ConditionFailed(Vec<u8>),
 }
 
 impl CliError {
@@ -178,6 +228,7 @@ impl CliError {
             CliError::NotFound(_) => 1,
             CliError::Usage(_) => 2,
             CliError::Rave(_) | CliError::Failed(_) => 3,
+            CliError::ConditionFailed(_) => 4,
         }
     }
 }
@@ -250,6 +301,12 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::ConditionFailed(current)) => {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&current);
+            let _ = err.write_all(b"\n");
+            ExitCode::from(4)
+        }
         Err(e) => {
             eprintln!("rave: {e}");
             ExitCode::from(e.exit_code())

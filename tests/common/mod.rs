@@ -96,10 +96,30 @@ fn send_signal(pid: u32, sig: libc::c_int) {
     );
 }
 
+/// The path of the `rave` binary of this build.
+///
+/// # Panics
+///
+/// When the binary is not built: it needs the `cli` feature (a default one), so a test that
+/// runs it fails, saying so, in a build without it (`--no-default-features`).
+pub fn rave_bin() -> &'static str {
+    const WHY: &str = "this test runs the `rave` binary, which needs the `cli` feature: \
+                       cargo test --features cli (it is a default feature)";
+    // Cargo names the binary even when its required feature is off (and a stale one may be
+    // there from an earlier build): the feature decides.
+    if !cfg!(feature = "cli") {
+        panic!("{WHY}");
+    }
+    match option_env!("CARGO_BIN_EXE_rave") {
+        Some(path) => path,
+        None => panic!("{WHY}"),
+    }
+}
+
 /// The `rave` binary of this build, on `dir`, with the engine `B`: `rave --backend B <flags>
 /// <dir> <args>`.
 pub fn rave_cmd<B: Engine>(flags: &[&str], dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rave"));
+    let mut command = Command::new(rave_bin());
     command
         .arg("--backend")
         .arg(B::CLI)
@@ -161,14 +181,35 @@ pub struct Proc {
 impl Proc {
     /// Starts `command` with piped stdout and stderr, and `stdin` (if any) written to its
     /// standard input and then closed.
-    pub fn spawn(label: impl Into<String>, mut command: Command, stdin: Option<Vec<u8>>) -> Proc {
-        let label = label.into();
+    pub fn spawn(label: impl Into<String>, command: Command, stdin: Option<Vec<u8>>) -> Proc {
+        let piped = stdin.is_some();
+        let (proc, input) = Proc::start(label.into(), command, piped);
+        if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
+            // A child that dies early makes this fail with EPIPE, which is fine.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        proc
+    }
+
+    /// Starts `command` like [`Proc::spawn`], with its standard input a pipe the caller
+    /// writes (and closes by dropping it).
+    pub fn spawn_with_stdin(
+        label: impl Into<String>,
+        command: Command,
+    ) -> (Proc, std::process::ChildStdin) {
+        let (proc, input) = Proc::start(label.into(), command, true);
+        (proc, input.expect("piped stdin"))
+    }
+
+    fn start(
+        label: String,
+        mut command: Command,
+        piped: bool,
+    ) -> (Proc, Option<std::process::ChildStdin>) {
         command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command
@@ -193,12 +234,6 @@ impl Proc {
             stderr: Arc::new(Mutex::new(Vec::new())),
             stderr_done: Some(stderr_done),
         };
-        if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
-            // A child that dies early makes this fail with EPIPE, which is fine.
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            });
-        }
         let raw = proc.stdout.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(out);
@@ -229,7 +264,7 @@ impl Proc {
             }
             let _ = err_tx.send(());
         });
-        proc
+        (proc, input)
     }
 
     /// Starts the `rave` binary (see [`rave_cmd`]).
