@@ -30,6 +30,8 @@ mod failover;
 #[cfg(target_os = "linux")]
 mod follower;
 #[cfg(target_os = "linux")]
+mod fsync;
+#[cfg(target_os = "linux")]
 mod helper;
 #[cfg(target_os = "linux")]
 mod leader;
