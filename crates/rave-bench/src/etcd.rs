@@ -118,10 +118,11 @@ async fn run_async(args: EtcdBenchArgs) -> Result<()> {
     )
     .await?;
     let dir = tempfile::tempdir().map_err(|e| Error::io("bench dir", &e))?;
-    let leader: Rave<rave::backends::RedbBackend> = Rave::open(dir.path(), RaveOptions::default())?;
+    let leader =
+        Rave::<rave::backends::RedbBackend>::open_engine(dir.path(), RaveOptions::default())?;
     leader.ready().await?;
-    let follower: Rave<rave::backends::RedbBackend> =
-        Rave::open(dir.path(), RaveOptions::default())?;
+    let follower =
+        Rave::<rave::backends::RedbBackend>::open_engine(dir.path(), RaveOptions::default())?;
     if follower.ready().await? != rave::Role::Follower {
         return Err(Error::other("the second handle did not follow"));
     }
