@@ -240,9 +240,9 @@ impl Progress {
     fn new(verb: &'static str) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} {human_pos} entries, {msg} [{elapsed}, {per_sec}]",
-            ) {
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} {human_pos} entries, {msg} [{elapsed}]")
+            {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(100));
@@ -263,7 +263,8 @@ impl Progress {
         self.bytes += bytes as u64;
         if let Some(bar) = &self.bar {
             bar.set_position(self.entries);
-            let mut message = format!("{}", HumanBytes(self.bytes));
+            let rate = self.entries as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
+            let mut message = format!("{}, {rate:.0} entries/s", HumanBytes(self.bytes));
             if let Some(line) = line {
                 message.push_str(&format!(", committed through line {line}"));
             }
