@@ -54,6 +54,8 @@ struct State {
     generation: u64,
     queue: VecDeque<oneshot::Sender<Result<Ticket>>>,
     epoch: Option<u64>,
+    /// While leading: the server's open connections (its followers).
+    connections: Option<rave_transport::ConnectionCount>,
 }
 
 pub(crate) struct Leadership {
@@ -82,6 +84,7 @@ impl Leadership {
                 generation: 0,
                 queue: VecDeque::new(),
                 epoch: None,
+                connections: None,
             }),
             role: watch::Sender::new(Role::Electing),
             cancel: CancellationToken::new(),
@@ -105,6 +108,11 @@ impl Leadership {
 
     pub fn epoch(&self) -> Option<u64> {
         self.state().epoch
+    }
+
+    /// While this handle leads: how many connections its server has open.
+    pub fn served_connections(&self) -> Option<u64> {
+        self.state().connections.as_ref().map(|c| c.get())
     }
 
     /// A store to run one operation on, waiting for an election when there is none (within
@@ -331,6 +339,7 @@ impl Leadership {
             role: Role::Follower,
         };
         state.epoch = epoch;
+        state.connections = None;
         for waiter in state.queue.drain(..) {
             let _ = waiter.send(Ok(Ticket {
                 store: store.clone(),
@@ -371,7 +380,12 @@ impl Leadership {
 
     /// Becomes leader with `store`: first runs the operations queued during the election, one at
     /// a time and in order, then lets every operation through.
-    async fn promote(&self, store: Arc<dyn KvStore>, epoch: u64) {
+    async fn promote(
+        &self,
+        store: Arc<dyn KvStore>,
+        epoch: u64,
+        connections: rave_transport::ConnectionCount,
+    ) {
         let generation = {
             let mut state = self.state();
             if matches!(state.conn, Conn::Closed) {
@@ -380,6 +394,7 @@ impl Leadership {
             state.generation += 1;
             state.conn = Conn::Draining;
             state.epoch = Some(epoch);
+            state.connections = Some(connections);
             state.generation
         };
         // Leader from now on: the queued operations below already run on this engine.
@@ -588,7 +603,8 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
             return Err(Error::other(format!("the bind task failed: {e}")));
         }
     };
-    let server = tokio::spawn(rave_transport::serve(
+    let connections = rave_transport::ConnectionCount::default();
+    let server = tokio::spawn(rave_transport::serve_counted(
         listener.incoming(),
         store.clone(),
         ServerInfo {
@@ -597,9 +613,10 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
         },
         core.options.limits.clone(),
         shutdown.clone(),
+        connections.clone(),
     ));
     tracing::debug!(epoch, "leading");
-    core.promote(store.clone(), epoch).await;
+    core.promote(store.clone(), epoch, connections).await;
     core.cancel.cancelled().await;
     shutdown.cancel();
     let _ = server.await;
@@ -652,7 +669,7 @@ mod tests {
             .open(Path::new("/unused"), &rave_api::OpenOptions::default())
             .unwrap();
         let store: Arc<dyn KvStore> = Arc::new(store);
-        core.promote(store.clone(), 1).await;
+        core.promote(store.clone(), 1, Default::default()).await;
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap(), Role::Leader);
         }

@@ -108,6 +108,32 @@ impl<B: Backend> Rave<B> {
         self.core.epoch()
     }
 
+    /// How many follower connections the leader serves now (each follower handle holds one):
+    /// counted locally when this handle leads, asked of the leader when it follows, `None`
+    /// when nobody leads this store (a shared backend, role [`Role::Direct`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> rave::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let leader = rave::Rave::open(dir.path(), Default::default())?;
+    /// leader.ready().await?;
+    /// let follower = rave::Rave::open(dir.path(), Default::default())?;
+    /// assert_eq!(follower.ready().await?, rave::Role::Follower);
+    /// assert_eq!(leader.connected_followers().await?, Some(1));
+    /// assert_eq!(follower.connected_followers().await?, Some(1));
+    /// # follower.close().await?; leader.close().await }
+    /// ```
+    pub async fn connected_followers(&self) -> Result<Option<u64>> {
+        if self.core.role() == Role::Leader
+            && let Some(count) = self.core.served_connections()
+        {
+            return Ok(Some(count));
+        }
+        self.core
+            .run(|s| async move { (*s).leader_connections().await })
+            .await
+    }
+
     /// The directory (absolute).
     pub fn path(&self) -> &Path {
         &self.core.dir
@@ -217,7 +243,11 @@ impl<B: Backend> KvStore for Rave<B> {
             .await
     }
 
-    /// Watches `range` (see [`rave_api::watch`]).
+    /// The connections of whoever leads (see [`Rave::connected_followers`]).
+    async fn leader_connections(&self) -> Result<Option<u64>> {
+        self.connected_followers().await
+    }
+
     /// Watches `range` after `from` on whoever leads, resuming on the next leader from the
     /// last event handed out (see [`rave_api::watch`]).
     async fn watch(&self, range: Range, from: Option<u64>) -> Result<rave_api::WatchStream> {

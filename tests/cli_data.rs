@@ -538,6 +538,11 @@ async fn stats_prints_every_field<B: Engine>() {
     run_rave::<B>(&[], dir, &["put", "k", "value"], None)
         .await
         .assert_code(0, "put");
+    // Another follower holds a connection; the stats process itself is the second.
+    let mut follower = Proc::rave::<B>(&[], dir, &["hold"]);
+    follower
+        .expect_line("follower", Duration::from_secs(20))
+        .await;
     let out = run_rave::<B>(&[], dir, &["stats"], None).await;
     out.assert_code(0, "stats");
     let want = |keys: &str, bytes: &str| {
@@ -546,7 +551,7 @@ async fn stats_prints_every_field<B: Engine>() {
             ("role", "follower".to_string()),
             ("leader_pid", leader.pid().to_string()),
             ("epoch", "1".to_string()),
-            ("followers", "unknown".to_string()),
+            ("followers", "2".to_string()),
             ("sequence", "1".to_string()),
             ("keys", keys.to_string()),
             ("bytes", bytes.to_string()),
@@ -557,5 +562,6 @@ async fn stats_prints_every_field<B: Engine>() {
     assert_eq!(fields(&out.text()), want("unknown", "unknown"));
     let out = run_rave::<B>(&[], dir, &["stats", "--count"], None).await;
     assert_eq!(fields(&out.text()), want("1 (counted)", "6 (counted)"));
+    follower.kill();
     leader.kill();
 }

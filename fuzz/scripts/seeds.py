@@ -16,11 +16,11 @@ import msgpack
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "corpus")
 MAGIC = struct.unpack(">I", b"RAVE")[0]
-# rave_transport::PROTOCOL_VERSION (5: watches, conditional writes, errors with positions and
+# rave_transport::PROTOCOL_VERSION (6: `Stats` counts the leader's connections; 5: watches, conditional writes, errors with positions and
 # conditions, iterator snapshots; 4: `Sequence` reads the commit sequence; 3: writes are one
 # `Write` op, optionally stamped for
 # exactly-once delivery; 2: iterator credit counts bytes of entries).
-VERSION = 5
+VERSION = 6
 
 
 def enc(obj):
@@ -42,6 +42,7 @@ client = [
     enc({"Hello": {"magic": 0xDEADBEEF, "version": VERSION}}),
     enc({"Hello": {"magic": MAGIC, "version": 1}}),
     enc({"Request": {"id": 1, "op": "Ping"}}),
+    enc({"Request": {"id": 2, "op": "Stats"}}),
     enc({"Request": {"id": 2, "op": {"Get": {"key": b"k1"}}}}),
     enc({"Request": {"id": 3, "op": {"GetMany": {"keys": [b"k1", b"", b"k2"]}}}}),
     enc({"Request": {"id": 4, "op": {"Write": {"stamp": None, "write": {"Batch": [

@@ -179,7 +179,8 @@ pub enum Command {
     /// commit sequence (the number of the last commit that applied writes).
     Status,
     /// Print `FIELD<TAB>VALUE` lines: engine, role, leader_pid, epoch, followers, sequence, keys,
-    /// bytes. `followers` is `unknown` (the leader does not report its connections), `keys` and
+    /// bytes. `followers` counts the leader's follower connections (this process's own included
+    /// when it follows; `none` on etcd), `keys` and
     /// `bytes` (of keys plus values) are `unknown` unless `--count` counts them with a scan.
     Stats(status::StatsArgs),
     /// The main job: writer and reader processes on one directory, the leader killed with

@@ -100,12 +100,10 @@ pub async fn stats<B: Backend, S: KvStore + ?Sized>(
     };
     print(out, "leader_pid", pid)?;
     print(out, "epoch", epoch)?;
-    // The leader does not report its connections to anybody (that needs a request in the
-    // transport protocol), so no process can tell how many followers it serves.
-    let followers = if leader.role == Role::Direct {
-        "none"
-    } else {
-        "unknown"
+    // Counted by the leader's server; when this process follows, its own connection is one.
+    let followers = match db.connected_followers().await? {
+        Some(n) => n.to_string(),
+        None => "none".to_string(),
     };
     print(out, "followers", followers)?;
     print(out, "sequence", sequence_text(leader.sequence))?;

@@ -90,6 +90,13 @@ pub trait KvStore: Send + Sync + 'static {
     /// Required, with no default, so that a wrapper must forward it.
     async fn sequence(&self) -> Result<u64>;
 
+    /// How many follower connections the leader at the other end serves, when this store is a
+    /// connection to a leader (rave's transport client asks it); `None`, the default, for any
+    /// other store. Informational: the number can change at once.
+    async fn leader_connections(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// A stream of the commits that change `range` (bounds and projection; a direction or a
     /// limit is [`crate::Error::InvalidArgument`]), numbered above `from` (`None`: from the
     /// current sequence). See [`crate::watch`] for what arrives and when. A store without
@@ -185,6 +192,9 @@ macro_rules! forward_kv_store {
             }
             async fn sequence(&self) -> Result<u64> {
                 (**self).sequence().await
+            }
+            async fn leader_connections(&self) -> Result<Option<u64>> {
+                (**self).leader_connections().await
             }
             async fn watch(&self, range: Range, from: Option<u64>) -> Result<WatchStream> {
                 (**self).watch(range, from).await

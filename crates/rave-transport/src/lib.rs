@@ -22,7 +22,7 @@ pub mod server;
 pub mod wire;
 
 pub use client::{Client, RemoteIter, Welcome};
-pub use server::serve;
+pub use server::{ConnectionCount, serve, serve_counted};
 pub use server::{ServerInfo, serve_connection};
 pub use wire::{Limits, MAGIC, PROTOCOL_VERSION};
 

@@ -55,7 +55,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub const MAGIC: u32 = u32::from_be_bytes(*b"RAVE");
 
 /// The protocol version this crate speaks. Peers of another version are refused.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// How deep a body may nest. Our messages nest a handful of levels; the limit stops a hostile
 /// body from recursing deeply while an unknown field is skipped.
@@ -209,6 +209,8 @@ pub enum Op {
     Ping,
     /// [`rave_api::KvStore::sequence`]; replies [`Reply::Sequence`] (protocol 4).
     Sequence,
+    /// How many connections the leader serves; replies [`Reply::Stats`] (protocol 6).
+    Stats,
     /// A write (`put`, `del` and `batch` are [`Write::Batch`]es, `clear` is [`Write::Clear`]);
     /// replies [`Reply::Done`]. With a stamp it is applied once per stamp however often it is
     /// re-sent ([`rave_api::KvStore::write_stamped`]); without one, each time it arrives.
@@ -320,6 +322,11 @@ pub enum Reply {
     Done,
     /// The commit sequence number asked by [`Op::Sequence`].
     Sequence(u64),
+    /// What [`Op::Stats`] asked.
+    Stats {
+        /// The connections the leader serves (followers, this one included).
+        connections: u64,
+    },
 }
 
 /// An error as it travels on the wire: its stable kind and its message.

@@ -266,6 +266,13 @@ impl KvStore for Client {
         }
     }
 
+    async fn leader_connections(&self) -> Result<Option<u64>> {
+        match self.call(Op::Stats).await? {
+            Reply::Stats { connections } => Ok(Some(connections)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn watch(&self, range: Range, from: Option<u64>) -> Result<rave_api::WatchStream> {
         self.open_watch(range, from).await
     }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{ServerInfo, serve_connection};
+use super::{ConnectionCount, ServerInfo, serve_counted_connection};
 use crate::wire::Limits;
 
 /// How long the accept loop waits after a failed `accept` (EMFILE and the like) before retrying.
@@ -23,7 +23,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// never fatal. When `shutdown` fires, the loop stops accepting and aborts every connection, so
 /// every follower sees its connection close immediately; then it returns.
 pub async fn serve<L, S>(
-    mut incoming: L,
+    incoming: L,
     store: Arc<dyn KvStore>,
     info: ServerInfo,
     limits: Limits,
@@ -33,12 +33,30 @@ where
     L: futures::Stream<Item = std::io::Result<S>> + Unpin + Send,
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut connections = JoinSet::new();
+    let connections = ConnectionCount::default();
+    serve_counted(incoming, store, info, limits, shutdown, connections).await
+}
+
+/// [`serve`], counting its open connections in `connections` (the leader reads it; a follower
+/// asks with [`crate::wire::Op::Stats`]).
+pub async fn serve_counted<L, S>(
+    mut incoming: L,
+    store: Arc<dyn KvStore>,
+    info: ServerInfo,
+    limits: Limits,
+    shutdown: CancellationToken,
+    connections: ConnectionCount,
+) -> Result<()>
+where
+    L: futures::Stream<Item = std::io::Result<S>> + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined
                     && e.is_panic()
                 {
@@ -49,8 +67,11 @@ where
                 Some(Ok(stream)) => {
                     let store = store.clone();
                     let limits = limits.clone();
-                    connections.spawn(async move {
-                        match serve_connection(stream, store, info, limits).await {
+                    let counted = connections.enter();
+                    let connections = connections.clone();
+                    tasks.spawn(async move {
+                        let _counted = counted;
+                        match serve_counted_connection(stream, store, info, limits, connections).await {
                             Ok(()) => tracing::debug!("follower disconnected"),
                             Err(e) if e.kind() == ErrorKind::Protocol => {
                                 tracing::warn!(error = %e, "dropped a follower that broke the protocol");
@@ -70,6 +91,6 @@ where
             },
         }
     }
-    connections.shutdown().await;
+    tasks.shutdown().await;
     Ok(())
 }

@@ -47,6 +47,8 @@ impl Fatal {
 /// What every task of one connection shares.
 pub(super) struct Ctx {
     pub(super) store: Arc<dyn KvStore>,
+    /// The server's open connections, for [`Op::Stats`].
+    pub(super) connections: super::ConnectionCount,
     pub(super) limits: Limits,
     pub(super) out: mpsc::Sender<Bytes>,
     pub(super) fatal: Arc<Fatal>,
@@ -171,7 +173,11 @@ impl Connection {
     {
         match message {
             ClientMessage::Request { id, op } => {
-                let mut work: RequestFuture = Box::pin(execute(self.ctx.store.clone(), op));
+                let mut work: RequestFuture = Box::pin(execute(
+                    self.ctx.store.clone(),
+                    self.ctx.connections.get(),
+                    op,
+                ));
                 // One poll without a waker: a store that can answer now (a concurrent point
                 // read, a ping) does, and the reply is written here. Anything else moves to a
                 // task, which polls it again with a real waker (every future allows that).
@@ -318,8 +324,8 @@ fn reply_frame(ctx: &Ctx, id: u64, result: Result<Reply>) -> Option<Bytes> {
 }
 
 /// A request's work, panics included (reported as an error reply, not a dead connection).
-async fn execute(store: Arc<dyn KvStore>, op: Op) -> Result<Reply> {
-    unpanicked(execute_op(&*store, op)).await
+async fn execute(store: Arc<dyn KvStore>, connections: u64, op: Op) -> Result<Reply> {
+    unpanicked(execute_op(&*store, connections, op)).await
 }
 
 /// Runs a call into the store, turning a panic into an error for this request or iterator
@@ -331,7 +337,7 @@ pub(super) async fn unpanicked<T>(call: impl Future<Output = Result<T>>) -> Resu
         .unwrap_or_else(|_| Err(Error::other("the store panicked")))
 }
 
-async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
+async fn execute_op(store: &dyn KvStore, connections: u64, op: Op) -> Result<Reply> {
     match op {
         Op::Get { key } => store.get(&key).await.map(Reply::Value),
         Op::GetMany { keys } => store.get_many(&keys).await.map(Reply::Values),
@@ -345,5 +351,6 @@ async fn execute_op(store: &dyn KvStore, op: Op) -> Result<Reply> {
         Op::Write { stamp: None, write } => store.write(write).await.map(|()| Reply::Done),
         Op::Ping => Ok(Reply::Done),
         Op::Sequence => store.sequence().await.map(Reply::Sequence),
+        Op::Stats => Ok(Reply::Stats { connections }),
     }
 }

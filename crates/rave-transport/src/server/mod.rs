@@ -37,7 +37,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-pub use accept::serve;
+pub use accept::{serve, serve_counted};
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::wire::Limits;
 use crate::wire::{self, ClientMessage, MAGIC, PROTOCOL_VERSION, ServerMessage};
@@ -50,6 +52,33 @@ pub struct ServerInfo {
     pub epoch: u64,
     /// The leader's process id.
     pub pid: u32,
+}
+
+/// The number of connections a server has open (each from its accept to its end), shared with
+/// whoever wants to read it: the leader's own handle, and [`crate::wire::Op::Stats`].
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionCount(Arc<AtomicU64>);
+
+impl ConnectionCount {
+    /// The connections open now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one connection until the guard drops.
+    pub(crate) fn enter(&self) -> ConnectionGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+}
+
+/// One open connection of a [`ConnectionCount`].
+pub(crate) struct ConnectionGuard(ConnectionCount);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Frames queued towards one connection's writer. Producers hold an in-flight permit or
@@ -71,6 +100,22 @@ pub async fn serve_connection<S>(
     store: Arc<dyn KvStore>,
     info: ServerInfo,
     limits: Limits,
+) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let connections = ConnectionCount::default();
+    let _counted = connections.enter();
+    serve_counted_connection(stream, store, info, limits, connections).await
+}
+
+/// [`serve_connection`], counted in `connections` (which its [`crate::wire::Op::Stats`] reports).
+pub(crate) async fn serve_counted_connection<S>(
+    stream: S,
+    store: Arc<dyn KvStore>,
+    info: ServerInfo,
+    limits: Limits,
+    connections: ConnectionCount,
 ) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -98,6 +143,7 @@ where
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let ctx = Arc::new(Ctx {
         store,
+        connections,
         limits,
         out,
         fatal: Arc::new(Fatal::default()),

@@ -73,6 +73,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         prop::collection::vec(prop::option::of(bytes()), 0..5).prop_map(Reply::Values),
         Just(Reply::Done),
         any::<u64>().prop_map(Reply::Sequence),
+        any::<u64>().prop_map(|connections| Reply::Stats { connections }),
     ]
 }
 

@@ -64,5 +64,6 @@ where
         range.prop_map(Op::clear),
         Just(Op::Ping),
         Just(Op::Sequence),
+        Just(Op::Stats),
     ]
 }
