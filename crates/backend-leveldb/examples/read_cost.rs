@@ -84,8 +84,12 @@ fn main() -> Result<(), Failure> {
     let picks = picks(keys, reads);
 
     {
+        // As the engine opens it (a fresh log: what the old one held goes to a table file),
+        // so that every layer reads the same files.
         let opt = rusty_leveldb::Options {
             create_if_missing: false,
+            reuse_logs: false,
+            reuse_manifest: false,
             ..rusty_leveldb::Options::default()
         };
         let mut db = rusty_leveldb::DB::open(dir, opt)?;
