@@ -54,7 +54,10 @@ fn time(what: &str, picks: &[usize], mut read: impl FnMut(&[u8]) -> bool) -> Dur
         found += usize::from(read(k));
     }
     let per = start.elapsed() / keys.len() as u32;
-    println!("{what:<26} {per:>10.2?} per read ({found}/{} found)", keys.len());
+    println!(
+        "{what:<26} {per:>10.2?} per read ({found}/{} found)",
+        keys.len()
+    );
     per
 }
 
@@ -62,10 +65,16 @@ fn populate(dir: &Path, keys: usize) -> Result<(), Failure> {
     let engine = LevelDbEngine::open(dir, &OpenOptions::default())?;
     let value = vec![b'v'; 100];
     for chunk in (0..keys).collect::<Vec<_>>().chunks(1000) {
-        let ops: Vec<BatchOp> = chunk.iter().map(|&i| BatchOp::put(key(i), value.clone())).collect();
+        let ops: Vec<BatchOp> = chunk
+            .iter()
+            .map(|&i| BatchOp::put(key(i), value.clone()))
+            .collect();
         engine.write(&ops)?;
     }
     engine.close()?;
+    // Reopened once, so that the engine (with its own table options) writes what the log held
+    // to a table file: every layer below then reads the same files.
+    LevelDbEngine::open(dir, &OpenOptions::default())?.close()?;
     Ok(())
 }
 

@@ -44,6 +44,9 @@ pub use crate::iter::LevelDbIter;
 /// The engine's name, as recorded in the directory.
 const NAME: &str = "leveldb";
 
+/// Entries between restart points in the blocks of the table files rave writes (see `open`).
+const RESTART_INTERVAL: usize = 4;
+
 /// The most keys deleted by one write of a `clear` (see `delete_ranges_and_write`).
 pub const CLEAR_CHUNK_KEYS: usize = 16 * 1024;
 
@@ -230,6 +233,14 @@ impl LevelDbEngine {
             // write acknowledged after the reopen would be lost at the following one.
             reuse_logs: false,
             reuse_manifest: false,
+            // A point read seeks a block of each table file twice (index, then data): a binary
+            // search over the block's restart points, then a linear walk that decodes (and
+            // copies the key of) every entry up to the key (block.rs `BlockIter::seek`). With
+            // LevelDB's default of 16 entries between restart points that walk is most of a
+            // read's time; 4 makes reads ~35 % faster (`examples/read_cost.rs`: ~1.9 → ~1.25 µs
+            // with the data in the block cache) for blocks a few % larger. Any LevelDB reads
+            // such tables: the restart points are listed in each block.
+            block_restart_interval: RESTART_INTERVAL,
             ..rusty_leveldb::Options::default()
         };
         opt.env = Rc::new(Box::new(RaveEnv::new(Rc::clone(&files), options.sync)));

@@ -508,7 +508,9 @@ fn concurrent_reads(
     const CLEARED: usize = CLEAR_CHUNK_KEYS + 100;
     let dir = tempfile::tempdir().unwrap();
     let engine = LevelDbEngine::open_tuned(dir.path(), &OpenOptions::default(), tune).unwrap();
-    let reader = engine.shared_reader().expect("LevelDB offers a shared reader");
+    let reader = engine
+        .shared_reader()
+        .expect("LevelDB offers a shared reader");
     let group: Vec<Vec<u8>> = (0..GROUP).map(group_key).collect();
     let cleared = |i: usize| format!("c{i:06}").into_bytes();
     let clear_ends = vec![cleared(0), cleared(CLEARED - 1)];
