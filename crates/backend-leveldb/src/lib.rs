@@ -3,9 +3,15 @@
 //! [`LevelDbBackend`] opens a directory as a LevelDB database (its files live directly in the
 //! directory, next to rave's own `rave-engine` record and `rave.lock`) and runs it on a dedicated
 //! thread through [`rave_api::engine_thread::EngineStore`], which adds group commit and chunked
-//! iterators. rusty-leveldb's `DB` takes `&mut self` and is not meant to be shared, so it lives in
-//! a `RefCell` on that thread.
+//! iterators. rusty-leveldb's `DB` takes `&mut self` and is neither `Send` nor `Sync` (`Rc`s and
+//! `RefCell`s inside), so the database and everything made from it live behind one mutex: the
+//! engine thread writes and iterates under it, and point reads run under it on the callers'
+//! threads (the engine's [`SharedReader`]), without the two thread hand-offs of a trip to the
+//! engine thread, which cost far more than the read itself.
 //!
+//! - Point reads are iterator seeks on a snapshot kept until the next write, not `DB::get`,
+//!   which is wrong after some deletions (see `Shared::read`). They wait for a write in
+//!   progress (and, with `sync`, its fsync), as they did on the engine thread.
 //! - Writes are one atomic `WriteBatch` each (one log record, checksummed: after a crash it is
 //!   replayed whole or not at all). Every write is handed to the OS before it is acknowledged, so
 //!   it survives the crash of the process; with the `sync` open option it is fsynced too, so it
