@@ -9,6 +9,10 @@
 //! - `SharedReader::get`: the engine's shared reader, on this thread (when it offers one);
 //! - `EngineStore::get`: through the store, as rave's leader answers a follower.
 //!
+//! Then the time of single-put writes on the engine, alone and while threads read through the
+//! shared reader as fast as they can (the reader and the writer share one lock): a writer must
+//! not starve.
+//!
 //! ```text
 //! cargo run --release -p rave-backend-leveldb --example read_cost [keys] [reads]
 //! ```
@@ -78,6 +82,57 @@ fn populate(dir: &Path, keys: usize) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Times single-put writes, with 0, 1 and 2 threads reading in a tight loop meanwhile.
+fn write_under_reads(dir: &Path, keys: usize) -> Result<(), Failure> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let engine = LevelDbEngine::open(dir, &OpenOptions::default())?;
+    let reader = engine
+        .shared_reader()
+        .ok_or("the engine offers no shared reader")?;
+    let value = vec![b'w'; 100];
+    for threads in [0, 1, 2] {
+        let stop = AtomicBool::new(false);
+        let reads = AtomicU64::new(0);
+        let mut times: Vec<Duration> = Vec::new();
+        let started = Instant::now();
+        std::thread::scope(|scope| -> Result<(), Failure> {
+            for t in 0..threads {
+                let (reader, stop, reads) = (&reader, &stop, &reads);
+                scope.spawn(move || {
+                    let picks = picks(keys, 10_000);
+                    let mut n = t;
+                    while !stop.load(Ordering::Relaxed) {
+                        black_box(reader.get(&key(picks[n % picks.len()])).ok());
+                        n += 1;
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            let result = (0..2_000).try_for_each(|i| {
+                let at = Instant::now();
+                engine.write(&[BatchOp::put(key(i % keys), value.clone())])?;
+                times.push(at.elapsed());
+                Ok(())
+            });
+            stop.store(true, Ordering::Relaxed);
+            result
+        })?;
+        let elapsed = started.elapsed();
+        times.sort();
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        println!(
+            "put with {threads} reading thread(s): p50 {:.2?}, p99 {:.2?}, max {:.2?}; \
+             {:.0} reads/s meanwhile",
+            at(0.5),
+            at(0.99),
+            at(1.0),
+            reads.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+        );
+    }
+    engine.close()?;
+    Ok(())
+}
+
 fn main() -> Result<(), Failure> {
     let mut args = std::env::args().skip(1);
     let keys: usize = args.next().map_or(Ok(100_000), |a| a.parse())?;
@@ -132,6 +187,8 @@ fn main() -> Result<(), Failure> {
         }
         engine.close()?;
     }
+
+    write_under_reads(dir, keys)?;
 
     {
         let owned = dir.to_path_buf();
