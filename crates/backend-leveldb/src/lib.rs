@@ -91,7 +91,7 @@ impl EngineBackend for LevelDbBackend {
 }
 
 /// An open LevelDB database, driven from the engine thread; its point reads are served on any
-/// thread by its [`SharedReader`] (see [`Shared`]).
+/// thread by its [`SharedReader`], under the same lock as every other use of the database.
 pub struct LevelDbEngine {
     shared: Arc<Shared>,
     /// LevelDB's own lock on `LOCK`, which other LevelDB programs take; released after the
@@ -374,8 +374,8 @@ impl Engine for LevelDbEngine {
         self.shared.get_many(keys)
     }
 
-    /// Point reads on the callers' threads, one at a time (see [`Shared`]): they skip the trip
-    /// to the engine thread and back, the bulk of a read's cost.
+    /// Point reads on the callers' threads, one at a time (they share the database's lock):
+    /// they skip the trip to the engine thread and back, the bulk of a read's cost.
     fn shared_reader(&self) -> Option<Arc<dyn SharedReader>> {
         Some(self.shared.clone())
     }
