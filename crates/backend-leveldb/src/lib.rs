@@ -146,6 +146,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The database directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The locked database slot. A panic under the lock (rusty-leveldb panics on some damaged
     /// files) is caught inside it by `error::guard` and leaves a usable state, as it did when
     /// the engine thread ran alone, so a poisoned lock is taken over.
@@ -183,13 +188,6 @@ impl Shared {
             }
             result
         })
-    }
-}
-
-impl Shared {
-    /// The database directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
