@@ -19,14 +19,15 @@
 //! [`MAX_WINDOW`]; memory stays bounded by a window, never the whole range.
 
 use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
 use std::ops::Bound;
-use std::path::Path;
 
 use bytes::Bytes;
 use rave_api::Result;
 use rave_api::engine_thread::EngineIter;
 use rusty_leveldb::{DBIterator, LdbIterator};
 
+use crate::Shared;
 use crate::env::Pin;
 use crate::error::{self, Op};
 
@@ -45,11 +46,20 @@ type Kv = (Bytes, Bytes);
 /// A window entry: the value is `None` when it did not fit the window's byte budget.
 type Slot = (Bytes, Option<Bytes>);
 
-/// A cursor over a LevelDB snapshot.
+/// A cursor over a LevelDB snapshot, on the engine thread.
+///
+/// Its rusty-leveldb iterator and pin share `Rc`s with the database, which point reads use from
+/// other threads under the engine's lock (see the `SAFETY` note on `Db` in lib.rs): so every
+/// step, and the drop, holds that lock.
 pub struct LevelDbIter<'a> {
+    shared: &'a Shared,
+    /// Only touched, and dropped, under `shared`'s lock.
+    state: ManuallyDrop<State>,
+}
+
+struct State {
     it: DBIterator,
     mode: Mode,
-    dir: &'a Path,
     // Declared after `it` so that the iterator (and the table files it holds) goes first.
     pin: Pin,
 }
@@ -67,11 +77,11 @@ enum Mode {
 impl<'a> LevelDbIter<'a> {
     /// A cursor over `it` (a fresh snapshot iterator) for the range `lower..upper`.
     pub(crate) fn new(
+        shared: &'a Shared,
         it: DBIterator,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
         reverse: bool,
-        dir: &'a Path,
         pin: Pin,
     ) -> Self {
         let lower = lower.map(<[u8]>::to_vec);
@@ -92,14 +102,20 @@ impl<'a> LevelDbIter<'a> {
                 started: false,
             }
         };
-        LevelDbIter { it, mode, dir, pin }
+        LevelDbIter {
+            shared,
+            state: ManuallyDrop::new(State { it, mode, pin }),
+        }
     }
 }
 
 impl EngineIter for LevelDbIter<'_> {
     fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let LevelDbIter { it, mode, dir, pin } = self;
-        let result = error::guard(Op::Iterate, dir, || {
+        // Held for the whole step: the database may be closed meanwhile only by `close`, which
+        // cannot run while this iterator borrows the engine, so the slot's content is not needed.
+        let _lock = self.shared.lock();
+        let State { it, mode, pin } = &mut *self.state;
+        let result = error::guard(Op::Iterate, self.shared.dir(), || {
             Ok(match mode {
                 Mode::Forward {
                     lower,
@@ -129,6 +145,14 @@ impl EngineIter for LevelDbIter<'_> {
                 other.map(|_| None)
             }
         }
+    }
+}
+
+impl Drop for LevelDbIter<'_> {
+    fn drop(&mut self) {
+        let _lock = self.shared.lock();
+        // SAFETY: `state` is dropped here only, once; the lock is held while its `Rc`s go.
+        unsafe { ManuallyDrop::drop(&mut self.state) };
     }
 }
 
@@ -272,7 +296,7 @@ fn scan(
 }
 
 /// Moves `it` to the first key at or above `from`.
-fn position(it: &mut DBIterator, from: &Bound<Vec<u8>>) {
+pub(crate) fn position(it: &mut DBIterator, from: &Bound<Vec<u8>>) {
     match from {
         Bound::Unbounded => it.seek_to_first(),
         Bound::Included(key) => it.seek(key),
@@ -287,16 +311,21 @@ fn position(it: &mut DBIterator, from: &Bound<Vec<u8>>) {
 }
 
 /// The entry under `it`, if it is positioned on one.
-fn current(it: &DBIterator) -> Option<Kv> {
+pub(crate) fn current(it: &DBIterator) -> Option<Kv> {
     if it.valid() { it.current() } else { None }
 }
 
 /// Whether `key` lies below `upper`.
 fn below(upper: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+    below_bound(upper.as_ref().map(Vec::as_slice), key)
+}
+
+/// Whether `key` lies below `upper`.
+pub(crate) fn below_bound(upper: Bound<&[u8]>, key: &[u8]) -> bool {
     match upper {
         Bound::Unbounded => true,
-        Bound::Included(bound) => key <= bound.as_slice(),
-        Bound::Excluded(bound) => key < bound.as_slice(),
+        Bound::Included(bound) => key <= bound,
+        Bound::Excluded(bound) => key < bound,
     }
 }
 

@@ -257,14 +257,20 @@ fn find_last_on_tricky_key_sets() {
         let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
         let ops: Vec<_> = keys.iter().map(|k| BatchOp::put(k.clone(), b"v")).collect();
         engine.write(&ops).unwrap();
-        let mut it = engine.db.borrow_mut().new_iter().unwrap();
         let last = keys.iter().max().cloned();
-        assert_eq!(iter::find_last(&mut it), last, "{keys:?}");
+        assert_eq!(find_last(&engine), last, "{keys:?}");
     }
     let dir = tempfile::tempdir().unwrap();
     let engine = LevelDbEngine::open(dir.path(), &OpenOptions::default()).unwrap();
-    let mut it = engine.db.borrow_mut().new_iter().unwrap();
-    assert_eq!(iter::find_last(&mut it), None);
+    assert_eq!(find_last(&engine), None);
+}
+
+/// `iter::find_last` on a fresh snapshot of `engine`, under its lock.
+fn find_last(engine: &LevelDbEngine) -> Option<Vec<u8>> {
+    let mut state = engine.shared.lock();
+    let db = state.as_mut().unwrap();
+    let mut it = db.db.new_iter().unwrap();
+    iter::find_last(&mut it)
 }
 
 #[test]
@@ -444,4 +450,163 @@ fn range_deletes_go_in_bounded_chunks() {
         .collect();
     assert_eq!(left, vec![b"a".to_vec(), b"m".to_vec(), b"z".to_vec()]);
     engine.close().unwrap();
+}
+
+/// Keys the concurrent-read test writes together, always with one value.
+fn group_key(i: usize) -> Vec<u8> {
+    format!("g{i:02}").into_bytes()
+}
+
+/// A round's value: the round number, then padding so that rounds fill table files.
+fn round_value(round: u64) -> Vec<u8> {
+    let mut value = round.to_be_bytes().to_vec();
+    value.resize(64, b'.');
+    value
+}
+
+fn round_of(value: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&value[..8]);
+    u64::from_be_bytes(bytes)
+}
+
+/// The shared reader answers from several threads at once while the engine thread writes
+/// (through memtable switches and compactions, with tiny buffers) and iterates both ways:
+/// every read sees one committed state (a group written in one batch reads as one round),
+/// never older than the last write acknowledged before the read began; after close a leftover
+/// reader fails with `Closed`. `RAVE_LDB_STRESS_ROUNDS` runs it longer.
+#[test]
+fn shared_reads_from_many_threads_see_committed_states() {
+    let rounds = std::env::var("RAVE_LDB_STRESS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    concurrent_reads(tiny, rounds, None);
+}
+
+/// As [`shared_reads_from_many_threads_see_committed_states`], with clears of a range larger
+/// than a clear chunk (two writes) under the readers: they see it all there or all gone.
+/// rusty-leveldb's default buffers, which hold the range without a flood of compactions.
+#[test]
+fn shared_reads_never_see_a_partly_cleared_range() {
+    concurrent_reads(|_| {}, 60, Some(20));
+}
+
+/// Readers on several threads against `rounds` writes on this one (see the tests above);
+/// every `clear_every` rounds a range of more than [`CLEAR_CHUNK_KEYS`] keys is written and
+/// cleared.
+fn concurrent_reads(
+    tune: impl FnOnce(&mut rusty_leveldb::Options),
+    rounds: u64,
+    clear_every: Option<u64>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const GROUP: usize = 16;
+    const READERS: usize = 4;
+    /// More keys than one clear chunk, so that a clear takes two writes.
+    const CLEARED: usize = CLEAR_CHUNK_KEYS + 100;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LevelDbEngine::open_tuned(dir.path(), &OpenOptions::default(), tune).unwrap();
+    let reader = engine
+        .shared_reader()
+        .expect("LevelDB offers a shared reader");
+    let group: Vec<Vec<u8>> = (0..GROUP).map(group_key).collect();
+    let cleared = |i: usize| format!("c{i:06}").into_bytes();
+    let clear_ends = vec![cleared(0), cleared(CLEARED - 1)];
+    let acked = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    engine
+        .write(
+            &group
+                .iter()
+                .map(|k| BatchOp::put(k.clone(), round_value(0)))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    std::thread::scope(|scope| {
+        let mut readers = Vec::new();
+        for t in 0..READERS {
+            let (reader, group, clear_ends) = (&reader, &group, &clear_ends);
+            let (acked, done) = (&acked, &done);
+            readers.push(scope.spawn(move || {
+                let mut reads = 0u64;
+                let mut last = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let floor = acked.load(Ordering::SeqCst);
+                    let values = reader.get_many(group).unwrap();
+                    let seen: Vec<u64> = values
+                        .iter()
+                        .map(|v| round_of(v.as_deref().expect("a group key is missing")))
+                        .collect();
+                    assert!(
+                        seen.iter().all(|&r| r == seen[0]),
+                        "reader {t}: a torn group {seen:?}"
+                    );
+                    assert!(
+                        seen[0] >= floor && seen[0] >= last,
+                        "reader {t}: round {} after round {last}, acknowledged {floor}",
+                        seen[0]
+                    );
+                    last = seen[0];
+                    let one = reader.get(&group[t % GROUP]).unwrap().unwrap();
+                    assert!(round_of(&one) >= last, "reader {t}: get went back");
+                    let ends = reader.get_many(clear_ends).unwrap();
+                    assert_eq!(
+                        ends[0].is_some(),
+                        ends[1].is_some(),
+                        "reader {t}: a partly cleared range"
+                    );
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        for round in 1..=rounds {
+            let mut ops: Vec<BatchOp> = group
+                .iter()
+                .map(|k| BatchOp::put(k.clone(), round_value(round)))
+                .collect();
+            // Filler, so that memtables switch and compactions run under the readers.
+            ops.push(BatchOp::put(
+                format!("f{:04}", round % 500),
+                round_value(round),
+            ));
+            engine.write(&ops).unwrap();
+            acked.store(round, Ordering::SeqCst);
+            if round % 7 == 0 {
+                for reverse in [false, true] {
+                    let range = Range {
+                        reverse,
+                        ..Range::prefix(b"g".to_vec())
+                    };
+                    let mut it = engine.iter(&range).unwrap();
+                    let mut n = 0;
+                    while let Some((_, value)) = it.next_entry().unwrap() {
+                        assert_eq!(round_of(&value), round, "an iterator saw another round");
+                        n += 1;
+                    }
+                    assert_eq!(n, GROUP);
+                }
+            }
+            if clear_every.is_some_and(|every| round % every == 0) {
+                let fill: Vec<BatchOp> = (0..CLEARED)
+                    .map(|i| BatchOp::put(cleared(i), b"x"))
+                    .collect();
+                engine.write(&fill).unwrap();
+                engine
+                    .delete_ranges_and_write(&[Range::prefix(b"c".to_vec())], &[])
+                    .unwrap();
+                assert_eq!(engine.get(&clear_ends[1]).unwrap(), None);
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        for handle in readers {
+            let reads = handle.join().unwrap();
+            assert!(reads > 0, "a reader never ran");
+        }
+    });
+    engine.close().unwrap();
+    assert!(matches!(reader.get(b"g00"), Err(Error::Closed)));
+    assert!(matches!(reader.get_many(&group), Err(Error::Closed)));
 }

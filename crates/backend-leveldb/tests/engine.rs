@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rave_api::{Backend, Error, ErrorKind, KvStore, OpenOptions};
-use rave_backend_leveldb::LevelDbBackend;
-use rave_conformance::{BackendHarness, damage};
+use rave_backend_leveldb::{LevelDbBackend, LevelDbEngine};
+use rave_conformance::{BackendHarness, Outcome, damage, shared_reads};
 
 fn open(path: &Path) -> rave_api::Result<rave_api::engine_thread::EngineStore> {
     LevelDbBackend.open(path, &OpenOptions::default())
@@ -27,7 +27,11 @@ fn backend_identity() {
     assert_eq!(LevelDbBackend.name(), "leveldb");
     assert_eq!(
         LevelDbBackend.capabilities(),
-        rave_api::Capabilities::full().with_exactly_once(true)
+        rave_api::Capabilities::full()
+            .with_concurrent_reads(true)
+            .with_exactly_once(true)
+            .with_watch(true)
+            .with_conditional_writes(true)
     );
 }
 
@@ -188,4 +192,18 @@ async fn acknowledged_writes_are_in_the_log() {
         );
         store.close().await.unwrap();
     }
+}
+
+/// A copy of the shared reader kept after the engine closed reads nothing and holds nothing:
+/// the database it shares with the engine is closed with it, so the directory (and LevelDB's
+/// LOCK) is free. Checked on `LevelDbEngine` itself: through the store no reader outlives the
+/// close.
+#[test]
+fn a_leftover_shared_reader_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = shared_reads::leftover_reader_holds_nothing("leveldb", || {
+        rave_api::dir::prepare(dir.path(), &OpenOptions::default(), "leveldb")?;
+        LevelDbEngine::open(dir.path(), &OpenOptions::default())
+    });
+    assert_eq!(outcome, Ok(Outcome::Passed));
 }

@@ -44,8 +44,9 @@ pub struct Capabilities {
     /// An acknowledged write survives the crash (SIGKILL) of the writing process.
     pub crash_durable: bool,
     /// Point reads (`get`, `get_many`) are answered on the caller's thread, without queueing
-    /// behind writes: the returned future completes on its first poll, even while a commit is
-    /// running. An [`EngineStore`](crate::engine_thread::EngineStore) offers this when its engine
+    /// on the engine thread: the returned future completes on its first poll, even while a
+    /// commit is running (redb's and RocksDB's reads do not wait for it at all; LevelDB's block
+    /// until the commit in progress ends, as its database is one object behind a mutex). An [`EngineStore`](crate::engine_thread::EngineStore) offers this when its engine
     /// has a [`SharedReader`](crate::engine_thread::SharedReader). Optional (off in
     /// [`Capabilities::full`]); the conformance suite's engine contract then also checks that
     /// such reads see every acknowledged write and stop cleanly at close.

@@ -32,7 +32,9 @@
 //! is an async runtime worker: a point read of pages in the OS page cache takes a few µs, far
 //! less than the hand-offs it saves, and the returned future completes on its first poll (it
 //! has no await point), so a server can answer reads inline without spawning a task. Only a
-//! read that misses the page cache waits for the disk, as a read on the engine thread would.
+//! read that misses the page cache waits for the disk, as a read on the engine thread would, and
+//! on an engine whose reader shares a lock with its writer (LevelDB) a read waits for the commit
+//! in progress, as it would behind it in the engine thread's queue.
 
 mod cursor;
 pub(crate) mod hub;
