@@ -30,6 +30,8 @@ fn backend_identity() {
         rave_api::Capabilities::full()
             .with_concurrent_reads(true)
             .with_exactly_once(true)
+            .with_watch(true)
+            .with_conditional_writes(true)
     );
 }
 

@@ -53,6 +53,8 @@ fn names_itself_and_offers_everything() {
         Capabilities::full()
             .with_concurrent_reads(true)
             .with_exactly_once(true)
+            .with_watch(true)
+            .with_conditional_writes(true)
     );
 }
 
