@@ -65,7 +65,8 @@ fn next_id(counter: &mut u32) -> u32 {
 
 pub(crate) struct Shared {
     routes: Mutex<Routes>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    /// Frames for the connection task, each with the flag it sets once the frame is written.
+    out: mpsc::UnboundedSender<(Outgoing, Option<Arc<AtomicBool>>)>,
     lost: CancellationToken,
     closed: AtomicBool,
     options: GuestOptions,
@@ -88,7 +89,16 @@ impl Shared {
     }
 
     pub(crate) fn send(&self, message: Outgoing) -> Result<()> {
-        self.out.send(message).map_err(|_| Error::LeaderLost)
+        self.out
+            .send((message, None))
+            .map_err(|_| Error::LeaderLost)
+    }
+
+    /// [`Shared::send`], setting `written` once the frame is in the socket.
+    fn send_tracked(&self, message: Outgoing, written: Arc<AtomicBool>) -> Result<()> {
+        self.out
+            .send((message, Some(written)))
+            .map_err(|_| Error::LeaderLost)
     }
 
     /// Registers an iterator: its id and the channel of its replies.
@@ -135,7 +145,7 @@ impl Guest {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (out, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<(Outgoing, Option<Arc<AtomicBool>>)>();
         let shared = Arc::new(Shared {
             routes: Mutex::new(Routes::default()),
             out,
@@ -152,9 +162,12 @@ impl Guest {
                 tokio::select! {
                     _ = task.lost.cancelled() => break,
                     message = out_rx.recv() => {
-                        let Some(message) = message else { break };
+                        let Some((message, written)) = message else { break };
                         if sink.send(message).await.is_err() {
                             break;
+                        }
+                        if let Some(written) = written {
+                            written.store(true, Ordering::SeqCst);
                         }
                     }
                     frame = frames.next() => match frame {
@@ -182,6 +195,16 @@ impl Guest {
 
     /// Sends a point request built for `id` and waits for its reply.
     async fn call(&self, build: impl FnOnce(u32) -> Outgoing) -> Result<Reply> {
+        self.call_tracked(build, None).await
+    }
+
+    /// [`Guest::call`], setting `written` once the request is in the socket (so a lost
+    /// connection can tell a request the leader may have received from one it cannot have).
+    async fn call_tracked(
+        &self,
+        build: impl FnOnce(u32) -> Outgoing,
+        written: Option<Arc<AtomicBool>>,
+    ) -> Result<Reply> {
         self.shared.check_open()?;
         let (tx, rx) = oneshot::channel();
         let id = {
@@ -190,7 +213,11 @@ impl Guest {
             routes.calls.insert(id, tx);
             id
         };
-        if let Err(e) = self.shared.send(build(id)) {
+        let sent = match written {
+            Some(written) => self.shared.send_tracked(build(id), written),
+            None => self.shared.send(build(id)),
+        };
+        if let Err(e) = sent {
             self.shared.routes().calls.remove(&id);
             return Err(e);
         }
@@ -207,9 +234,25 @@ impl Guest {
         }
     }
 
-    /// A write that expects an empty callback.
+    /// A write that expects an empty callback. It is never re-sent: lost after it reached the
+    /// socket, it may or may not have been applied, and it fails with an error of kind
+    /// `LeaderLost` that rave does not retry; lost before (the leader was already gone), it
+    /// cannot have been, and it fails with [`Error::LeaderLost`], which rave retries on the
+    /// next leader.
     async fn write(&self, build: impl FnOnce(u32) -> Outgoing) -> Result<()> {
-        match self.call(build).await? {
+        let written = Arc::new(AtomicBool::new(false));
+        let reply = match self.call_tracked(build, Some(written.clone())).await {
+            Err(Error::LeaderLost) if written.load(Ordering::SeqCst) => {
+                return Err(Error::Remote {
+                    kind: rave_api::ErrorKind::LeaderLost,
+                    message: "the Level leader was lost with a write in flight: it may or may \
+                              not have been applied, and it is not re-sent"
+                        .into(),
+                });
+            }
+            other => other?,
+        };
+        match reply {
             Reply::Callback(m::Callback { error: None, .. }) => Ok(()),
             Reply::Callback(m::Callback {
                 error: Some(code), ..
@@ -378,31 +421,21 @@ impl KvStore for Guest {
     /// A many-level leader keeps no exactly-once records, so the stamp cannot travel: the
     /// write is sent once and never re-sent (rave's rule is exactly once, and a re-send could
     /// apply it twice or overwrite what another process wrote meanwhile). When the connection
-    /// is lost before its answer, it may or may not have been applied: it fails with an error
-    /// of kind `LeaderLost` that rave does not retry, and the caller decides. Conditional
+    /// is lost after the write reached the socket and before its answer, it may or may not have
+    /// been applied: it fails with an error of kind `LeaderLost` that rave does not retry, and
+    /// the caller decides (lost before, it goes to the next leader: see `Guest::write`). Conditional
     /// writes are `Unsupported` (many-level has none).
     async fn write_stamped(&self, _stamp: WriteStamp, write: Write) -> Result<()> {
         KvStore::write(self, write).await
     }
 
     async fn write(&self, write: Write) -> Result<()> {
-        let result = match write {
+        match write {
             Write::Batch(ops) => self.batch(ops).await,
             Write::Clear(range) => self.clear(range).await,
-            Write::Conditional { .. } => {
-                return Err(Error::Unsupported {
-                    message: "conditional writes through a Node (many-level) leader".into(),
-                });
-            }
-        };
-        match result {
-            Err(Error::LeaderLost) => Err(Error::Remote {
-                kind: rave_api::ErrorKind::LeaderLost,
-                message: "the Level leader was lost with a write in flight: it may or may not \
-                          have been applied, and it is not re-sent"
-                    .into(),
+            Write::Conditional { .. } => Err(Error::Unsupported {
+                message: "conditional writes through a Node (many-level) leader".into(),
             }),
-            other => other,
         }
     }
 
