@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rave_api::failover_trace::phase;
 use rave_api::{Error, KvStore, OpenOptions, Result, Write};
 use rave_election::{Backoff, DirLock, Role};
 use rave_transport::{Client, ServerInfo};
@@ -461,6 +462,14 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
     // Paces reconnections to a leader whose connections end soon after they start (its store
     // closing, or broken), so that its followers do not reconnect in a loop.
     let mut churn = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    // The leader (by epoch) that dropped this handle's last connection soon after it started.
+    // Only a reconnection to that same leader is paced: a leader that was killed soon after
+    // this handle connected is not a churning one, and its successor (a newer epoch) must be
+    // followed at once; pacing it added up to a second to failovers under frequent kills.
+    let mut dropped_early: Option<Option<u64>> = None;
+    // For the failover trace: lock attempts lost, and time slept, since the last role.
+    let mut lost_races = 0u32;
+    let mut slept = Duration::ZERO;
     while !core.cancel.is_cancelled() {
         let followed = match try_follow(&core).await {
             Some((client, epoch)) => Some(native(client, epoch)),
@@ -468,16 +477,35 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
         };
         if let Some(Followed { store, gone, epoch }) = followed {
             backoff.reset();
+            if dropped_early.take() == Some(epoch) {
+                sleep_or_cancel(&core, churn.next_delay()).await;
+                if core.cancel.is_cancelled() {
+                    let _ = store.close().await;
+                    continue;
+                }
+            } else {
+                churn.reset();
+            }
             let since = Instant::now();
             let generation = core.follow(store.clone(), epoch);
             tracing::debug!(?epoch, "following");
+            phase(
+                "following",
+                format_args!(
+                    "epoch={} lost_races={lost_races} slept_us={}",
+                    epoch.unwrap_or(0),
+                    slept.as_micros()
+                ),
+            );
+            (lost_races, slept) = (0, Duration::ZERO);
             tokio::select! {
                 _ = gone => {
                     core.lost(generation);
                     core.electing();
                     tracing::debug!(epoch, "leader gone; electing");
+                    phase("noticed", format_args!("epoch={}", epoch.unwrap_or(0)));
                     if since.elapsed() < STEADY_CONNECTION {
-                        sleep_or_cancel(&core, churn.next_delay()).await;
+                        dropped_early = Some(epoch);
                     } else {
                         churn.reset();
                     }
@@ -488,15 +516,27 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
             }
             continue;
         }
-        // The lock's open, and the leader record's write, fsync and rename, block: never on
-        // the runtime's threads.
+        // The lock's open and `flock` block: never on the runtime's threads. (The leader
+        // record's write, fsyncs and rename come later, beside the engine open: see `lead`.)
         let dir = core.dir.clone();
-        let acquired = tokio::task::spawn_blocking(move || DirLock::try_acquire(&dir))
+        let trying = Instant::now();
+        let acquired = tokio::task::spawn_blocking(move || DirLock::try_acquire_unrecorded(&dir))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(format!("the lock task failed: {e}"))));
         match acquired {
             Ok(Some(lock)) => {
                 backoff.reset();
+                dropped_early = None;
+                phase(
+                    "locked",
+                    format_args!(
+                        "epoch={} lock_us={} lost_races={lost_races} slept_us={}",
+                        lock.epoch(),
+                        trying.elapsed().as_micros(),
+                        slept.as_micros()
+                    ),
+                );
+                (lost_races, slept) = (0, Duration::ZERO);
                 if let Err(err) = lead(&core, lock).await {
                     if core.options.level_compat && level_compat::lock_busy(&err) {
                         // A Node leader holds LevelDB's LOCK: look for its socket again.
@@ -508,7 +548,12 @@ pub(crate) async fn drive(core: Arc<Leadership>) {
                     sleep_or_cancel(&core, Duration::from_millis(100)).await;
                 }
             }
-            Ok(None) => sleep_or_cancel(&core, backoff.next_delay()).await,
+            Ok(None) => {
+                let delay = backoff.next_delay();
+                lost_races += 1;
+                slept += delay;
+                sleep_or_cancel(&core, delay).await;
+            }
             Err(e) => {
                 let err = Error::io(
                     format!("lock {}", core.dir.join(rave_election::LOCK_FILE).display()),
@@ -562,12 +607,54 @@ async fn try_follow(core: &Leadership) -> Option<(Client, u64)> {
 
 /// Leads until the handle closes: opens the engine, listens, serves, then steps down cleanly
 /// (socket removed while the lock is still held, engine closed, lock released last).
-async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
+async fn lead(core: &Arc<Leadership>, mut lock: DirLock) -> Result<()> {
     let epoch = lock.epoch();
     let opener = core.clone();
-    let store = tokio::task::spawn_blocking(move || opener.open_engine())
-        .await
-        .map_err(|e| Error::other(format!("the engine open task failed: {e}")))??;
+    let opening = Instant::now();
+    // The leader record (its fsyncs) and the engine open (its recovery) are independent and both
+    // block: run them side by side, so a failover waits for the longer, not the sum. Nothing is
+    // served before both are done: the socket is bound below, after the record is durable.
+    let open = tokio::task::spawn_blocking(move || opener.open_engine());
+    let recording = Instant::now();
+    let record = tokio::task::spawn_blocking(move || {
+        let recorded = lock.record();
+        let took = recording.elapsed();
+        (lock, recorded, took)
+    });
+    let (opened, record) = tokio::join!(open, record);
+    let opened = opened
+        .map_err(|e| Error::other(format!("the engine open task failed: {e}")))
+        .and_then(|opened| opened);
+    // The lock is released only after the engine is closed, even on failure.
+    let lock = match record {
+        Ok((lock, Ok(()), took)) => {
+            phase(
+                "recorded",
+                format_args!("epoch={epoch} us={}", took.as_micros()),
+            );
+            lock
+        }
+        Ok((lock, Err(e), _)) => {
+            if let Ok(store) = opened {
+                let _ = store.close().await;
+            }
+            drop(lock);
+            return Err(Error::io("write the leader record", &e));
+        }
+        Err(e) => {
+            // The task panicked, and dropped the lock with it: close the engine anyway.
+            if let Ok(store) = opened {
+                let _ = store.close().await;
+            }
+            return Err(Error::other(format!("the leader record task failed: {e}")));
+        }
+    };
+    let store = opened?;
+    phase(
+        "opened",
+        format_args!("epoch={epoch} us={}", opening.elapsed().as_micros()),
+    );
+    let binding = Instant::now();
     let shutdown = CancellationToken::new();
     let level = match level_compat::serve_beside(&core.options, &core.dir, &store, &shutdown) {
         Ok(level) => level,
@@ -616,7 +703,16 @@ async fn lead(core: &Arc<Leadership>, lock: DirLock) -> Result<()> {
         connections.clone(),
     ));
     tracing::debug!(epoch, "leading");
+    phase(
+        "bound",
+        format_args!("epoch={epoch} us={}", binding.elapsed().as_micros()),
+    );
+    let draining = Instant::now();
     core.promote(store.clone(), epoch, connections).await;
+    phase(
+        "promoted",
+        format_args!("epoch={epoch} drain_us={}", draining.elapsed().as_micros()),
+    );
     core.cancel.cancelled().await;
     shutdown.cancel();
     let _ = server.await;

@@ -482,3 +482,54 @@ async fn a_leader_dropping_every_connection_does_not_make_followers_spin() {
     rave_election::unbind(&path);
     drop(lock);
 }
+
+/// A follower whose leaders keep dying soon after it connects (as under frequent kills) follows
+/// each successor at once: only a reconnection to the very leader (epoch) that dropped it early
+/// is paced. Pacing every short-lived connection grew to a second between kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_short_lived_leaders_follows_each_successor_at_once() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    // The test plays the successive leaders: it holds the lock and serves a working store
+    // under a newer epoch each time.
+    let lock = rave_election::DirLock::try_acquire(dir).unwrap().unwrap();
+    let path = rave_election::socket_path(dir).unwrap();
+    let store: Arc<dyn KvStore> = Arc::new(
+        rave::MemoryBackend
+            .open(dir, &OpenOptions::default())
+            .unwrap(),
+    );
+    let follower = Rave::open_with(FaultyBackend::default(), dir, RaveOptions::default()).unwrap();
+    let mut waits = Vec::new();
+    for term in 0..10 {
+        let listener = rave_election::bind(&path, &lock).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(rave_transport::serve(
+            listener.incoming(),
+            store.clone(),
+            rave_transport::ServerInfo {
+                epoch: lock.epoch() + term,
+                pid: std::process::id(),
+            },
+            rave_transport::Limits::default(),
+            shutdown.clone(),
+        ));
+        let started = Instant::now();
+        within("a write", LIMIT, follower.put(b"k", b"v"))
+            .await
+            .unwrap();
+        waits.push(started.elapsed());
+        // This leader dies well within a second of the follower connecting: every connection
+        // ends.
+        shutdown.cancel();
+        let _ = server.await;
+        rave_election::unbind(&path);
+    }
+    // Pacing grew 5 ms, 10 ms, ... to 1 s (jittered to half of each): by the 9th term the
+    // follower waited at least 320 ms. Without it each wait is a reconnection or a few polls.
+    let worst = waits.iter().max().copied().unwrap_or_default();
+    assert!(worst < Duration::from_millis(250), "{waits:?}");
+    within("close", LIMIT, follower.close()).await.ok();
+    store.close().await.unwrap();
+    drop(lock);
+}

@@ -38,6 +38,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use rave_api::engine_thread::{Engine, SharedReader};
 use rave_api::{BatchOp, Capabilities, EngineBackend, Error, OpenOptions, Range, Result};
@@ -250,6 +251,15 @@ impl LevelDbEngine {
         opt.env = Rc::new(Box::new(RaveEnv::new(Rc::clone(&files), options.sync)));
         opt.cmp = Rc::new(Box::new(Bytewise));
         tune(&mut opt);
+        // For the failover trace: what this open had to recover (the old log, written into a
+        // table) and whether it compacted (fewer tables after than before, plus the new one).
+        let before = rave_api::failover_trace::enabled().then(|| {
+            (
+                Instant::now(),
+                rave_api::failover_trace::thread_cpu_us(),
+                table_files(dir),
+            )
+        });
         let db = error::guard(Op::Open, dir, || {
             DB::open(dir, opt).map_err(|status| {
                 if status.code == rusty_leveldb::StatusCode::InvalidArgument {
@@ -271,6 +281,17 @@ impl LevelDbEngine {
         });
         // Recovery may compact, reading tables.
         let db = files.checked(db)?;
+        if let Some((started, cpu, (tables, log_bytes))) = before {
+            rave_api::failover_trace::phase(
+                "leveldb-open",
+                format_args!(
+                    "us={} cpu_us={} tables_before={tables} tables_after={} log_bytes={log_bytes}",
+                    started.elapsed().as_micros(),
+                    rave_api::failover_trace::thread_cpu_us().saturating_sub(cpu),
+                    table_files(dir).0
+                ),
+            );
+        }
         tracing::debug!(dir = %dir.display(), sync = options.sync, "leveldb opened");
         Ok(LevelDbEngine {
             shared: Arc::new(Shared {
@@ -548,3 +569,22 @@ impl rusty_leveldb::Cmp for Bytewise {
 
 #[cfg(test)]
 mod tests;
+
+/// The table files in `dir` and the bytes of its log files (failover trace only; unreadable
+/// entries count as nothing).
+fn table_files(dir: &Path) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let (mut tables, mut log_bytes) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".ldb") || name.ends_with(".sst") {
+            tables += 1;
+        } else if name.ends_with(".log") {
+            log_bytes += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
+    (tables, log_bytes)
+}

@@ -15,7 +15,10 @@ use std::path::Path;
 
 use rave_api::EngineOp;
 use rave_api::{Error, Result};
-use redb::{Database, Durability, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 
 use crate::error;
 
@@ -77,6 +80,12 @@ pub(crate) fn verified(key: &[u8], stored: &[u8], file: &Path) -> Result<Vec<u8>
 /// database find it, and [`migrate`]s a file written before checksums, in one durable commit.
 pub(crate) fn prepare(db: &Database, file: &Path) -> Result<()> {
     let what = EngineOp::Open;
+    // Every open but the first finds the table there and no old one: then there is nothing to
+    // do, and a read transaction tells so without a durable commit (whose fsyncs were most of
+    // the engine open in failovers under load).
+    if is_ready(db, file)? {
+        return Ok(());
+    }
     let mut txn = db.begin_write().map_err(|e| error::map(e, what, file))?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| error::map(e, what, file))?;
@@ -89,6 +98,20 @@ pub(crate) fn prepare(db: &Database, file: &Path) -> Result<()> {
         tracing::info!(file = %file.display(), entries = moved, "redb: values given checksums");
     }
     Ok(())
+}
+
+/// Whether [`TABLE`] exists and [`LEGACY`] does not.
+fn is_ready(db: &Database, file: &Path) -> Result<bool> {
+    let what = EngineOp::Open;
+    let txn = db.begin_read().map_err(|e| error::map(e, what, file))?;
+    let mut table = false;
+    for handle in txn.list_tables().map_err(|e| error::map(e, what, file))? {
+        if handle.name() == LEGACY.name() {
+            return Ok(false);
+        }
+        table |= handle.name() == TABLE.name();
+    }
+    Ok(table)
 }
 
 /// Moves the entries of a file written before checksums into [`TABLE`], with checksums, and

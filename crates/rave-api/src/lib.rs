@@ -23,6 +23,8 @@ pub mod dir;
 pub mod engine_backend;
 pub mod engine_thread;
 mod error;
+#[doc(hidden)]
+pub mod failover_trace;
 pub mod keyspace;
 mod memory;
 pub mod once;

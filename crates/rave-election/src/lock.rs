@@ -26,6 +26,8 @@ pub struct DirLock {
     _file: File,
     dir: PathBuf,
     record: LeaderRecord,
+    /// Whether `record` is durably in [`LEADER_FILE`] (see [`DirLock::try_acquire_unrecorded`]).
+    recorded: bool,
 }
 
 impl DirLock {
@@ -34,6 +36,24 @@ impl DirLock {
     /// On success the epoch is advanced and recorded in [`LEADER_FILE`] before this returns, so
     /// epochs only grow and two leaders never share one.
     pub fn try_acquire(dir: &Path) -> io::Result<Option<DirLock>> {
+        let Some(mut lock) = Self::try_acquire_unrecorded(dir)? else {
+            return Ok(None);
+        };
+        lock.record()?;
+        Ok(Some(lock))
+    }
+
+    /// Tries to take the lock without waiting, like [`DirLock::try_acquire`], but leaves the
+    /// new epoch's record (a write, an fsync, a rename and a directory fsync: milliseconds,
+    /// tens of them on a busy disk) to [`DirLock::record`].
+    ///
+    /// A new leader runs that record on one thread while it opens its engine on another, so a
+    /// failover pays for the longer of the two, not their sum. The holder must not act as
+    /// leader (bind the socket, serve) before `record` has returned `Ok`: that is what keeps
+    /// epochs unique and growing. Until then the directory still names the previous leader,
+    /// and a holder that dies leaves that record in place, so its successor takes the same
+    /// epoch, one nobody has served in.
+    pub fn try_acquire_unrecorded(dir: &Path) -> io::Result<Option<DirLock>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -50,12 +70,27 @@ impl DirLock {
             epoch: previous + 1,
             pid: std::process::id(),
         };
-        write_leader_record(dir, record)?;
         Ok(Some(DirLock {
             _file: file,
             dir: dir.to_path_buf(),
             record,
+            recorded: false,
         }))
+    }
+
+    /// Writes this holder's record to [`LEADER_FILE`], durably, if it is not there yet.
+    pub fn record(&mut self) -> io::Result<()> {
+        if !self.recorded {
+            write_leader_record(&self.dir, self.record)?;
+            self.recorded = true;
+        }
+        Ok(())
+    }
+
+    /// Whether this holder's record is durably written (always, after
+    /// [`DirLock::try_acquire`]).
+    pub fn is_recorded(&self) -> bool {
+        self.recorded
     }
 
     /// This leader's epoch.
@@ -157,6 +192,35 @@ mod tests {
         let record = read_leader_record(dir.path()).unwrap().unwrap();
         assert_eq!(record.epoch, 2);
         assert_eq!(record.pid, std::process::id());
+    }
+
+    #[test]
+    fn an_unrecorded_lock_takes_its_epoch_only_once_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DirLock::try_acquire(dir.path()).unwrap().unwrap());
+        let mut lock = DirLock::try_acquire_unrecorded(dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(lock.epoch(), 2);
+        assert!(!lock.is_recorded());
+        // Held, though not recorded yet: nobody else gets it.
+        assert!(DirLock::try_acquire(dir.path()).unwrap().is_none());
+        assert_eq!(read_leader_record(dir.path()).unwrap().unwrap().epoch, 1);
+        lock.record().unwrap();
+        assert!(lock.is_recorded());
+        assert_eq!(read_leader_record(dir.path()).unwrap().unwrap().epoch, 2);
+        drop(lock);
+        // A holder that dies before recording leaves its epoch to the next one, which then
+        // records it (nobody served in it).
+        drop(
+            DirLock::try_acquire_unrecorded(dir.path())
+                .unwrap()
+                .unwrap(),
+        );
+        assert_eq!(
+            DirLock::try_acquire(dir.path()).unwrap().unwrap().epoch(),
+            3
+        );
     }
 
     #[test]

@@ -222,13 +222,37 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
     /// Opens the engine, loads its records and publishes its shared reader.
     fn open_engine(&mut self) -> Result<Opened<E>> {
         let open = &mut self.open;
+        let started = Instant::now();
+        let cpu = crate::failover_trace::enabled().then(|| {
+            (
+                crate::failover_trace::thread_cpu_us(),
+                crate::failover_trace::thread_runqueue_wait_us(),
+            )
+        });
         let engine = catch_unwind(AssertUnwindSafe(open))
             .unwrap_or_else(|p| Err(self::panicked(&self.name, "open", p.as_ref())))?;
+        let opened = started.elapsed();
+        // Work, and waiting for a core, during the engine's open (the rest is blocking I/O).
+        let (cpu, runqueue) = cpu.map_or((0, 0), |(cpu, waited)| {
+            (
+                crate::failover_trace::thread_cpu_us().saturating_sub(cpu),
+                crate::failover_trace::thread_runqueue_wait_us().saturating_sub(waited),
+            )
+        });
         let ready = catch_unwind(AssertUnwindSafe(|| {
             let ledger = prepare(&engine, self.hub.options())?;
             Ok((ledger, engine.shared_reader()))
         }))
         .unwrap_or_else(|p| Err(self::panicked(&self.name, "open", p.as_ref())));
+        // A takeover's open splits into the engine's own recovery and loading rave's records.
+        crate::failover_trace::phase(
+            "engine-open",
+            format_args!(
+                "engine_us={} engine_cpu_us={cpu} engine_runqueue_us={runqueue} prepare_us={}",
+                opened.as_micros(),
+                started.elapsed().saturating_sub(opened).as_micros()
+            ),
+        );
         match ready {
             Ok((ledger, reader)) => {
                 self.set_reader(reader);
