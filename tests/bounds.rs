@@ -112,7 +112,9 @@ async fn a_failed_resume_reports_why_and_the_next_call_resumes() {
     store
         .batch(
             keys.iter()
-                .map(|k| rave::BatchOp::put(k.clone(), b"v".to_vec()))
+                // 8 MB in all, far more than one iterator window (1 MiB): the follower cannot
+                // have it all buffered when the leader stops.
+                .map(|k| rave::BatchOp::put(k.clone(), vec![b'v'; 4096]))
                 .collect(),
         )
         .await
