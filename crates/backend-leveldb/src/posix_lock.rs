@@ -21,6 +21,7 @@ use std::path::Path;
 use rave_api::Result;
 
 /// The file LevelDB programs lock.
+#[cfg_attr(not(unix), allow(dead_code))] // the lock is POSIX-only; Windows LevelDB takes none here
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
 /// A POSIX lock on `<dir>/LOCK`, released when dropped.
