@@ -98,27 +98,32 @@ async fn short_lived_clears_remove_one_key_each<B: Engine>() {
     check(KEYS - count_keys::<B>(dir).await, acked, failed);
 }
 
+/// Long-lived holders that keep becoming leader and are killed with SIGKILL, one after the
+/// other, until `stop`; the task returns how many it killed.
+fn spawn_leader_killer<B: Engine>(
+    dir: &std::path::Path,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u32> {
+    let dir = dir.to_path_buf();
+    tokio::spawn(async move {
+        let mut kills = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let mut holder = Proc::rave::<B>(&[], &dir, &["hold"]);
+            let _ = holder.next_line(Duration::from_secs(10)).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            holder.kill();
+            kills += 1;
+        }
+        kills
+    })
+}
+
 async fn clears_stay_exact_while_leaders_are_killed<B: Engine>() {
     let tmp = tempdir();
     let dir = tmp.path().to_path_buf();
     fill::<B>(&dir).await;
     let stop = Arc::new(AtomicBool::new(false));
-    // Long-lived holders that keep becoming leader and are killed with SIGKILL.
-    let killer = {
-        let dir = dir.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut kills = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let mut holder = Proc::rave::<B>(&[], &dir, &["hold"]);
-                let _ = holder.next_line(Duration::from_secs(10)).await;
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                holder.kill();
-                kills += 1;
-            }
-            kills
-        })
-    };
+    let killer = spawn_leader_killer::<B>(&dir, stop.clone());
     let (acked, failed) = within(
         "the clear loops",
         Duration::from_secs(300),
@@ -146,21 +151,7 @@ async fn counter_increments_stay_exact_while_leaders_are_killed<B: Engine>() {
         .await
         .assert_code(0, "create the directory");
     let stop = Arc::new(AtomicBool::new(false));
-    let killer = {
-        let dir = dir.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut kills = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let mut holder = Proc::rave::<B>(&[], &dir, &["hold"]);
-                let _ = holder.next_line(Duration::from_secs(10)).await;
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                holder.kill();
-                kills += 1;
-            }
-            kills
-        })
-    };
+    let killer = spawn_leader_killer::<B>(&dir, stop.clone());
     let mut counters = Vec::new();
     for i in 0..4 {
         let mut command = std::process::Command::new(&counter);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rave::backends::LevelDbBackend;
 use rave::{BatchOp, KvStore, Range, Rave, RaveOptions, Role};
 
-use crate::common::{Proc, rave_cmd, run_rave, tempdir, wait_role};
+use crate::common::{Proc, node, rave_cmd, run_rave, tempdir, wait_role};
 
 /// The node_modules holding rave-level, or `None` (after saying why) when the test must skip.
 fn node_modules(test: &str) -> Option<PathBuf> {
@@ -31,23 +31,6 @@ fn node_modules(test: &str) -> Option<PathBuf> {
         );
     }
     found
-}
-
-/// `node interop/node/<script> <args>` with rave-level on its module path.
-fn node(modules: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let mut command = Command::new("node");
-    command
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("interop/node")
-                .join(script),
-        )
-        .args(args)
-        .env("NODE_PATH", modules);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    Proc::spawn(format!("node {script} {}", args.join(" ")), command, None)
 }
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -21,12 +21,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rave::backends::LevelDbBackend;
 
-use crate::common::{Proc, rave_cmd, run_rave, tempdir};
+use crate::common::{Proc, node, rave_cmd, run_rave, tempdir};
 
 const FROZEN: u32 = 3000;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -62,23 +61,17 @@ impl Worker {
                 } else {
                     "reader.js"
                 };
-                let mut command = Command::new("node");
-                command
-                    .arg(
-                        Path::new(env!("CARGO_MANIFEST_DIR"))
-                            .join("interop/node")
-                            .join(script),
-                    )
-                    .arg(d)
-                    .arg(if job == Job::Writer {
-                        prefix.clone()
-                    } else {
-                        FROZEN.to_string()
-                    })
-                    .env("NODE_PATH", modules)
-                    .env("PACE_MS", "3")
-                    .env("PAUSE_MS", "2");
-                Proc::spawn(format!("node {script} {prefix}"), command, None)
+                let second = if job == Job::Writer {
+                    prefix.clone()
+                } else {
+                    FROZEN.to_string()
+                };
+                node(
+                    modules,
+                    script,
+                    &[d, &second],
+                    &[("PACE_MS", "3"), ("PAUSE_MS", "2")],
+                )
             }
             Lang::Rust => {
                 let kind = if job == Job::Writer {

@@ -624,6 +624,24 @@ pub fn example(name: &str) -> std::path::PathBuf {
     profile_dir.join("examples").join(name)
 }
 
+/// `node interop/node/<script> <args>` with rave-level (in `modules`) on its module path and
+/// `env` set.
+pub fn node(modules: &Path, script: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut command = Command::new("node");
+    command
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("interop/node")
+                .join(script),
+        )
+        .args(args)
+        .env("NODE_PATH", modules);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Proc::spawn(format!("node {script} {}", args.join(" ")), command, None)
+}
+
 /// The `node_modules` of the pinned npm packages (`scripts/level-suite --install`: rave-level,
 /// many-level) when they and `node` are there: `$RAVE_LEVEL_NPM`, else
 /// `${XDG_CACHE_HOME:-~/.cache}/rave/level-suite`.
