@@ -4,10 +4,15 @@
 //! table of byte keys to byte values, and runs it on a dedicated thread through
 //! [`rave_api::engine_thread::EngineStore`] (which adds group commit and chunked iterators).
 //!
-//! - Every commit uses [`redb::Durability::Immediate`]: redb fsyncs before the commit returns, so
-//!   an acknowledged write survives a process crash and power loss alike. redb offers nothing in
-//!   between (a `Durability::None` commit is lost on a crash until a later immediate commit), so
-//!   the `sync` open option changes nothing here; group commit shares each fsync among writers.
+//! - Every acknowledged write survives a process crash and power loss alike (the `sync` open
+//!   option changes nothing here), through a journal ([`rave_api::journal`], the file
+//!   `<dir>/journal`): each commit is first written there as one record and synced (one
+//!   `fdatasync` of a preallocated file), then committed to redb with
+//!   [`redb::Durability::None`] (no sync), with the record's number. A durable redb commit (two
+//!   fsyncs with quick repair, and copy-on-write pages) is made only as a checkpoint: when the
+//!   journal is full (1 MiB), for a commit too large for it, and at close. After a crash the
+//!   file holds its last checkpoint, and the open applies the journal's records after it again.
+//!   Group commit shares each sync among writers.
 //! - A batch is one write transaction: all of it or nothing.
 //! - Iterators walk a read transaction taken when they are created (redb's MVCC snapshot),
 //!   lazily, in either direction.
@@ -23,12 +28,14 @@
 
 mod checksum;
 mod error;
+mod lsn;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rave_api::engine_thread::{Engine, EngineIter, SharedReader};
+use rave_api::journal::{self, Journal};
 use rave_api::{BatchOp, Capabilities, EngineBackend, EngineOp, Error, OpenOptions, Range, Result};
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase};
 
@@ -39,6 +46,9 @@ const NAME: &str = "redb";
 
 /// The database file inside the directory (`rave_api::dir::detect` knows this name).
 pub const DATA_FILE: &str = "data.redb";
+
+/// The journal file inside the directory (see [`rave_api::journal`]).
+pub const JOURNAL_FILE: &str = "journal";
 
 /// The redb engine: opens a directory as a [`KvStore`](rave_api::KvStore).
 ///
@@ -76,6 +86,8 @@ type Table = ReadOnlyTable<&'static [u8], &'static [u8]>;
 /// An open redb database, driven from the engine thread.
 pub struct RedbEngine {
     shared: Arc<Shared>,
+    /// Used by the engine thread only; a mutex because the engine's methods take `&self`.
+    journal: Mutex<Journal>,
 }
 
 /// The database and its cached read snapshot, shared by the engine thread and the
@@ -214,28 +226,88 @@ impl RedbEngine {
                 e => error::map(e, EngineOp::Open, &file),
             })
         })?;
-        let engine = RedbEngine {
-            shared: Arc::new(Shared {
-                file,
-                db: RwLock::new(Some(db)),
-                generation: AtomicU64::new(0),
-                snapshot: Mutex::new(None),
-            }),
-        };
+        let shared = Arc::new(Shared {
+            file,
+            db: RwLock::new(Some(db)),
+            generation: AtomicU64::new(0),
+            snapshot: Mutex::new(None),
+        });
         // Create the table now, so that reads on an empty database find it; give the values of
         // a file written before checksums theirs.
-        let shared = &engine.shared;
-        error::guard(EngineOp::Open, &shared.file, || {
-            shared.with_db(|db| checksum::prepare(db, &shared.file))
+        let applied = error::guard(EngineOp::Open, &shared.file, || {
+            shared.with_db(|db| {
+                checksum::prepare(db, &shared.file)?;
+                lsn::load(db, &shared.file)
+            })
         })?;
+        let (journal, records) =
+            Journal::open(&dir.join(JOURNAL_FILE), journal::DEFAULT_CAPACITY, applied)?;
+        let engine = RedbEngine {
+            shared,
+            journal: Mutex::new(journal),
+        };
+        if let Some(last) = records.last() {
+            // The commits acknowledged after the file's last checkpoint, applied again and
+            // checkpointed before anything is served.
+            let last = last.lsn;
+            let file = &engine.shared.file;
+            engine.commit(EngineOp::Open, Durability::Immediate, last, |table| {
+                for record in &records {
+                    remove_ranges(table, &record.ranges, file)?;
+                    apply(table, &record.ops, file)?;
+                }
+                Ok(())
+            })?;
+            tracing::info!(file = %file.display(), records = records.len(), lsn = last, "redb: journal replayed");
+        }
+        engine.journal().checkpointed();
         tracing::debug!(file = %engine.shared.file.display(), "redb opened");
         Ok(engine)
     }
 
-    /// Runs `f` in a write transaction on the table and commits it durably.
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        // Nothing panics while it is held but the journal's own I/O calls, which leave it
+        // consistent (a record is counted only once written).
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits `ranges` then `ops`: journaled and synced, then committed to redb without a
+    /// sync; or, when the journal has no room for it, as a durable redb commit (a checkpoint).
+    fn write_journaled(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
+        let file = &self.shared.file;
+        let apply_all = |table: &mut redb::Table<&'static [u8], &'static [u8]>| {
+            remove_ranges(table, ranges, file)?;
+            apply(table, ops, file)
+        };
+        let mut journal = self.journal();
+        match journal.append(ranges, ops)? {
+            Some(lsn) => {
+                let result = self.commit(EngineOp::Write, Durability::None, lsn, apply_all);
+                if let Err(err) = &result {
+                    // Not applied: the record must not be applied at the next open either.
+                    if let Err(revoke) = journal.revoke() {
+                        tracing::error!(%err, %revoke, "redb refused a journaled write, and the journal could not take it back");
+                        return Err(revoke);
+                    }
+                }
+                result
+            }
+            None => {
+                let lsn = journal.last_lsn();
+                self.commit(EngineOp::Write, Durability::Immediate, lsn, apply_all)?;
+                journal.checkpointed();
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `f` in a write transaction on the table and commits it with `durability`, recording
+    /// the journal's `lsn` in the same commit.
     fn commit(
         &self,
         op: EngineOp,
+        durability: Durability,
+        lsn: u64,
         f: impl FnOnce(&mut redb::Table<&'static [u8], &'static [u8]>) -> Result<()>,
     ) -> Result<()> {
         let shared = &self.shared;
@@ -245,19 +317,19 @@ impl RedbEngine {
         let result = error::guard(op, file, || {
             shared.with_db(|db| {
                 let mut txn = db.begin_write().map_err(|e| error::map(e, op, file))?;
-                // Immediate is redb's default; it is set here because crash durability rests on
-                // it: the commit fsyncs before returning. Dropping `txn` on an error aborts it.
-                txn.set_durability(Durability::Immediate)
+                // Dropping `txn` on an error aborts it.
+                txn.set_durability(durability)
                     .map_err(|e| error::map(e, op, file))?;
                 // After a crash the next leader opens this file; without quick repair redb walks
                 // the whole database to rebuild its allocator (failover time grew with the file:
                 // ~300 ms at 160 MB in the torture runs). Saving the allocator state with each
-                // commit keeps recovery near-constant; group commit amortises the extra cost.
+                // durable commit keeps recovery near-constant; checkpoints are rare.
                 txn.set_quick_repair(true);
                 {
                     let mut table = txn.open_table(TABLE).map_err(|e| error::map(e, op, file))?;
                     f(&mut table)?;
                 }
+                lsn::store(&txn, lsn, file)?;
                 txn.commit().map_err(|e| error::map(e, op, file))
             })
         });
@@ -267,6 +339,20 @@ impl RedbEngine {
         shared.generation.fetch_add(1, Ordering::Release);
         result
     }
+}
+
+/// Removes every key of `ranges` from `table` inside a write transaction.
+fn remove_ranges(
+    table: &mut redb::Table<&'static [u8], &'static [u8]>,
+    ranges: &[Range],
+    file: &Path,
+) -> Result<()> {
+    for range in ranges {
+        table
+            .retain_in::<&[u8], _>((range.lower(), range.upper()), |_, _| false)
+            .map_err(|e| error::map(e, EngineOp::Write, file))?;
+    }
+    Ok(())
 }
 
 /// Applies `ops` to `table` inside a write transaction.
@@ -312,23 +398,15 @@ impl Engine for RedbEngine {
     }
 
     fn write(&self, ops: &[BatchOp]) -> Result<()> {
-        let file = &self.shared.file;
-        self.commit(EngineOp::Write, |table| apply(table, ops, file))
+        self.write_journaled(&[], ops)
     }
 
     /// redb's range removal (`retain_in`), then `ops`, in one write transaction: atomic, and
     /// rave lists no key, so its memory does not grow with the range (the transaction's dirty
-    /// pages are redb's own, as for any large write).
+    /// pages are redb's own, as for any large write; the journal record holds the ranges, not
+    /// their keys).
     fn delete_ranges_and_write(&self, ranges: &[Range], ops: &[BatchOp]) -> Result<()> {
-        let file = &self.shared.file;
-        self.commit(EngineOp::Write, |table| {
-            for range in ranges {
-                table
-                    .retain_in::<&[u8], _>((range.lower(), range.upper()), |_, _| false)
-                    .map_err(|e| error::map(e, EngineOp::Write, file))?;
-            }
-            apply(table, ops, file)
-        })
+        self.write_journaled(ranges, ops)
     }
 
     fn iter<'a>(&'a self, range: &Range) -> Result<RedbIter<'a>> {
@@ -356,6 +434,18 @@ impl Engine for RedbEngine {
     }
 
     fn close(self) -> Result<()> {
+        // A checkpoint, so that the next open has no journal to apply; if it fails, that open
+        // applies it.
+        let (pending, lsn) = {
+            let journal = self.journal();
+            (journal.pending(), journal.last_lsn())
+        };
+        if pending {
+            match self.commit(EngineOp::Close, Durability::Immediate, lsn, |_| Ok(())) {
+                Ok(()) => self.journal().checkpointed(),
+                Err(err) => tracing::warn!(%err, "redb: no checkpoint at close; the next open replays the journal"),
+            }
+        }
         let shared = &self.shared;
         // Waits for shared reads in progress; later ones fail with `Closed`. The store has let go
         // of its reader already, but a copy kept elsewhere must not hold the file open either.

@@ -23,6 +23,7 @@ pub mod dir;
 pub mod engine_backend;
 pub mod engine_thread;
 mod error;
+pub mod journal;
 #[doc(hidden)]
 pub mod failover_trace;
 pub mod keyspace;
