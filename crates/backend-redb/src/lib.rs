@@ -443,7 +443,9 @@ impl Engine for RedbEngine {
         if pending {
             match self.commit(EngineOp::Close, Durability::Immediate, lsn, |_| Ok(())) {
                 Ok(()) => self.journal().checkpointed(),
-                Err(err) => tracing::warn!(%err, "redb: no checkpoint at close; the next open replays the journal"),
+                Err(err) => {
+                    tracing::warn!(%err, "redb: no checkpoint at close; the next open replays the journal")
+                }
             }
         }
         let shared = &self.shared;

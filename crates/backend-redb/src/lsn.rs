@@ -29,6 +29,8 @@ pub(crate) fn load(db: &Database, file: &Path) -> Result<u64> {
 pub(crate) fn store(txn: &redb::WriteTransaction, lsn: u64, file: &Path) -> Result<()> {
     let op = EngineOp::Write;
     let mut table = txn.open_table(TABLE).map_err(|e| error::map(e, op, file))?;
-    table.insert(KEY, lsn).map_err(|e| error::map(e, op, file))?;
+    table
+        .insert(KEY, lsn)
+        .map_err(|e| error::map(e, op, file))?;
     Ok(())
 }

@@ -160,7 +160,11 @@ async fn a_file_from_before_checksums_is_migrated() {
         .unwrap()
         .map(|t| t.name().to_string())
         .collect();
-    assert_eq!(tables, ["rave.crc32c", "rave.journal"], "the old table is gone");
+    assert_eq!(
+        tables,
+        ["rave.crc32c", "rave.journal"],
+        "the old table is gone"
+    );
     let table = txn
         .open_table(TableDefinition::<&[u8], &[u8]>::new("rave.crc32c"))
         .unwrap();

@@ -17,11 +17,13 @@ pub const ENGINE_FILE: &str = "rave-engine";
 
 /// The format of a directory's contents that this release writes: rave's reserved key block
 /// ([`crate::keyspace`]) and redb's checksummed values (format 2), and the sequence record that
-/// carries the change log's state ([`crate::changelog`], format 3). It is the engine record's
+/// carries the change log's state ([`crate::changelog`], format 3), and redb's journal
+/// ([`crate::journal`], format 4: a release that does not know the journal would open a redb file
+/// without the acknowledged writes still in it after a crash). It is the engine record's
 /// second line, `format N`. Releases before format 2 read the whole record as the engine's
 /// name, so they refuse such a directory as another engine's instead of misreading it; later
 /// ones refuse a newer format as `Unsupported`.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// Which engine's database `path` holds, if any: the recorded name, or else a guess from the
 /// engines' well-known file names (so that a plain redb, LevelDB or RocksDB directory is

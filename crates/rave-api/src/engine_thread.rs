@@ -38,6 +38,7 @@
 
 mod cursor;
 pub(crate) mod hub;
+mod linger;
 #[cfg(test)]
 mod tests;
 mod watcher;

@@ -77,7 +77,8 @@ impl Journal {
     /// and checkpoint (then call [`Journal::checkpointed`]). Until then the journal refuses to
     /// append.
     pub fn open(path: &Path, capacity: u64, applied: u64) -> Result<(Journal, Vec<Record>)> {
-        let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", path.display()), &e);
+        let io =
+            |what: &str, e: std::io::Error| Error::io(format!("{what} {}", path.display()), &e);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -102,10 +103,10 @@ impl Journal {
             file.write_all(&zeros)
                 .map_err(|e| io("extend the journal", e))?;
             file.sync_all().map_err(|e| io("sync the journal", e))?;
-            if len == 0 {
-                if let Some(dir) = path.parent() {
-                    crate::dir::sync_dir(dir).map_err(|e| io("sync the directory of", e))?;
-                }
+            if len == 0
+                && let Some(dir) = path.parent()
+            {
+                crate::dir::sync_dir(dir).map_err(|e| io("sync the directory of", e))?;
             }
         }
         let last_lsn = records.last().map_or(applied, |r| r.lsn);
@@ -163,17 +164,16 @@ impl Journal {
         let Some(start) = self.last_start.take() else {
             return Ok(());
         };
-        write_at(&self.file, &[0u8; HEADER], start)
-            .map_err(|e| {
-                Error::io(
-                    format!(
-                        "revoke a write the engine refused from the journal {} (it may be \
+        write_at(&self.file, &[0u8; HEADER], start).map_err(|e| {
+            Error::io(
+                format!(
+                    "revoke a write the engine refused from the journal {} (it may be \
                          applied when the database is next opened)",
-                        self.path.display()
-                    ),
-                    &e,
-                )
-            })?;
+                    self.path.display()
+                ),
+                &e,
+            )
+        })?;
         self.end = start;
         self.last_lsn -= 1;
         Ok(())

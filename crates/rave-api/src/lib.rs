@@ -23,9 +23,9 @@ pub mod dir;
 pub mod engine_backend;
 pub mod engine_thread;
 mod error;
-pub mod journal;
 #[doc(hidden)]
 pub mod failover_trace;
+pub mod journal;
 pub mod keyspace;
 mod memory;
 pub mod once;

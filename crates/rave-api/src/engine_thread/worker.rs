@@ -25,9 +25,11 @@ use std::sync::{Arc, PoisonError, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc as commands;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use super::cursor::{Cursor, clear_ranges, open_cursor};
 use super::hub::Hub;
+use super::linger::{self, Linger};
 use super::{Command, Dropped, Engine, LogPage, OpenCursors, Reply, SharedReader};
 use crate::commit::{Group, Ledger, prepare};
 use crate::engine_backend::panic_detail;
@@ -115,6 +117,8 @@ pub(super) struct Worker<F> {
     pace: Pace,
     /// The live feed to watchers, and the change log's bounds.
     hub: Hub,
+    /// Group formation: who wrote in the last commits, and how long they took.
+    linger: Linger,
 }
 
 impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
@@ -139,12 +143,14 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
             lost: HashMap::new(),
             pace: Pace::new(),
             hub,
+            linger: Linger::default(),
         }
     }
 
     /// Opens the engine, tells `opened` how that went, then serves until the store closes;
     /// then ends every watcher.
     pub(super) fn run(mut self, opened: mpsc::SyncSender<Result<()>>) {
+        linger::precise_sleeps();
         self.run_until_closed(opened);
         self.hub.closed();
     }
@@ -427,8 +433,15 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                 let mut replies = Vec::new();
                 let mut group = Group::new();
                 let mut bytes = 0;
+                let started = Instant::now();
+                let mut writers = HashSet::new();
                 let mut next = Some(command);
                 while let Some(command) = next.take() {
+                    if let Command::Write(Some(stamp), ..) | Command::Conditional(Some(stamp), ..) =
+                        &command
+                    {
+                        writers.insert(stamp.client);
+                    }
                     // A conditional write reads the engine: a panic there answers everyone.
                     let added = self.guard("read", || {
                         match command {
@@ -458,18 +471,28 @@ impl<E: Engine, F: FnMut() -> Result<E>> Worker<F> {
                     if bytes >= MAX_GROUP_BYTES {
                         break;
                     }
-                    next = match self.rx.try_recv() {
-                        Ok(command @ (Command::Write(..) | Command::Conditional(..))) => {
-                            Some(command)
+                    next = loop {
+                        match self.rx.try_recv() {
+                            Ok(command @ (Command::Write(..) | Command::Conditional(..))) => {
+                                break Some(command);
+                            }
+                            Ok(other) => {
+                                self.held_back = Some(other);
+                                break None;
+                            }
+                            Err(TryRecvError::Empty)
+                                if self.linger.should_wait(started, &writers) =>
+                            {
+                                self.linger.pause();
+                            }
+                            Err(_) => break None,
                         }
-                        Ok(other) => {
-                            self.held_back = Some(other);
-                            None
-                        }
-                        Err(_) => None,
                     };
                 }
-                self.commit(engine, ledger, group, replies)
+                let committing = Instant::now();
+                let step = self.commit(engine, ledger, group, replies);
+                self.linger.committed(writers, committing.elapsed());
+                step
             }
             Command::Clear(stamp, range, reply) => {
                 let mut group = Group::new();

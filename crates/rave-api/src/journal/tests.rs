@@ -64,7 +64,9 @@ fn records_of_an_earlier_pass_are_not_replayed() {
     let (mut journal, _) = open(&path, 0);
     journal.checkpointed();
     for i in 0..5 {
-        journal.append(&[], &[put(&format!("old{i}"), "xxxxxxxx")]).unwrap();
+        journal
+            .append(&[], &[put(&format!("old{i}"), "xxxxxxxx")])
+            .unwrap();
     }
     // The engine checkpointed at 5; one short record of the next pass.
     journal.checkpointed();
