@@ -46,7 +46,7 @@ pub struct RunArgs {
     /// The SVG chart (default: bench/chart.svg beside --out).
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// Only these figures, comma-separated (P1..P8, W1, W2, R1, R2; P2 and P3 run with P1). The
+    /// Only these figures, comma-separated (P1..P8, W1, W2, R1..R3; P2 and P3 run with P1). The
     /// generated part of --out then holds these figures only.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -287,13 +287,12 @@ fn run(args: RunArgs) -> Result<()> {
             step("W2", "watch throughput vs Redis pub/sub");
             figures.extend(rt.block_on(watch_throughput::measure(engine, &sizes))?);
         }
-        if wanted("R1") || wanted("R2") {
+        if wanted("R1") || wanted("R2") || wanted("R3") {
             step(
-                "R1-R2",
-                "reads from several processes vs redb's multi-process mode",
+                "R1-R3",
+                "many-process reads and SIGKILL vs redb multi-process",
             );
-            let (r1, r2) = (wanted("R1"), wanted("R2"));
-            figures.extend(rt.block_on(redb_readers::measure(engine, &sizes, r1, r2))?);
+            figures.extend(rt.block_on(redb_readers::measure(engine, &sizes, &wanted))?);
         }
         sections.push(report::Section {
             engine: engine.to_string(),

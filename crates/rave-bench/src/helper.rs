@@ -95,6 +95,8 @@ pub enum Mode {
     RedisFlood(crate::pubsub::FloodArgs),
     /// Point gets through a rave follower or straight from a redb file, on command (R1, R2).
     PointReader(crate::redb_readers::ReaderArgs),
+    /// Holds or takes redb's write lock on command, in its multi-writer mode (R3).
+    RedbLockHolder(crate::redb_readers::HolderArgs),
 }
 
 /// What a writer process does.
@@ -156,6 +158,7 @@ pub fn run(mode: Mode) -> Result<()> {
         Mode::RedisPublisher(args) => crate::pubsub::publisher(&args),
         Mode::RedisFlood(args) => crate::pubsub::flood(&args),
         Mode::PointReader(args) => crate::redb_readers::reader(&args),
+        Mode::RedbLockHolder(args) => crate::redb_readers::holder(&args),
     };
     if let Err(e) = &result {
         // The harness reads this line; the exit code alone would not say why.

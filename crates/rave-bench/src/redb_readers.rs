@@ -19,6 +19,13 @@
 //! time, as fast as it can (rave: a follower with `sync(true)`; redb: the P5 writer, one
 //! `Immediate` transaction per put). Every reader process stays up for the whole figure and
 //! is told what to read, one measurement after another.
+//!
+//! R3: the process holding the write lock is SIGKILLed. redb: a process inside a write
+//! transaction (its OFD locks go with it) while another process waits in `begin_write`; timed
+//! from the kill to that process's commit. rave: the leader, while this process follows; timed
+//! from the kill to this process's put acknowledged by the next leader (itself). Each run then
+//! kills the remaining redb writer too, with no transaction open, and records whether a new
+//! read-only open succeeds before and after another process opens the file for writing.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,6 +39,7 @@ use crate::engines::{self, EngineName, KeyGen, with_engine};
 use crate::helper::{REDB_TABLE, command, redb_open, say};
 use crate::report::Figure;
 use crate::stats::percentile;
+use crate::tally::mono_ns;
 
 /// Gets per read transaction in the stale-snapshot variant of redb-direct (information only).
 const SNAPSHOT_GETS: usize = 1_000;
@@ -107,6 +115,48 @@ fn report(workers: Vec<Worker>, elapsed: Duration) {
         percentile(&lat, 50.0),
         percentile(&lat, 99.0)
     ));
+}
+
+/// A redb writer process of R3, on the file `--path` in `ConcurrencyMode::MultiWriter`: prints
+/// `ready` once open, then obeys `hold` (begin a write transaction, insert, answer `holding`
+/// and keep it open until stdin closes) and `put` (one `Immediate` put; answers `put <ns>`, the
+/// [`mono_ns`] time its commit returned).
+#[derive(clap::Args, Debug, Clone)]
+pub struct HolderArgs {
+    #[arg(long)]
+    path: PathBuf,
+}
+
+/// Runs the lock-holder mode.
+pub fn holder(args: &HolderArgs) -> Result<()> {
+    let err = |e: redb_baseline::Error| Error::other(format!("redb: {e}"));
+    let db = redb_open(&args.path)?;
+    say("ready");
+    let value = engines::value(100);
+    while let Some(line) = command() {
+        let txn = db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut table = txn.open_table(REDB_TABLE).map_err(|e| err(e.into()))?;
+            table
+                .insert(line.as_bytes(), value.as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        match line.as_str() {
+            "hold" => {
+                say("holding");
+                // Until SIGKILL (or the harness closes stdin).
+                crate::helper::wait_for_eof();
+                drop(txn);
+                return Ok(());
+            }
+            "put" => {
+                txn.commit().map_err(|e| err(e.into()))?;
+                say(&format!("put {}", mono_ns()));
+            }
+            other => return Err(Error::invalid(format!("unknown command {other:?}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Runs the reader mode.
@@ -307,19 +357,80 @@ struct Results {
     r2_rave_puts: Vec<f64>,
     r2_redb_puts: Vec<f64>,
     writer_errors: u64,
+    /// R3: milliseconds from the SIGKILL to the next write, run by run.
+    r3_rave: Vec<f64>,
+    r3_redb: Vec<f64>,
+    /// R3: what new read-only opens did once no redb writer was left.
+    r3_opens: Opens,
+}
+
+/// Outcomes of R3's read-only opens of a redb file.
+#[derive(Debug, Default)]
+struct Opens {
+    /// Opens tried after the last writer process was SIGKILLed, and those refused.
+    after_kill: usize,
+    refused: usize,
+    /// The first refusal's message.
+    refusal: Option<String>,
+    /// Opens tried once another process had opened the file for writing, and those that worked.
+    after_reopen: usize,
+    succeeded: usize,
 }
 
 /// Measures R1 (when `r1`) and R2 (when `r2`) for `engine`; other engines than redb get the
 /// rows, skipped.
-pub async fn measure(engine: EngineName, sizes: &Sizes, r1: bool, r2: bool) -> Result<Vec<Figure>> {
+pub async fn measure(
+    engine: EngineName,
+    sizes: &Sizes,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Figure>> {
+    let (r1, r2, r3) = (wanted("R1"), wanted("R2"), wanted("R3"));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut res = Results::default();
     if engine != EngineName::Redb {
-        let mut figures = figures(engine, sizes, threads, &Results::default(), r1, r2);
-        for f in &mut figures {
-            f.skip("skipped: redb's own multi-process mode is compared with rave on redb only");
-        }
-        return Ok(figures);
+        // One row per figure says why.
+        let names = [
+            (r1, "R1", "point gets from several processes vs redb-direct"),
+            (r2, "R2", "the same while 1 process writes"),
+            (r3, "R3", "the write-lock holder SIGKILLed"),
+        ];
+        return Ok(names
+            .into_iter()
+            .filter(|(wanted, _, _)| *wanted)
+            .map(|(_, id, name)| {
+                let mut f = Figure::new(id, name, "");
+                f.skip("skipped: redb's own multi-process mode is compared with rave on redb only");
+                f
+            })
+            .collect());
     }
+    if r1 || r2 {
+        reads(engine, sizes, threads, r1, r2, &mut res).await?;
+    }
+    if r3 {
+        let tmp = temp_dir()?;
+        for run in 0..sizes.runs {
+            let dir = tmp.path().join(format!("db{run}"));
+            res.r3_rave
+                .push(with_engine!(engine, B => leader_killed::<B>(engine, &dir).await)?);
+            let file = tmp.path().join(format!("kill{run}.redb"));
+            drop(redb_open(&file)?);
+            res.r3_redb
+                .push(writer_killed(&file, &mut res.r3_opens).await?);
+        }
+    }
+    Ok(figures(engine, sizes, threads, &res, [r1, r2, r3]))
+}
+
+/// R1 and R2's measurements, into `res`.
+async fn reads(
+    engine: EngineName,
+    sizes: &Sizes,
+    threads: usize,
+    r1: bool,
+    r2: bool,
+    res: &mut Results,
+) -> Result<()> {
     let n = sizes.reader_processes.max(1);
     let tmp = temp_dir()?;
     let dir = tmp.path().join("db");
@@ -343,7 +454,6 @@ pub async fn measure(engine: EngineName, sizes: &Sizes, r1: bool, r2: bool) -> R
     read(&mut rave, job(1, 0, 1)).await?;
     read(&mut redb, job(1, 0, 1)).await?;
 
-    let mut res = Results::default();
     for run in 0..sizes.runs {
         let seed = run as u64 + 1;
         if r1 {
@@ -407,7 +517,7 @@ pub async fn measure(engine: EngineName, sizes: &Sizes, r1: bool, r2: bool) -> R
         r.stop().await;
     }
     leader.stop().await;
-    Ok(figures(engine, sizes, threads, &res, r1, r2))
+    Ok(())
 }
 
 fn spawn_readers(
@@ -535,13 +645,94 @@ async fn read(readers: &mut [Helper], job: ReadJob) -> Result<Read> {
     Ok(out)
 }
 
+/// How long one R3 measurement may take before the run fails.
+const KILL_LIMIT: Duration = Duration::from_secs(30);
+
+/// R3, rave: a leader of `dir` is SIGKILLed while this process follows; milliseconds until a
+/// put of this process is acknowledged by the next leader (this process: the only follower).
+async fn leader_killed<B: Backend + Default>(engine: EngineName, dir: &Path) -> Result<f64> {
+    let mut leader = Helper::leader(engine, dir, &[])?;
+    leader.expect("ready", SHORT).await?;
+    let db = follow::<B>(dir, RaveOptions::default()).await?;
+    db.put(b"before", b"x").await?;
+    let before = db.epoch();
+    let started = Instant::now();
+    leader.kill()?;
+    let value = engines::value(100);
+    let put = tokio::time::timeout(KILL_LIMIT, async {
+        // A put the dying leader acknowledged does not count: only one on a newer epoch.
+        while db.put(b"after", &value).await.is_err() || db.epoch() == before {}
+    })
+    .await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    leader.reap(SHORT).await?;
+    db.close().await?;
+    put.map_err(|_| Error::Timeout { waited: KILL_LIMIT })?;
+    Ok(ms)
+}
+
+/// R3, redb: a process inside a write transaction on `file` is SIGKILLed while another waits
+/// to write; milliseconds until the other's commit returns. Then the other is SIGKILLed too
+/// (no transaction open) and new read-only opens are tried, before and after a third process
+/// opens the file for writing; their outcomes go to `opens`.
+async fn writer_killed(file: &Path, opens: &mut Opens) -> Result<f64> {
+    let holder = |what: &str| {
+        Helper::spawn(
+            format!("redb {what}"),
+            [
+                "redb-lock-holder".to_string(),
+                "--path".into(),
+                file.display().to_string(),
+            ],
+        )
+    };
+    let mut dying = holder("lock holder")?;
+    let mut next = holder("next writer")?;
+    dying.expect("ready", SHORT).await?;
+    next.expect("ready", SHORT).await?;
+    dying.send("hold").await?;
+    dying.expect("holding", SHORT).await?;
+    next.send("put").await?;
+    // Let it reach begin_write, where it waits for the lock.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let killed_at = mono_ns();
+    dying.kill()?;
+    let words = next.expect("put", KILL_LIMIT).await?;
+    let done_at: u64 = field(&words, 0, "a time")?;
+    dying.reap(SHORT).await?;
+    next.kill()?;
+    next.reap(SHORT).await?;
+    let try_open = || spawn_readers(Via::Redb, EngineName::Redb, file, 1, 1);
+    for mut r in try_open()? {
+        opens.after_kill += 1;
+        if let Err(e) = r.expect("ready", SHORT).await {
+            opens.refused += 1;
+            // redb's own words, without the helper's and the path's.
+            let e = e.to_string();
+            let why = e.rsplit(": ").next().unwrap_or(&e).to_string();
+            opens.refusal.get_or_insert(why);
+        }
+        r.stop().await;
+    }
+    let mut reopened = holder("writer reopening")?;
+    reopened.expect("ready", SHORT).await?;
+    for mut r in try_open()? {
+        opens.after_reopen += 1;
+        if r.expect("ready", SHORT).await.is_ok() {
+            opens.succeeded += 1;
+        }
+        r.stop().await;
+    }
+    reopened.stop().await;
+    Ok(done_at.saturating_sub(killed_at) as f64 / 1e6)
+}
+
 fn figures(
     engine: EngineName,
     sizes: &Sizes,
     threads: usize,
     res: &Results,
-    r1: bool,
-    r2: bool,
+    [r1, r2, r3]: [bool; 3],
 ) -> Vec<Figure> {
     let n = sizes.reader_processes.max(1);
     let many = sizes.in_flight;
@@ -716,6 +907,44 @@ fn figures(
                 res.r2_redb_puts.clone(),
             ),
         ]);
+    }
+    if r3 {
+        let o = &res.r3_opens;
+        let mut note = format!(
+            "After each run's last redb writer process was SIGKILLed (idle, the file open), \
+             {} of {} new read-only opens were refused",
+            o.refused, o.after_kill
+        );
+        if let Some(why) = &o.refusal {
+            note.push_str(&format!(" ({why})"));
+        }
+        note.push_str(&format!(
+            "; once another process had opened the file for writing, {} of {} succeeded. \
+             Readers already open read on throughout.",
+            o.succeeded, o.after_reopen
+        ));
+        out.push(
+            Figure::new(
+                "R3",
+                "the write-lock holder SIGKILLed: until another process's write",
+                "ms",
+            )
+            .subject(
+                format!(
+                    "rave ({engine}): the leader process SIGKILLed; the only follower's put \
+                     retried until acknowledged by the next leader (itself): detection, \
+                     election, engine open, commit"
+                ),
+                res.r3_rave.clone(),
+            )
+            .baseline(
+                "redb ConcurrencyMode::MultiWriter: a process SIGKILLed inside a write \
+                 transaction; another process already waiting in begin_write inserts and \
+                 commits (Immediate)",
+                res.r3_redb.clone(),
+            )
+            .note(note),
+        );
     }
     out
 }
