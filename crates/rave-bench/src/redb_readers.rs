@@ -211,10 +211,17 @@ fn rave_reader<B: Backend + Default>(args: &ReaderArgs) -> Result<()> {
 }
 
 fn redb_reader(args: &ReaderArgs) -> Result<()> {
-    let db = redb_baseline::Builder::new()
+    let opened = redb_baseline::Builder::new()
         .set_concurrency_mode(redb_baseline::ConcurrencyMode::MultiWriter)
-        .open_read_only(&args.path)
-        .map_err(|e| Error::other(format!("redb: open {}: {e}", args.path.display())))?;
+        .open_read_only(&args.path);
+    let db = match opened {
+        Ok(db) => db,
+        Err(e) => {
+            // Told to the harness only: R3 expects refusals, which should not alarm on stderr.
+            say(&format!("error redb: open {}: {e}", args.path.display()));
+            return Ok(());
+        }
+    };
     say("ready");
     while let Some(line) = command() {
         let job = ReadJob::parse(&line)?;
