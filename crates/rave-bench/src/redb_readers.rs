@@ -363,6 +363,9 @@ struct Results {
     r2_redb_n: Series,
     r2_rave_puts: Vec<f64>,
     r2_redb_puts: Vec<f64>,
+    /// The same writers' puts per second with no reader.
+    r2_rave_alone: Vec<f64>,
+    r2_redb_alone: Vec<f64>,
     writer_errors: u64,
     /// R3: milliseconds from the SIGKILL to the next write, run by run.
     r3_rave: Vec<f64>,
@@ -516,6 +519,11 @@ async fn reads(
             let (read, puts) = w.run(Via::Redb, &mut redb, fresh).await?;
             res.r2_redb_n.0.push(read);
             res.r2_redb_puts.push(puts);
+            // The writers alone, for what the readers cost them.
+            res.r2_rave_alone
+                .push(w.run(Via::Rave, &mut [], fresh).await?.1);
+            res.r2_redb_alone
+                .push(w.run(Via::Redb, &mut [], fresh).await?.1);
             res.writer_errors += w.errors;
         }
     }
@@ -913,6 +921,20 @@ fn figures(
                 ),
                 res.r2_redb_puts.clone(),
             ),
+            Figure::new("R2·w", "the same writer's durable puts alone", "puts/s")
+                .higher_is_better()
+                .subject(
+                    format!(
+                        "rave ({engine}) writer, a follower process, sync(true), 1 put in \
+                         flight, no reader"
+                    ),
+                    res.r2_rave_alone.clone(),
+                )
+                .baseline(
+                    "redb writer process, ConcurrencyMode::MultiWriter, one Immediate \
+                     transaction per put, no reader",
+                    res.r2_redb_alone.clone(),
+                ),
         ]);
     }
     if r3 {
