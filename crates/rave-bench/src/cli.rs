@@ -167,7 +167,7 @@ impl Sizes {
                 watch_in_flight: 16,
                 watchers: 16,
                 reader_processes: 4,
-                read_seconds: 1.0,
+                read_seconds: 0.8,
             }
         }
     }
