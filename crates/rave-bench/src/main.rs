@@ -4,7 +4,7 @@
 //! rave-bench [--quick] [--backend redb,leveldb] [--runs 5] [--out BENCHMARKS.md]
 //! ```
 //!
-//! Every figure (P1 to P8, W1, W2 for change subscriptions, R1, R2 for reads against redb's
+//! Every figure (P1 to P8, W1, W2 for change subscriptions, R1 to R3 against redb's
 //! own multi-process mode; see `BENCHMARKS.md`) is measured together with its baseline in each
 //! run, back to back, and reported as the median of the runs with their minimum and maximum,
 //! as a ratio against the baseline beside both absolute numbers. The harness spawns itself in

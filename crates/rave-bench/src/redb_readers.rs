@@ -1,5 +1,6 @@
-//! R1, R2: point gets from several processes, through rave-redb's single leader against redb's
-//! own multi-process mode, where every process opens the file directly.
+//! R1 to R3: point gets from several processes, through rave-redb's single leader against
+//! redb's own multi-process mode, where every process opens the file directly; and the SIGKILL
+//! of the process holding the write lock, both ways.
 //!
 //! rave: one leader process holds the point data set; each reader process is a follower that
 //! sends its gets to the leader. redb-direct: the same data set in one redb file, opened by
@@ -105,7 +106,7 @@ struct Worker {
 }
 
 /// Sums the workers' counts and answers the `done` line.
-fn report(workers: Vec<Worker>, elapsed: Duration) {
+fn answer_done(workers: Vec<Worker>, elapsed: Duration) {
     let errors: u64 = workers.iter().map(|w| w.errors).sum();
     let lat: Vec<f64> = workers.into_iter().flat_map(|w| w.lat).collect();
     say(&format!(
@@ -205,7 +206,7 @@ fn rave_reader<B: Backend + Default>(args: &ReaderArgs) -> Result<()> {
             }
             workers
         });
-        report(workers, started.elapsed());
+        answer_done(workers, started.elapsed());
     }
     rt.block_on(db.close())
 }
@@ -243,8 +244,10 @@ fn redb_reader(args: &ReaderArgs) -> Result<()> {
                                 deadline,
                                 &mut out,
                             ) {
+                                // Counted, and this worker stops: a failing file fails every get.
                                 tracing::warn!(%e, "redb read failed");
                                 out.errors += 1;
+                                break;
                             }
                         }
                         out
@@ -256,7 +259,7 @@ fn redb_reader(args: &ReaderArgs) -> Result<()> {
                 .map(|h| h.join().unwrap_or_default())
                 .collect::<Vec<_>>()
         });
-        report(workers, started.elapsed());
+        answer_done(workers, started.elapsed());
     }
     Ok(())
 }
