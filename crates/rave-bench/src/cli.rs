@@ -10,8 +10,8 @@ use rave::{Error, Result};
 use crate::engines::EngineName;
 use crate::report::{Figure, Report};
 use crate::{
-    durable, failover, follower, helper, leader, machine, memory, report, scan, watch_latency,
-    watch_throughput,
+    durable, failover, follower, helper, leader, machine, memory, redb_readers, report, scan,
+    watch_latency, watch_throughput,
 };
 
 /// Measure rave against its baselines (raw sockets, Redis, the bare engine, SQLite, LMDB, redb).
@@ -46,7 +46,7 @@ pub struct RunArgs {
     /// The SVG chart (default: bench/chart.svg beside --out).
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// Only these figures, comma-separated (P1..P8, W1, W2; P2 and P3 run with P1). The
+    /// Only these figures, comma-separated (P1..P8, W1, W2, R1..R3; P2 and P3 run with P1). The
     /// generated part of --out then holds these figures only.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -106,6 +106,10 @@ pub struct Sizes {
     pub watch_in_flight: usize,
     /// Watcher (subscriber) processes of W2's larger case.
     pub watchers: usize,
+    /// Reader processes of R1 and R2's larger cases.
+    pub reader_processes: usize,
+    /// How long each R1, R2 measurement reads, in seconds.
+    pub read_seconds: f64,
 }
 
 impl Sizes {
@@ -138,6 +142,8 @@ impl Sizes {
                 watch_seconds: 0.3,
                 watch_in_flight: 16,
                 watchers: 4,
+                reader_processes: 2,
+                read_seconds: 0.1,
             }
         } else {
             Sizes {
@@ -160,6 +166,8 @@ impl Sizes {
                 watch_seconds: 2.0,
                 watch_in_flight: 16,
                 watchers: 16,
+                reader_processes: 4,
+                read_seconds: 0.8,
             }
         }
     }
@@ -278,6 +286,13 @@ fn run(args: RunArgs) -> Result<()> {
         if wanted("W2") {
             step("W2", "watch throughput vs Redis pub/sub");
             figures.extend(rt.block_on(watch_throughput::measure(engine, &sizes))?);
+        }
+        if wanted("R1") || wanted("R2") || wanted("R3") {
+            step(
+                "R1-R3",
+                "many-process reads and SIGKILL vs redb multi-process",
+            );
+            figures.extend(rt.block_on(redb_readers::measure(engine, &sizes, &wanted))?);
         }
         sections.push(report::Section {
             engine: engine.to_string(),

@@ -93,6 +93,10 @@ pub enum Mode {
     RedisPublisher(crate::pubsub::PublisherArgs),
     /// PUBLISHes as fast as it can, pipelined (W2).
     RedisFlood(crate::pubsub::FloodArgs),
+    /// Point gets through a rave follower or straight from a redb file, on command (R1, R2).
+    PointReader(crate::redb_readers::ReaderArgs),
+    /// Holds or takes redb's write lock on command, in its multi-writer mode (R3).
+    RedbLockHolder(crate::redb_readers::HolderArgs),
 }
 
 /// What a writer process does.
@@ -153,6 +157,8 @@ pub fn run(mode: Mode) -> Result<()> {
         Mode::RedisSubscriber(args) => crate::pubsub::subscriber(&args),
         Mode::RedisPublisher(args) => crate::pubsub::publisher(&args),
         Mode::RedisFlood(args) => crate::pubsub::flood(&args),
+        Mode::PointReader(args) => crate::redb_readers::reader(&args),
+        Mode::RedbLockHolder(args) => crate::redb_readers::holder(&args),
     };
     if let Err(e) = &result {
         // The harness reads this line; the exit code alone would not say why.
@@ -506,7 +512,8 @@ fn lmdb_writer(job: &WriterJob) -> Result<()> {
     })
 }
 
-const REDB_TABLE: redb_baseline::TableDefinition<&[u8], &[u8]> =
+/// The table of every redb file of the comparisons (P5, R1, R2).
+pub(crate) const REDB_TABLE: redb_baseline::TableDefinition<&[u8], &[u8]> =
     redb_baseline::TableDefinition::new("kv");
 
 fn redb_error(e: impl std::fmt::Display) -> Error {

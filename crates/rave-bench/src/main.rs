@@ -4,7 +4,8 @@
 //! rave-bench [--quick] [--backend redb,leveldb] [--runs 5] [--out BENCHMARKS.md]
 //! ```
 //!
-//! Every figure (P1 to P8, and W1, W2 for change subscriptions; see `BENCHMARKS.md`) is measured together with its baseline in each
+//! Every figure (P1 to P8, W1, W2 for change subscriptions, R1 to R3 against redb's
+//! own multi-process mode; see `BENCHMARKS.md`) is measured together with its baseline in each
 //! run, back to back, and reported as the median of the runs with their minimum and maximum,
 //! as a ratio against the baseline beside both absolute numbers. The harness spawns itself in
 //! hidden helper modes (`rave-bench helper ...`) for the other processes a figure needs: a
@@ -41,6 +42,8 @@ mod machine;
 mod memory;
 #[cfg(target_os = "linux")]
 mod pubsub;
+#[cfg(target_os = "linux")]
+mod redb_readers;
 #[cfg(target_os = "linux")]
 mod redis;
 #[cfg(target_os = "linux")]

@@ -25,6 +25,7 @@ fn quick_mode_writes_every_report() {
     assert!(md.contains("Quick mode"));
     for id in [
         "| P1 ", "| P2 ", "| P3 ", "| P4 ", "| P5 ", "| P6 ", "| P7 ", "| P8 ", "| W1 ", "| W2 ",
+        "| R1 ", "| R2 ", "| R3 ",
     ] {
         assert!(md.contains(id), "{id} missing from\n{md}");
     }
