@@ -10,8 +10,8 @@ use rave::{Error, Result};
 use crate::engines::EngineName;
 use crate::report::{Figure, Report};
 use crate::{
-    durable, failover, follower, helper, leader, machine, memory, report, scan, watch_latency,
-    watch_throughput,
+    curves, durable, failover, follower, helper, leader, machine, memory, report, scan,
+    watch_latency, watch_throughput,
 };
 
 /// Measure rave against its baselines (raw sockets, Redis, the bare engine, SQLite, LMDB, redb).
@@ -46,8 +46,8 @@ pub struct RunArgs {
     /// The SVG chart (default: bench/chart.svg beside --out).
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// Only these figures, comma-separated (P1..P8, W1, W2; P2 and P3 run with P1). The
-    /// generated part of --out then holds these figures only.
+    /// Only these figures, comma-separated (P1..P8, W1, W2, and the curves C1..C5; P2 and P3
+    /// run with P1). The generated part of --out then holds these figures only.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -279,9 +279,11 @@ fn run(args: RunArgs) -> Result<()> {
             step("W2", "watch throughput vs Redis pub/sub");
             figures.extend(rt.block_on(watch_throughput::measure(engine, &sizes))?);
         }
+        let curves = rt.block_on(curves::measure(engine, &sizes, args.quick, &wanted, &step))?;
         sections.push(report::Section {
             engine: engine.to_string(),
             figures,
+            curves,
         });
     }
     drop(rt);
