@@ -42,10 +42,8 @@ pub async fn measure(engine: EngineName, sizes: &Sizes, cs: &CurveSizes) -> Resu
     );
     let mut baseline = Series::new(
         "Redis",
-        format!(
-            "VmRSS of redis-server holding the same keys and values, with N idle clients \
-             connected over its unix socket (each sent one PING)"
-        ),
+        "VmRSS of redis-server holding the same keys and values, with N idle clients \
+         connected over its unix socket (each sent one PING)",
         points,
     )
     .baseline();
