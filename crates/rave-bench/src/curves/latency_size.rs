@@ -3,11 +3,16 @@
 //! A leader process opened with `sync(true)` serves this process's follower handle. At each
 //! value size the follower first writes 16 keys of that size, then, back to back: gets of
 //! them one at a time, the raw unix-socket ping-pong of the same frame sizes (P1's baseline),
-//! Redis GETs of 16 keys of that size (`redis-benchmark -c 1 -P 1 -d SIZE`), durable puts of
-//! the same keys one at a time, and the same puts into SQLite (WAL, `synchronous=FULL`, one
-//! connection in this process).
+//! Redis GETs of 16 keys of that size, durable puts of the same keys one at a time, the same
+//! puts into SQLite (WAL, `synchronous=FULL`, one connection in this process), and the floor of
+//! a durable write: appending the value to a file and `fdatasync`.
+//!
+//! Redis is timed by a client of its own here, not by `redis-benchmark`: redis-benchmark
+//! stops its clock at the first bytes of a reply, which for a 1 MiB value leaves out most of
+//! the transfer.
 
 use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -122,7 +127,8 @@ async fn measure_with<B: Backend + Default>(
     );
     let mut redis_get = Pair::new(
         "Redis GET",
-        "redis-benchmark -c 1 -P 1 -t get -d SIZE over a unix socket, 16 keys of the size",
+        "GET of 16 keys of the size from Redis over its unix socket, 1 in flight, timed to \
+         the reply's last byte by a blocking std client in this process",
         points,
         true,
     );
@@ -137,6 +143,13 @@ async fn measure_with<B: Backend + Default>(
         "SQLite WAL FULL put",
         "one SQLite connection (WAL, synchronous=FULL) in this process, autocommit INSERT OR \
          REPLACE overwriting 16 keys, 1 at a time",
+        points,
+        true,
+    );
+    let mut fsync = Pair::new(
+        "fdatasync floor",
+        "one thread appending the value to a file and calling fdatasync, same file system: \
+         what any durable write of that size costs at least",
         points,
         true,
     );
@@ -156,13 +169,11 @@ async fn measure_with<B: Backend + Default>(
             let count = ops_for(limit, size);
             raw.push(i, &raw_ping_pong(socket, count, *request, *response).await?);
             if let Some(r) = &redis {
-                r.populate(KEYS, size).await?;
-                let m = r.get(count, KEYS, size, 1).await?;
-                redis_get.p50.runs[i].push(m.p50_us);
-                redis_get.p99.runs[i].push(m.p99_us);
+                redis_get.push(i, &redis_gets(r.socket(), limit, size).await?);
             }
             put.push(i, &follower_puts(&db, limit, &value).await?);
             sqlite_put.push(i, &sqlite_puts(&sqlite, limit, size).await?);
+            fsync.push(i, &fsync_latencies(tmp.path(), limit, size).await?);
         }
     }
     if let Some(why) = &redis_missing {
@@ -194,8 +205,7 @@ async fn measure_with<B: Backend + Default>(
     gets.slug = "c3-get".into();
     gets.log_y = true;
     gets.note = format!(
-        "{window} Redis GETs: as many as the ping-pong does, its p50 and p99 at redis-benchmark's \
-         1 µs resolution."
+        "{window} The ping-pong does as many round trips as fit the window at a guessed cost."
     );
     gets.series = vec![
         get.p50,
@@ -216,7 +226,14 @@ async fn measure_with<B: Backend + Default>(
     puts.slug = "c3-put".into();
     puts.log_y = true;
     puts.note = window;
-    puts.series = vec![put.p50, sqlite_put.p50, put.p99, sqlite_put.p99];
+    puts.series = vec![
+        put.p50,
+        sqlite_put.p50,
+        fsync.p50,
+        put.p99,
+        sqlite_put.p99,
+        fsync.p99,
+    ];
     Ok(vec![gets, puts])
 }
 
@@ -294,4 +311,88 @@ async fn sqlite_puts(path: &Path, limit: Duration, size: usize) -> Result<Vec<f6
     })
     .await
     .map_err(|e| Error::other(format!("the SQLite thread failed: {e}")))?
+}
+
+/// GETs of 16 keys of `size` bytes from Redis at `socket`, one at a time, each timed to the
+/// reply's last byte; latencies in µs. Sets the keys first.
+async fn redis_gets(socket: &Path, limit: Duration, size: usize) -> Result<Vec<f64>> {
+    let socket = socket.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let io = |e: std::io::Error| Error::io("talk to redis", &e);
+        let stream = std::os::unix::net::UnixStream::connect(&socket).map_err(io)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(io)?;
+        let mut writer = stream.try_clone().map_err(io)?;
+        let mut reader = BufReader::new(stream);
+        let value = engines::value(size);
+        let command = |args: &[&[u8]]| {
+            let mut out = format!("*{}\r\n", args.len()).into_bytes();
+            for a in args {
+                out.extend(format!("${}\r\n", a.len()).bytes());
+                out.extend_from_slice(a);
+                out.extend_from_slice(b"\r\n");
+            }
+            out
+        };
+        let mut line = String::new();
+        for k in 0..KEYS {
+            writer
+                .write_all(&command(&[b"SET", &engines::key(k), &value]))
+                .map_err(io)?;
+            line.clear();
+            reader.read_line(&mut line).map_err(io)?;
+            if line != "+OK\r\n" {
+                return Err(Error::protocol(format!("redis answered SET with {line:?}")));
+            }
+        }
+        let requests: Vec<Vec<u8>> = (0..KEYS)
+            .map(|k| command(&[b"GET", &engines::key(k)]))
+            .collect();
+        let mut body = vec![0u8; size + 2];
+        let mut lat = Vec::new();
+        let started = Instant::now();
+        while lat.len() < MIN_OPS || started.elapsed() < limit {
+            let t = Instant::now();
+            writer.write_all(&requests[lat.len() % KEYS]).map_err(io)?;
+            line.clear();
+            reader.read_line(&mut line).map_err(io)?;
+            if line.trim_end().strip_prefix('$') != Some(size.to_string().as_str()) {
+                return Err(Error::protocol(format!("redis answered GET with {line:?}")));
+            }
+            std::io::Read::read_exact(&mut reader, &mut body).map_err(io)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(lat)
+    })
+    .await
+    .map_err(|e| Error::other(format!("the Redis client thread failed: {e}")))?
+}
+
+/// Appends of `size` bytes to a file in `dir`, each followed by `fdatasync`; latencies in µs.
+async fn fsync_latencies(dir: &Path, limit: Duration, size: usize) -> Result<Vec<f64>> {
+    let path = dir.join("fsync-floor");
+    tokio::task::spawn_blocking(move || {
+        let io = |e: std::io::Error| Error::io("append and fdatasync the probe file", &e);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let record = engines::value(size.max(1));
+        let mut lat = Vec::new();
+        let started = Instant::now();
+        while lat.len() < MIN_OPS || started.elapsed() < limit {
+            let t = Instant::now();
+            file.write_all(&record).map_err(io)?;
+            file.sync_data().map_err(io)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        drop(file);
+        // The probe would otherwise grow by every measurement.
+        std::fs::remove_file(&path).map_err(io)?;
+        Ok(lat)
+    })
+    .await
+    .map_err(|e| Error::other(format!("the fsync thread failed: {e}")))?
 }

@@ -166,10 +166,23 @@ pub async fn puts(engine: EngineName, cs: &CurveSizes) -> Result<Curve> {
         points,
     )
     .baseline();
+    let mut ceiling = Series::new(
+        "fsync ceiling",
+        format!(
+            "N × this machine's fdatasync rate (one thread appending {VALUE_SIZE} B and syncing, \
+             same file system, measured once per run for {} s): what N processes with one put in \
+             flight each reach if every commit carries all N puts and costs one fdatasync",
+            cs.seconds
+        ),
+        points,
+    )
+    .baseline();
     let mut errors = 0;
     let mut round = 0;
     for _run in 0..cs.runs {
+        let rate = crate::fsync::rate(VALUE_SIZE, cs.seconds).await?;
         for (i, &n) in cs.processes.iter().enumerate() {
+            ceiling.runs[i].push(rate * n as f64);
             round += 1;
             let command = format!("put {} {VALUE_SIZE} {round}", cs.seconds);
             let (rate, failed) = run_all(&mut writers[..n], &command, cs.seconds).await?;
@@ -194,6 +207,8 @@ pub async fn puts(engine: EngineName, cs: &CurveSizes) -> Result<Curve> {
         "puts/s",
     );
     curve.higher_is_better = true;
+    // The ceiling runs decades above the measured rates when the disk syncs quickly.
+    curve.log_y = true;
     curve.note = format!(
         "Total puts per second of all N processes, {} s per point, {} run(s). One database per \
          system for the whole curve (it grows by every point's puts); the processes are spawned \
@@ -202,7 +217,7 @@ pub async fn puts(engine: EngineName, cs: &CurveSizes) -> Result<Curve> {
         cs.runs,
         failed_note(errors, "puts")
     );
-    curve.series = vec![rave, baseline];
+    curve.series = vec![rave, baseline, ceiling];
     Ok(curve)
 }
 
