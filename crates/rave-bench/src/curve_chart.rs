@@ -142,7 +142,7 @@ where
             SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
             _ => String::new(),
         })
-        .y_label_formatter(&|v| fmt_num(*v))
+        .y_label_formatter(&|v| if *v == 0.0 { "0".into() } else { fmt_num(*v) })
         .x_desc(curve.x_name.as_str())
         .y_desc(curve.unit.as_str())
         .draw()
