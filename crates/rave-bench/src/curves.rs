@@ -165,7 +165,9 @@ pub struct Curve {
     pub log_y: bool,
     /// Whether a larger value is better.
     pub higher_is_better: bool,
-    /// rave's series first, then the baselines.
+    /// rave's series first, then the baselines (serialized by [`Curve::result`], with their
+    /// summaries).
+    #[serde(skip)]
     pub series: Vec<Series>,
     /// Conditions a reader must know.
     pub note: String,
@@ -193,6 +195,43 @@ impl Curve {
             higher_is_better: false,
             series: Vec::new(),
             note: String::new(),
+        }
+    }
+}
+
+/// A series as reported: its runs and, at each point, their median, minimum and maximum.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesResult {
+    /// The series as measured.
+    #[serde(flatten)]
+    pub series: Series,
+    /// The summary of the runs at each point.
+    pub points: Vec<Summary>,
+}
+
+/// A curve as reported in the JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct CurveResult {
+    /// The curve's axis, unit and note.
+    #[serde(flatten)]
+    pub curve: Curve,
+    /// Its series with their summaries.
+    pub series: Vec<SeriesResult>,
+}
+
+impl Curve {
+    /// The curve with the summaries of its series, as reported.
+    pub fn result(&self) -> CurveResult {
+        CurveResult {
+            curve: self.clone(),
+            series: self
+                .series
+                .iter()
+                .map(|s| SeriesResult {
+                    series: s.clone(),
+                    points: s.summaries(),
+                })
+                .collect(),
         }
     }
 }

@@ -287,7 +287,7 @@ pub struct Report {
 struct JsonSection {
     engine: String,
     figures: Vec<FigureResult>,
-    curves: Vec<crate::curves::Curve>,
+    curves: Vec<crate::curves::CurveResult>,
 }
 
 #[derive(Serialize)]
@@ -324,7 +324,7 @@ pub fn write_all(report: &Report, markdown: &Path, json: &Path, chart: &Path) ->
             .map(|s| JsonSection {
                 engine: s.engine.clone(),
                 figures: s.figures.iter().map(Figure::result).collect(),
-                curves: s.curves.clone(),
+                curves: s.curves.iter().map(crate::curves::Curve::result).collect(),
             })
             .collect(),
     };

@@ -69,6 +69,11 @@ fn quick_mode_writes_every_report() {
             let runs = c["series"][0]["runs"].as_array().unwrap();
             assert_eq!(runs.len(), points, "{c}");
             assert!(runs.iter().all(|r| r.as_array().unwrap().len() == 1), "{c}");
+            assert_eq!(
+                c["series"][0]["points"].as_array().unwrap().len(),
+                points,
+                "{c}"
+            );
         }
         // Every measured row has rave's and the baseline's runs.
         for f in figures.iter().filter(|f| f["skipped"].is_null()) {
