@@ -52,6 +52,9 @@ pub async fn measure(engine: EngineName, sizes: &Sizes, cs: &CurveSizes) -> Resu
         eprintln!("rave-bench: C5: skipping the Redis baseline: {why}");
         baseline.skipped = Some(why.clone());
     }
+    let most = cs.followers.iter().copied().max().unwrap_or(0);
+    // The leader and Redis each hold a descriptor per follower; the processes inherit this.
+    raise_fd_limit(most as u64 + 256)?;
     let mut counted = vec![0u64; points];
     for _run in 0..cs.runs {
         let tmp = temp_dir()?;
@@ -156,4 +159,38 @@ fn rss_mib(pid: Option<u32>) -> Result<f64> {
     rss_bytes(pid)
         .map(|b| b as f64 / MIB)
         .ok_or_else(|| Error::other(format!("cannot read VmRSS of process {pid}")))
+}
+
+/// Raises this process's soft limit on open descriptors to at least `want` (within the hard
+/// limit): the common default of 1024 is too few for a leader serving 1 000 followers.
+fn raise_fd_limit(want: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `limit`, a valid rlimit that outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(Error::io(
+            "read the open-file limit",
+            &std::io::Error::last_os_error(),
+        ));
+    }
+    if limit.rlim_cur >= want {
+        return Ok(());
+    }
+    if limit.rlim_max < want {
+        return Err(Error::other(format!(
+            "C5 needs {want} open files, but the hard limit is {} (raise `ulimit -Hn`)",
+            limit.rlim_max
+        )));
+    }
+    limit.rlim_cur = want;
+    // SAFETY: setrlimit reads `limit`, a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(Error::io(
+            "raise the open-file limit",
+            &std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
