@@ -43,7 +43,8 @@ pub struct RunArgs {
     /// The JSON file of the same figures (default: bench/results.json beside --out).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// The SVG chart (default: bench/chart.svg beside --out).
+    /// The SVG chart (default: bench/chart.svg beside --out); the curves' charts
+    /// (curve-<id>-<engine>.svg) go beside it.
     #[arg(long)]
     pub chart: Option<PathBuf>,
     /// Only these figures, comma-separated (P1..P8, W1, W2, and the curves C1..C5; P2 and P3
