@@ -10,8 +10,8 @@ use rave::{Error, Result};
 use crate::engines::EngineName;
 use crate::report::{Figure, Report};
 use crate::{
-    durable, failover, follower, helper, leader, machine, memory, redb_readers, report, scan,
-    watch_latency, watch_throughput,
+    curves, durable, failover, follower, helper, leader, machine, memory, redb_readers, report,
+    scan, watch_latency, watch_throughput,
 };
 
 /// Measure rave against its baselines (raw sockets, Redis, the bare engine, SQLite, LMDB, redb).
@@ -43,11 +43,12 @@ pub struct RunArgs {
     /// The JSON file of the same figures (default: bench/results.json beside --out).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// The SVG chart (default: bench/chart.svg beside --out).
+    /// The SVG chart (default: bench/chart.svg beside --out); the curves' charts
+    /// (curve-<id>-<engine>.svg) go beside it.
     #[arg(long)]
     pub chart: Option<PathBuf>,
-    /// Only these figures, comma-separated (P1..P8, W1, W2, R1..R3; P2 and P3 run with P1). The
-    /// generated part of --out then holds these figures only.
+    /// Only these figures, comma-separated (P1..P8, W1, W2, R1..R3, and the curves C1..C5; P2
+    /// and P3 run with P1). The generated part of --out then holds these figures only.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -294,9 +295,11 @@ fn run(args: RunArgs) -> Result<()> {
             );
             figures.extend(rt.block_on(redb_readers::measure(engine, &sizes, &wanted))?);
         }
+        let curves = rt.block_on(curves::measure(engine, &sizes, args.quick, &wanted, &step))?;
         sections.push(report::Section {
             engine: engine.to_string(),
             figures,
+            curves,
         });
     }
     drop(rt);

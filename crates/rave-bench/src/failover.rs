@@ -29,7 +29,7 @@ pub async fn measure(engine: EngineName, sizes: &Sizes) -> Result<Vec<Figure>> {
 }
 
 /// One failover: milliseconds from SIGKILL to the first get served by the next leader.
-async fn failover_once<B: Backend + Default>(
+pub(crate) async fn failover_once<B: Backend + Default>(
     engine: EngineName,
     dir: &std::path::Path,
     keys: usize,
@@ -67,7 +67,7 @@ async fn failover_once<B: Backend + Default>(
 }
 
 /// One crash-recovery open of the bare engine: milliseconds.
-async fn crashed_open<B: Backend + Default>(
+pub(crate) async fn crashed_open<B: Backend + Default>(
     engine: EngineName,
     dir: &std::path::Path,
     sizes: &Sizes,

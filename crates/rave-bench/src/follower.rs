@@ -395,7 +395,7 @@ async fn concurrent_gets<B: Backend>(
 }
 
 /// `n` blocking round trips on a std unix socket (on a blocking thread); latencies in µs.
-async fn raw_ping_pong(
+pub(crate) async fn raw_ping_pong(
     socket: &Path,
     n: usize,
     request: usize,

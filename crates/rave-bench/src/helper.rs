@@ -97,6 +97,8 @@ pub enum Mode {
     PointReader(crate::redb_readers::ReaderArgs),
     /// Holds or takes redb's write lock on command, in its multi-writer mode (R3).
     RedbLockHolder(crate::redb_readers::HolderArgs),
+    /// Holds rave handles (or an SQLite connection) and runs timed loops on command (curves).
+    CurveWorker(crate::curves::worker::WorkerArgs),
 }
 
 /// What a writer process does.
@@ -159,6 +161,7 @@ pub fn run(mode: Mode) -> Result<()> {
         Mode::RedisFlood(args) => crate::pubsub::flood(&args),
         Mode::PointReader(args) => crate::redb_readers::reader(&args),
         Mode::RedbLockHolder(args) => crate::redb_readers::holder(&args),
+        Mode::CurveWorker(args) => crate::curves::worker::run(&args),
     };
     if let Err(e) = &result {
         // The harness reads this line; the exit code alone would not say why.
@@ -448,29 +451,38 @@ pub fn sqlite_create(path: &Path) -> Result<()> {
         .map_err(sqlite_error)
 }
 
+/// Opens a writer's connection to the database of [`sqlite_create`]: `synchronous=FULL`, a
+/// long busy timeout, and checked to be in WAL mode.
+pub fn sqlite_connect(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path).map_err(sqlite_error)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite_error)?;
+    conn.busy_timeout(Duration::from_secs(60))
+        .map_err(sqlite_error)?;
+    // Checked: the benchmark is only fair if every process writes through the WAL.
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .map_err(sqlite_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::other(format!(
+            "sqlite journal_mode is {mode}, not wal"
+        )));
+    }
+    Ok(conn)
+}
+
+/// One durable put: an autocommit `INSERT OR REPLACE`, its own transaction.
+pub fn sqlite_put(conn: &rusqlite::Connection, k: &[u8], v: &[u8]) -> Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)")
+        .and_then(|mut stmt| stmt.execute((k, v)))
+        .map(|_| ())
+        .map_err(sqlite_error)
+}
+
 fn sqlite_writer(job: &WriterJob) -> Result<()> {
     run_threads(job, || {
-        let conn = rusqlite::Connection::open(&job.path).map_err(sqlite_error)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite_error)?;
-        conn.busy_timeout(Duration::from_secs(60))
-            .map_err(sqlite_error)?;
-        // Checked: the benchmark is only fair if every process writes through the WAL.
-        let mode: String = conn
-            .pragma_query_value(None, "journal_mode", |row| row.get(0))
-            .map_err(sqlite_error)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::other(format!(
-                "sqlite journal_mode is {mode}, not wal"
-            )));
-        }
-        Ok(move |k: &[u8], v: &[u8]| {
-            // Autocommit: each statement is its own durable transaction.
-            conn.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)")
-                .and_then(|mut stmt| stmt.execute((k, v)))
-                .map(|_| ())
-                .map_err(sqlite_error)
-        })
+        let conn = sqlite_connect(&job.path)?;
+        Ok(move |k: &[u8], v: &[u8]| sqlite_put(&conn, k, v))
     })
 }
 

@@ -21,6 +21,10 @@ mod child;
 #[cfg(target_os = "linux")]
 mod cli;
 #[cfg(target_os = "linux")]
+mod curve_chart;
+#[cfg(target_os = "linux")]
+mod curves;
+#[cfg(target_os = "linux")]
 mod durable;
 #[cfg(target_os = "linux")]
 mod engines;

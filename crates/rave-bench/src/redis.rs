@@ -123,7 +123,7 @@ impl Redis {
     pub async fn populate(&self, keys: usize, value_size: usize) -> Result<()> {
         // 8 × keys random SETs leave a key unwritten with probability e^-8 (0.03 %); an
         // unwritten key costs Redis less, never more, so this never flatters rave.
-        self.bench("set", keys * 8, keys, value_size, 64)
+        self.bench("set", keys * 8, keys, value_size, 64, 1)
             .await
             .map(|_| ())
     }
@@ -136,12 +136,30 @@ impl Redis {
         value_size: usize,
         pipeline: usize,
     ) -> Result<Measured> {
-        self.bench("get", requests, keys, value_size, pipeline)
+        self.bench("get", requests, keys, value_size, pipeline, 1)
             .await
     }
 
-    /// `redis-benchmark -c 1 -t <test>`: `requests` commands over `keys` random keys with
-    /// values of `value_size` bytes, `pipeline` at a time.
+    /// `redis-benchmark -c <clients> -P 1 -t get`: `clients` connections, one request in
+    /// flight on each.
+    pub async fn get_clients(
+        &self,
+        requests: usize,
+        keys: usize,
+        value_size: usize,
+        clients: usize,
+    ) -> Result<Measured> {
+        self.bench("get", requests, keys, value_size, 1, clients)
+            .await
+    }
+
+    /// The server's process id (none once it was reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// `redis-benchmark -c <clients> -t <test>`: `requests` commands over `keys` random keys
+    /// with values of `value_size` bytes, `pipeline` at a time per client.
     async fn bench(
         &self,
         test: &str,
@@ -149,9 +167,11 @@ impl Redis {
         keys: usize,
         value_size: usize,
         pipeline: usize,
+        clients: usize,
     ) -> Result<Measured> {
         let (requests, keys) = (requests.to_string(), keys.to_string());
         let (value_size, pipeline) = (value_size.to_string(), pipeline.to_string());
+        let clients = clients.max(1).to_string();
         let args = [
             "-t",
             test,
@@ -162,7 +182,7 @@ impl Redis {
             "-d",
             &value_size,
             "-c",
-            "1",
+            &clients,
             "-P",
             &pipeline,
         ];

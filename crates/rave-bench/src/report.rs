@@ -260,6 +260,8 @@ pub struct Section {
     pub engine: String,
     /// Its figures, in order.
     pub figures: Vec<Figure>,
+    /// Its curves (C1 to C5), in order.
+    pub curves: Vec<crate::curves::Curve>,
 }
 
 /// Everything one invocation measured.
@@ -285,6 +287,7 @@ pub struct Report {
 struct JsonSection {
     engine: String,
     figures: Vec<FigureResult>,
+    curves: Vec<crate::curves::CurveResult>,
 }
 
 #[derive(Serialize)]
@@ -321,6 +324,7 @@ pub fn write_all(report: &Report, markdown: &Path, json: &Path, chart: &Path) ->
             .map(|s| JsonSection {
                 engine: s.engine.clone(),
                 figures: s.figures.iter().map(Figure::result).collect(),
+                curves: s.curves.iter().map(crate::curves::Curve::result).collect(),
             })
             .collect(),
     };
@@ -329,7 +333,12 @@ pub fn write_all(report: &Report, markdown: &Path, json: &Path, chart: &Path) ->
     write(json, &(text + "\n"))?;
     write(chart, &chart_svg(report)?)?;
     let chart_link = relative_to(chart, markdown);
-    let generated = markdown_section(report, &chart_link);
+    // The curves' charts go beside the chart.
+    let chart_dir = chart.parent().unwrap_or(Path::new(""));
+    crate::curve_chart::write_svgs(report, chart_dir)?;
+    let curve_link = |file: &str| relative_to(&chart_dir.join(file), markdown);
+    let generated =
+        markdown_section(report, &chart_link) + &crate::curve_chart::markdown(report, &curve_link);
     let existing = std::fs::read_to_string(markdown).unwrap_or_default();
     write(markdown, &splice(&existing, &generated))
 }
@@ -762,6 +771,7 @@ mod tests {
                         .baseline("redis", vec![100.0])
                         .target(Target::ratio_at_least(1.0)),
                 ],
+                curves: vec![],
             }],
         };
         let svg = chart_svg(&report).unwrap();

@@ -30,6 +30,27 @@ fn quick_mode_writes_every_report() {
         assert!(md.contains(id), "{id} missing from\n{md}");
     }
     assert!(md.contains("### Engine: memory") && md.contains("### Engine: redb"));
+    for heading in [
+        "#### C1 ·",
+        "#### C2 ·",
+        "#### C3 ·",
+        "#### C4 ·",
+        "#### C5 ·",
+    ] {
+        assert!(md.contains(heading), "{heading} missing from\n{md}");
+    }
+    for chart in [
+        "curve-c1-redb.svg",
+        "curve-c3-put-memory.svg",
+        "curve-c5-redb.svg",
+    ] {
+        let svg = std::fs::read_to_string(tmp.path().join("bench").join(chart)).unwrap();
+        assert!(svg.starts_with("<svg"), "{chart}");
+        assert!(
+            md.contains(&format!("(bench/{chart})")),
+            "{chart} not linked from\n{md}"
+        );
+    }
 
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("bench/results.json")).unwrap(),
@@ -40,6 +61,21 @@ fn quick_mode_writes_every_report() {
     for section in sections {
         let figures = section["figures"].as_array().unwrap();
         assert!(figures.len() >= 15, "{section}");
+        // Every curve (C3 is two: get and put) with a run at each point of rave's series.
+        let curves = section["curves"].as_array().unwrap();
+        assert_eq!(curves.len(), 6, "{section}");
+        for c in curves {
+            let points = c["x"].as_array().unwrap().len();
+            assert!(points >= 1, "{c}");
+            let runs = c["series"][0]["runs"].as_array().unwrap();
+            assert_eq!(runs.len(), points, "{c}");
+            assert!(runs.iter().all(|r| r.as_array().unwrap().len() == 1), "{c}");
+            assert_eq!(
+                c["series"][0]["points"].as_array().unwrap().len(),
+                points,
+                "{c}"
+            );
+        }
         // Every measured row has rave's and the baseline's runs.
         for f in figures.iter().filter(|f| f["skipped"].is_null()) {
             assert_eq!(f["subject_runs"].as_array().unwrap().len(), 1, "{f}");
