@@ -15,8 +15,10 @@ fn can_mount(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
+    // CI is set to anything but empty, `0` or `false` (the workspace's tests/common rule).
+    let in_ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
     assert!(
-        std::env::var_os("CI").is_none(),
+        !in_ci,
         "{test} cannot run: mounting FUSE needs root (CI is set, where this test must run, as root)"
     );
     println!("skipped: {test}: mounting FUSE needs root");
