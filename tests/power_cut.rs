@@ -31,8 +31,8 @@ use rave_powercut::PowerCut;
 
 per_engine!(acknowledged_writes_survive_a_power_cut);
 
-/// Cycles per engine: even ones with small values and a cut after 0.3–1.5 s of writing, odd
-/// ones with 16–64 KiB values and a cut once 2–4 MiB are acknowledged.
+/// Cycles per engine, each cut after 0.3–1.5 s of writing: even ones with small values, odd
+/// ones with 16–64 KiB values and not before 2–4 MiB are acknowledged.
 const CYCLES: usize = 8;
 
 /// Writer processes per cycle: the first to lock the directory leads, the others follow.
@@ -44,7 +44,8 @@ const LOOPS: usize = 3;
 /// Every fifth write of a loop is a batch of this many keys (acknowledged all or none).
 const BATCH: usize = 4;
 
-/// A large-value cycle cuts by this time even if it has not written its target yet.
+/// A large-value cycle cuts by this time (after its first acknowledged write) even if it has
+/// not written its target yet.
 const LARGE_CYCLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// How long the writers may take to acknowledge their first write (election, engine open).
@@ -99,6 +100,8 @@ struct Summary {
     acked_bytes: u64,
     on_disk: usize,
     cut_after: Duration,
+    /// How long the cut itself took (waiting for the operation in progress, then undoing).
+    cut_took: Duration,
     report: rave_powercut::CutReport,
     stats: rave_powercut::Stats,
 }
@@ -107,11 +110,12 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} values, cut after {:?}: {} keys ({} KiB) acknowledged, {} on disk after the cut; \
+            "{} values, cut after {:?} (taking {:?}): {} keys ({} KiB) acknowledged, {} on disk after the cut; \
              undone: {} changes, {} KiB in {} files; syncs: {} fdatasync, {} fsync, {} dir, by \
              file {:?}",
             if self.large { "large" } else { "small" },
             self.cut_after,
+            self.cut_took,
             self.acked,
             self.acked_bytes / 1024,
             self.on_disk,
@@ -135,24 +139,23 @@ async fn cycle_once<B: Engine>(cycle: usize, large: bool) -> Summary {
     std::fs::create_dir(&mountpoint).expect("create the mount point");
     let fs = PowerCut::mount(&backing, &mountpoint).expect("mount the power-cut file system");
 
-    let (value_size, target_bytes, run_for) = {
+    // Each cycle writes for a random time, and a large one also until it has written its
+    // target (within LARGE_CYCLE_LIMIT).
+    let (size, target_bytes, run_for) = {
         let mut rng = rand::rng();
+        let run_for = Duration::from_millis(rng.random_range(300..=1500));
         if large {
             (
                 rng.random_range(16 << 10..=64 << 10),
                 rng.random_range(2u64 << 20..=4 << 20),
-                LARGE_CYCLE_LIMIT,
+                run_for,
             )
         } else {
-            (
-                100,
-                u64::MAX,
-                Duration::from_millis(rng.random_range(300..=1500)),
-            )
+            (100, 0, run_for)
         }
     };
     let mut writers: Vec<Proc> = (0..WRITERS)
-        .map(|w| spawn_writer::<B>(fs.mountpoint(), &format!("c{cycle}w{w}"), value_size))
+        .map(|w| spawn_writer::<B>(fs.mountpoint(), &format!("c{cycle}w{w}"), size))
         .collect();
 
     // Write until the cut is due, counting acknowledgements as they come.
@@ -164,10 +167,7 @@ async fn cycle_once<B: Engine>(cycle: usize, large: bool) -> Summary {
             for line in w.drain_lines() {
                 if let Some(keys) = line.strip_prefix("ack ") {
                     first_ack.get_or_insert_with(Instant::now);
-                    acked_bytes += keys
-                        .split(' ')
-                        .map(|k| expected_value(k).len() as u64)
-                        .sum::<u64>();
+                    acked_bytes += keys.split(' ').map(|k| value_size(k) as u64).sum::<u64>();
                 }
             }
             if let Some(status) = w.try_status() {
@@ -184,14 +184,21 @@ async fn cycle_once<B: Engine>(cycle: usize, large: bool) -> Summary {
                 "no write acknowledged within {START_LIMIT:?}: stderr {:?}",
                 writers.iter().map(Proc::stderr).collect::<Vec<_>>()
             ),
-            Some(at) if at.elapsed() >= run_for || acked_bytes >= target_bytes => break,
+            Some(at)
+                if at.elapsed() >= LARGE_CYCLE_LIMIT
+                    || (at.elapsed() >= run_for && acked_bytes >= target_bytes) =>
+            {
+                break;
+            }
             Some(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let cut_after = first_ack.map_or(Duration::ZERO, |at| at.elapsed());
 
+    let cutting = Instant::now();
     let report = fs.cut();
+    let cut_took = cutting.elapsed();
     assert!(
         report.errors.is_empty(),
         "the cut could not undo everything: {:?}",
@@ -226,9 +233,10 @@ async fn cycle_once<B: Engine>(cycle: usize, large: bool) -> Summary {
     Summary {
         large,
         acked: acked.len(),
-        acked_bytes: acked.iter().map(|k| expected_value(k).len() as u64).sum(),
+        acked_bytes: acked.iter().map(|k| value_size(k) as u64).sum(),
         on_disk,
         cut_after,
+        cut_took,
         report,
         stats,
     }
@@ -300,23 +308,27 @@ async fn check_backing<B: Engine>(backing: &Path, acked: &BTreeSet<String>) -> u
     scanned.len()
 }
 
-/// The value a writer puts under `key`: `<prefix>-<loop>-<n>-<size>`, the key repeated to
-/// `size` bytes, so that a check knows it from the key alone.
-fn expected_value(key: &str) -> Vec<u8> {
-    let size: usize = key
-        .rsplit('-')
+/// The size of the value a writer puts under `key` (`<prefix>-<loop>-<n>-<size>`).
+fn value_size(key: &str) -> usize {
+    key.rsplit('-')
         .next()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("a writer key ends with its value size: {key:?}"));
-    key.bytes()
-        .chain(std::iter::once(b'|'))
-        .cycle()
-        .take(size)
-        .collect()
+        .unwrap_or_else(|| panic!("a writer key ends with its value size: {key:?}"))
+}
+
+/// The value a writer puts under `key`: `KEY|` repeated to [`value_size`] bytes, so that a
+/// check knows it from the key alone.
+fn expected_value(key: &str) -> Vec<u8> {
+    let size = value_size(key);
+    let pattern = format!("{key}|");
+    // `repeat` copies whole slices: a byte-by-byte iterator is slow in a debug build.
+    let mut value = pattern.as_bytes().repeat(size / pattern.len() + 1);
+    value.truncate(size);
+    value
 }
 
 /// Starts this test binary as a writer process on `dir` (see [`writer_process`]).
-fn spawn_writer<B: Engine>(dir: &Path, prefix: &str, value_size: usize) -> Proc {
+fn spawn_writer<B: Engine>(dir: &Path, prefix: &str, size: usize) -> Proc {
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut command = Command::new(exe);
     command
@@ -330,7 +342,7 @@ fn spawn_writer<B: Engine>(dir: &Path, prefix: &str, value_size: usize) -> Proc 
         .env(ENV_ENGINE, B::CLI)
         .env(ENV_DIR, dir)
         .env(ENV_PREFIX, prefix)
-        .env(ENV_VALUE, value_size.to_string())
+        .env(ENV_VALUE, size.to_string())
         .env("RAVE_LOG", "warn");
     Proc::spawn(format!("writer {prefix}"), command, None)
 }

@@ -63,6 +63,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -146,6 +147,7 @@ impl PowerCut {
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(backing.clone())),
+            cutting: AtomicBool::new(false),
         });
         let fs = PowerCutFs {
             shared: shared.clone(),
@@ -184,6 +186,7 @@ impl PowerCut {
     /// Cuts the power: every file's unsynced changes are undone in the backing directory, and
     /// every later operation on the mount fails with `EIO`. A second cut does nothing.
     pub fn cut(&self) -> CutReport {
+        self.shared.cutting.store(true, Ordering::SeqCst);
         let mut state = self.shared.lock();
         if state.cut {
             return CutReport::default();
@@ -287,6 +290,10 @@ struct Shared {
     /// One lock for everything: each operation, and the cut, is atomic with respect to the
     /// others (an operation either happened before the cut, with its undo record, or fails).
     state: Mutex<State>,
+    /// Set by [`PowerCut::cut`] before it takes the lock: operations not yet started fail at
+    /// once instead of competing for the lock (a busy session thread, re-taking it request
+    /// after request, could otherwise hold the cut back for hundreds of milliseconds).
+    cutting: AtomicBool,
 }
 
 impl Shared {
@@ -558,6 +565,9 @@ struct PowerCutFs {
 impl PowerCutFs {
     /// The state, or `EIO` once the power is cut.
     fn live(&self) -> Result<MutexGuard<'_, State>, Errno> {
+        if self.shared.cutting.load(Ordering::SeqCst) {
+            return Err(Errno::EIO);
+        }
         let state = self.shared.lock();
         if state.cut {
             return Err(Errno::EIO);
