@@ -11,7 +11,8 @@
 //!   [`redb::Durability::None`] (no sync), with the record's number. A durable redb commit (two
 //!   fsyncs with quick repair, and copy-on-write pages) is made only as a checkpoint: when the
 //!   journal is full (1 MiB), for a commit too large for it, and at close. After a crash the
-//!   file holds its last checkpoint, and the open applies the journal's records after it again.
+//!   file holds its last checkpoint, and the open applies the journal's records after it again
+//!   (without a sync: they stay in the journal).
 //!   Group commit shares each sync among writers.
 //! - A batch is one write transaction: all of it or nothing.
 //! - Iterators walk a read transaction taken when they are created (redb's MVCC snapshot),
@@ -247,11 +248,11 @@ impl RedbEngine {
             journal: Mutex::new(journal),
         };
         if let Some(last) = records.last() {
-            // The commits acknowledged after the file's last checkpoint, applied again and
-            // checkpointed before anything is served.
+            // The commits acknowledged after the file's last checkpoint, applied again before
+            // anything is served. No sync: they stay in the journal until the next checkpoint.
             let last = last.lsn;
             let file = &engine.shared.file;
-            engine.commit(EngineOp::Open, Durability::Immediate, last, |table| {
+            engine.commit(EngineOp::Open, Durability::None, last, |table| {
                 for record in &records {
                     remove_ranges(table, &record.ranges, file)?;
                     apply(table, &record.ops, file)?;
@@ -260,7 +261,6 @@ impl RedbEngine {
             })?;
             tracing::info!(file = %file.display(), records = records.len(), lsn = last, "redb: journal replayed");
         }
-        engine.journal().checkpointed();
         tracing::debug!(file = %engine.shared.file.display(), "redb opened");
         Ok(engine)
     }

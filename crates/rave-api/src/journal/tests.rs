@@ -112,18 +112,51 @@ fn a_revoked_record_is_not_replayed() {
     assert_eq!(journal.append(&[], &[put("b", "3")]).unwrap(), Some(2));
 }
 
-/// A record that does not fit asks for a checkpoint, and nothing is appended before the first
-/// checkpoint after open.
+/// A record that does not fit asks for a checkpoint; after it the journal starts over.
 #[test]
 fn a_full_journal_asks_for_a_checkpoint() {
     let (path, _cleanup) = temp_path("full");
     let (mut journal, _) = open(&path, 7);
-    assert_eq!(journal.append(&[], &[put("a", "1")]).unwrap(), None);
-    journal.checkpointed();
     assert_eq!(journal.append(&[], &[put("a", "1")]).unwrap(), Some(8));
     let big = "x".repeat(5000);
     assert_eq!(journal.append(&[], &[put("big", &big)]).unwrap(), None);
     assert_eq!(journal.last_lsn(), 8);
+    assert!(journal.pending());
+    journal.checkpointed();
+    assert!(!journal.pending());
+    assert_eq!(journal.append(&[], &[put("b", "2")]).unwrap(), Some(9));
+}
+
+/// After an open that replayed records, the next records follow them (the engine applied the
+/// replayed ones without a sync: they must stay until a checkpoint).
+#[test]
+fn records_after_a_replay_follow_the_replayed_ones() {
+    let (path, _cleanup) = temp_path("follow");
+    let (mut journal, _) = open(&path, 0);
+    journal.append(&[], &[put("a", "1")]).unwrap();
+    journal.append(&[], &[put("b", "2")]).unwrap();
+    drop(journal);
+    // The engine crashed holding nothing of the two; it applies them and writes on.
+    let (mut journal, records) = open(&path, 0);
+    assert_eq!(records.len(), 2);
+    assert!(journal.pending());
+    assert_eq!(journal.append(&[], &[put("c", "3")]).unwrap(), Some(3));
+    drop(journal);
+    let (_, records) = open(&path, 0);
+    let lsns: Vec<u64> = records.iter().map(|r| r.lsn).collect();
+    assert_eq!(lsns, [1, 2, 3]);
+}
+
+/// The file grows as records need, not all at once at open: a directory on a nearly full disk
+/// still opens.
+#[test]
+fn the_file_grows_as_records_need() {
+    let (path, _cleanup) = temp_path("grow");
+    let (mut journal, _) = open(&path, 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    journal.append(&[], &[put("a", "1")]).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len > 0 && len <= 4096, "{len}");
 }
 
 /// A gap between the engine's LSN and the journal's next record is corruption, not a silent
