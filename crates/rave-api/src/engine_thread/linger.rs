@@ -6,8 +6,8 @@
 //! them over two commits, each paying a full sync: measured with 4 processes × 1 put in flight,
 //! commits carried 1–3 puts, never 4. So when the writes queued so far come from fewer writers
 //! (handles: a write's stamp names its [`ClientId`]) than the last two commits had, the engine
-//! thread waits for the others, polling the queue, for at most half the last commit's duration
-//! and never more than [`MAX_LINGER`]: a commit that syncs (hundreds of µs) waits long enough for
+//! thread waits for the others, polling the queue, for at most the last commit's duration and
+//! never more than [`MAX_LINGER`]: a commit that syncs (hundreds of µs) waits long enough for
 //! a round trip, one that does not (a few µs) practically never waits. One writer, or many
 //! writers behind one handle (tasks of one process share its stamp's client), never waits.
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::once::ClientId;
 
 /// The longest wait for more writers before a commit.
-pub(super) const MAX_LINGER: Duration = Duration::from_micros(200);
+pub(super) const MAX_LINGER: Duration = Duration::from_micros(400);
 
 /// How long the engine thread sleeps between two looks at its queue while it waits.
 const POLL: Duration = Duration::from_micros(10);
@@ -35,7 +35,7 @@ pub(super) struct Linger {
 impl Linger {
     /// Whether to wait for more writes, for a group gathered since `started` from `writers`.
     pub(super) fn should_wait(&self, started: Instant, writers: &HashSet<ClientId>) -> bool {
-        let budget = (self.last_commit / 2).min(MAX_LINGER);
+        let budget = self.last_commit.min(MAX_LINGER);
         if budget < POLL * 2 {
             return false;
         }
@@ -85,7 +85,7 @@ mod tests {
         assert!(linger.should_wait(now, &writers(&[1])));
         assert!(linger.should_wait(now, &writers(&[1, 2, 3])));
         assert!(!linger.should_wait(now, &writers(&[1, 2, 3, 4])));
-        // Past the budget (half the last commit, at most MAX_LINGER): no wait.
+        // Past the budget (the last commit's duration, at most MAX_LINGER): no wait.
         let long_ago = now - MAX_LINGER;
         assert!(!linger.should_wait(long_ago, &writers(&[1])));
         // A fast commit (no sync): never wait.
