@@ -61,6 +61,30 @@ struct Run {
     main_thread_lat: Vec<f64>,
 }
 
+/// Starts the raw ping-pong server helper on `socket`, answering `request`-byte frames with
+/// `response`-byte ones, once it is ready.
+pub(crate) async fn spawn_ping_server(
+    name: impl Into<String>,
+    socket: &Path,
+    request: usize,
+    response: usize,
+) -> Result<Helper> {
+    let mut ping = Helper::spawn(
+        name,
+        [
+            "ping-server".to_string(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--request".into(),
+            request.to_string(),
+            "--response".into(),
+            response.to_string(),
+        ],
+    )?;
+    ping.expect("ready", SHORT).await?;
+    Ok(ping)
+}
+
 async fn measure_with<B: Backend + Default>(
     engine: EngineName,
     sizes: &Sizes,
@@ -73,19 +97,7 @@ async fn measure_with<B: Backend + Default>(
 
     let (request, response) = frame_sizes(sizes.value_size)?;
     let socket = tmp.path().join("ping.sock");
-    let mut ping = Helper::spawn(
-        "ping server",
-        [
-            "ping-server".to_string(),
-            "--socket".into(),
-            socket.display().to_string(),
-            "--request".into(),
-            request.to_string(),
-            "--response".into(),
-            response.to_string(),
-        ],
-    )?;
-    ping.expect("ready", SHORT).await?;
+    let ping = spawn_ping_server("ping server", &socket, request, response).await?;
 
     let redis_missing = redis::missing();
     let redis = match &redis_missing {

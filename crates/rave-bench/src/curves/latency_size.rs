@@ -22,7 +22,7 @@ use super::worker;
 use super::{Curve, CurveSizes, Series, fmt_bytes};
 use crate::child::{Helper, SHORT, follow, temp_dir};
 use crate::engines::{self, EngineName, with_engine};
-use crate::follower::{frame_sizes, raw_ping_pong};
+use crate::follower::{frame_sizes, raw_ping_pong, spawn_ping_server};
 use crate::helper;
 use crate::redis::{self, Redis};
 use crate::stats::percentile;
@@ -87,19 +87,8 @@ async fn measure_with<B: Backend + Default>(
     for (i, &size) in cs.value_sizes.iter().enumerate() {
         let (request, response) = frame_sizes(size)?;
         let socket = tmp.path().join(format!("ping{i}.sock"));
-        let mut ping = Helper::spawn(
-            format!("ping server {size} B"),
-            [
-                "ping-server".to_string(),
-                "--socket".into(),
-                socket.display().to_string(),
-                "--request".into(),
-                request.to_string(),
-                "--response".into(),
-                response.to_string(),
-            ],
-        )?;
-        ping.expect("ready", SHORT).await?;
+        let ping =
+            spawn_ping_server(format!("ping server {size} B"), &socket, request, response).await?;
         pings.push((ping, socket, request, response));
     }
     let redis_missing = redis::missing();
