@@ -165,8 +165,15 @@ impl Journal {
         if start + total > self.allocated {
             self.grow(start + total)?;
         }
-        write_at(&self.file, &self.buf, start)
-            .map_err(|e| Error::io(format!("write the journal {}", self.path.display()), &e))?;
+        if let Err(e) = write_at(&self.file, &self.buf, start) {
+            // The record may be whole in the page cache even though its sync failed: its header
+            // is zeroed (best effort) so that no replay applies a write reported as failed.
+            let _ = write_at(&self.file, &[0u8; HEADER], start);
+            return Err(Error::io(
+                format!("write the journal {}", self.path.display()),
+                &e,
+            ));
+        }
         self.end = start + total;
         self.last_lsn = lsn;
         self.pending = true;
