@@ -7,7 +7,7 @@
 //! - Every acknowledged write survives a process crash and power loss alike (the `sync` open
 //!   option changes nothing here), through a journal ([`rave_api::journal`], the file
 //!   `<dir>/journal`): each commit is first written there as one record and synced (one
-//!   `fdatasync` of a preallocated file), then committed to redb with
+//!   `fdatasync` of a file rewritten in place), then committed to redb with
 //!   [`redb::Durability::None`] (no sync), with the record's number. A durable redb commit (two
 //!   fsyncs with quick repair, and copy-on-write pages) is made only as a checkpoint: when the
 //!   journal is full (1 MiB), for a commit too large for it, and at close. After a crash the

@@ -28,6 +28,9 @@ pub(super) struct Linger {
     /// The writers of the last commit and of the one before.
     last: HashSet<ClientId>,
     before: HashSet<ClientId>,
+    /// How many writers those two commits had together, counted once per commit rather than at
+    /// every poll.
+    expected: usize,
     /// How long the last commit took.
     last_commit: Duration,
 }
@@ -39,8 +42,7 @@ impl Linger {
         if budget < POLL * 2 {
             return false;
         }
-        let expected = self.last.union(&self.before).count();
-        writers.len() < expected && started.elapsed() < budget
+        writers.len() < self.expected && started.elapsed() < budget
     }
 
     /// Sleeps one polling step.
@@ -51,6 +53,7 @@ impl Linger {
     /// Records a commit of `writers` that took `took`.
     pub(super) fn committed(&mut self, writers: HashSet<ClientId>, took: Duration) {
         self.before = std::mem::replace(&mut self.last, writers);
+        self.expected = self.last.union(&self.before).count();
         self.last_commit = took;
     }
 }
